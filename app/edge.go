@@ -1,0 +1,127 @@
+// Package app is the streamrpc edge: a Fiber app that accepts calls over
+// HTTP, appends each to its handler's Redis stream, and answers with the reply
+// a consumer writes back. It keeps no state of its own beyond the calls it is
+// waiting on, so any number of edges can run behind a load balancer.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/oklog/ulid/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamrpc/streamrpc/streams"
+)
+
+// Edge is one edge replica.
+type Edge struct {
+	cfg     Config
+	id      string // names this replica's reply stream
+	streams *streams.Client
+	waiters *waiters
+	replies *replyReader
+	fiber   *fiber.App
+	log     *slog.Logger
+
+	wg       sync.WaitGroup
+	mu       sync.Mutex
+	started  bool
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// New returns an edge over rdb. The go-redis client stays the caller's to close.
+func New(rdb redis.UniversalClient, cfg Config) (*Edge, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	e := &Edge{
+		cfg:     cfg,
+		id:      ulid.Make().String(),
+		streams: streams.New(rdb, streams.Options{ResultTTL: cfg.ResultTTL}),
+		waiters: newWaiters(),
+	}
+	e.log = cfg.Logger.With("edge", e.id)
+	e.replies = newReplyReader(e.streams, e.id, e.waiters, e.log)
+	e.fiber = fiber.New(fiber.Config{
+		AppName:               "streamrpc",
+		BodyLimit:             cfg.MaxBody,
+		DisableStartupMessage: true,
+		ErrorHandler:          e.fiberError,
+	})
+	e.routes()
+	return e, nil
+}
+
+// ID is this edge replica's id.
+func (e *Edge) ID() string { return e.id }
+
+// Fiber returns the edge's Fiber app, e.g. for app.Test in tests.
+func (e *Edge) Fiber() *fiber.App { return e.fiber }
+
+// Start opens this edge's reply stream and starts its reply reader. An
+// unreachable Redis is logged, not fatal: the edge answers 503 until Redis is
+// back and then recovers by itself.
+func (e *Edge) Start(ctx context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.started {
+		return nil
+	}
+	if err := e.streams.OpenReplyStream(ctx, e.id); err != nil {
+		e.log.Warn("redis unavailable at start; calls answer 503 until it is back", "err", err)
+	}
+	e.replies.start(&e.wg)
+	e.started = true
+	return nil
+}
+
+// Serve starts the edge if needed and serves HTTP on ln until Shutdown.
+func (e *Edge) Serve(ln net.Listener) error {
+	if err := e.Start(context.Background()); err != nil {
+		return err
+	}
+	return e.fiber.Listener(ln)
+}
+
+// ListenAndServe serves on cfg.Addr.
+func (e *Edge) ListenAndServe() error {
+	ln, err := net.Listen("tcp", e.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("app: listen on %s: %w", e.cfg.Addr, err)
+	}
+	e.log.Info("edge listening", "addr", ln.Addr().String())
+	return e.Serve(ln)
+}
+
+// Shutdown stops accepting connections, waits for calls in flight to be
+// answered until ctx ends, then stops the reply reader. Safe to call twice.
+func (e *Edge) Shutdown(ctx context.Context) error {
+	e.stopOnce.Do(func() {
+		err := e.fiber.ShutdownWithContext(ctx)
+		e.replies.shutdown()
+		e.wg.Wait()
+		_ = e.streams.Close()
+		if err != nil && !errors.Is(err, context.Canceled) {
+			e.stopErr = fmt.Errorf("app: shutdown: %w", err)
+		}
+	})
+	return e.stopErr
+}
+
+// Close stops the edge without waiting for calls in flight.
+func (e *Edge) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return e.Shutdown(ctx)
+}
+
+// Waiting is the number of calls this edge is waiting on.
+func (e *Edge) Waiting() int { return e.waiters.len() }

@@ -1,0 +1,101 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/streamrpc/streamrpc/internal/outage"
+	"github.com/streamrpc/streamrpc/streams"
+)
+
+// replyReader is the edge's one reader of its reply stream: it hands each
+// reply to the call waiting for it, and keeps the stream alive in Redis.
+type replyReader struct {
+	streams *streams.Client
+	edgeID  string
+	waiters *waiters
+	log     *slog.Logger
+
+	ctx    context.Context // cancelled by shutdown
+	cancel context.CancelFunc
+	done   chan struct{}
+	once   sync.Once
+}
+
+// readBlock is how long one XREAD waits; it bounds how long shutdown waits.
+const readBlock = time.Second
+
+func newReplyReader(sc *streams.Client, edgeID string, w *waiters, log *slog.Logger) *replyReader {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &replyReader{streams: sc, edgeID: edgeID, waiters: w, log: log, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+}
+
+func (r *replyReader) start(wg *sync.WaitGroup) {
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		defer close(r.done)
+		r.read()
+	}()
+	go func() {
+		defer wg.Done()
+		r.keepAlive()
+	}()
+}
+
+func (r *replyReader) shutdown() {
+	r.once.Do(r.cancel)
+	<-r.done
+}
+
+func (r *replyReader) read() {
+	outages := outage.New(r.log)
+	after := "0-0" // the stream is this edge's own: everything in it is for us
+	for r.ctx.Err() == nil {
+		replies, next, err := r.streams.ReadReplies(r.ctx, r.edgeID, after, 1024, readBlock)
+		if err != nil {
+			if r.ctx.Err() != nil {
+				return
+			}
+			outages.Failed(err)
+			select {
+			case <-time.After(outages.Backoff()):
+			case <-r.ctx.Done():
+				return
+			}
+			continue
+		}
+		if outages.OK() {
+			// Redis may have come back without our stream (no persistence):
+			// recreate it now rather than at the next keep-alive.
+			r.keep()
+		}
+		after = next
+		for _, rep := range replies {
+			r.waiters.deliver(rep)
+		}
+	}
+}
+
+func (r *replyReader) keepAlive() {
+	t := time.NewTicker(streams.ReplyStreamTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			r.keep()
+		case <-r.ctx.Done():
+			return
+		}
+	}
+}
+
+func (r *replyReader) keep() {
+	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+	defer cancel()
+	if err := r.streams.KeepReplyStream(ctx, r.edgeID); err != nil && r.ctx.Err() == nil {
+		r.log.Debug("keeping the reply stream failed", "err", err)
+	}
+}

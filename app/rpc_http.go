@@ -1,0 +1,198 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"math"
+	"mime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/streamrpc/streamrpc/streams"
+)
+
+func (e *Edge) routes() {
+	e.fiber.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	e.fiber.Get("/readyz", e.handleReady)
+	e.fiber.Post("/rpc/:handler/:method", e.handleCall)
+	e.fiber.Get("/rpc/calls/:id", e.handleResult)
+}
+
+// handleReady answers 200 while Redis answers, 503 otherwise.
+func (e *Edge) handleReady(c *fiber.Ctx) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := e.streams.Redis().Ping(ctx).Err(); err != nil {
+		return writeError(c, newError(streams.CodeUnavailable, "redis unavailable: "+err.Error()))
+	}
+	return c.JSON(fiber.Map{"status": "ready", "edge": e.id})
+}
+
+// callRequest is a validated call, ready to enqueue.
+type callRequest struct {
+	handler, method string
+	params          json.RawMessage
+	timeout         time.Duration
+}
+
+// handleCall serves POST /rpc/{handler}/{method}: the body is the params.
+func (e *Edge) handleCall(c *fiber.Ctx) error {
+	req, bad := e.parseCall(c)
+	if bad != nil {
+		return writeError(c, bad)
+	}
+	id := ulid.Make().String()
+	c.Set("X-Request-Id", id)
+	reply, rerr := e.call(id, req)
+	if rerr != nil {
+		if rerr.Code == streams.CodeOverloaded {
+			c.Set(fiber.HeaderRetryAfter, "1")
+		}
+		return writeError(c, rerr)
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	if !reply.OK {
+		c.Status(streams.HTTPStatus(reply.Err().Code))
+		return c.Send(wrapBody(`{"error":`, reply.Body))
+	}
+	return c.Send(wrapBody(`{"result":`, reply.Body))
+}
+
+func wrapBody(prefix string, body []byte) []byte {
+	b := make([]byte, 0, len(prefix)+len(body)+1)
+	b = append(b, prefix...)
+	b = append(b, body...)
+	return append(b, '}')
+}
+
+// parseCall validates everything about a call before it touches Redis.
+func (e *Edge) parseCall(c *fiber.Ctx) (callRequest, *streams.Error) {
+	req := callRequest{
+		handler: strings.Clone(c.Params("handler")),
+		method:  strings.Clone(c.Params("method")),
+		timeout: e.cfg.CallTimeout,
+	}
+	if err := streams.ValidateName("handler", req.handler); err != nil {
+		return req, newError(streams.CodeInvalidRequest, err.Error())
+	}
+	if err := streams.ValidateName("method", req.method); err != nil {
+		return req, newError(streams.CodeInvalidRequest, err.Error())
+	}
+	if t := c.Get("Request-Timeout"); t != "" {
+		secs, err := strconv.ParseFloat(t, 64)
+		if err != nil || secs <= 0 || math.IsNaN(secs) || math.IsInf(secs, 0) {
+			return req, newError(streams.CodeInvalidRequest, "Request-Timeout must be a positive number of seconds", "value", t)
+		}
+		if d := time.Duration(secs * float64(time.Second)); d < req.timeout {
+			req.timeout = max(d, time.Millisecond)
+		}
+	}
+	body := c.Body()
+	if len(bytes.TrimSpace(body)) == 0 {
+		req.params = json.RawMessage("null") // no params
+		return req, nil
+	}
+	if !isJSON(c.Get(fiber.HeaderContentType)) {
+		return req, newError(streams.CodeUnsupportedMedia, "Content-Type must be application/json", "content_type", c.Get(fiber.HeaderContentType))
+	}
+	if !json.Valid(body) {
+		return req, newError(streams.CodeParseError, "the body is not valid JSON: "+jsonProblem(body))
+	}
+	// The body buffer is Fiber's and is reused after the handler returns, but
+	// the enqueue pipeline may still be sending it then: keep a copy.
+	req.params = bytes.Clone(body)
+	return req, nil
+}
+
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// jsonProblem says where the JSON went wrong.
+func jsonProblem(body []byte) string {
+	var v any
+	err := json.Unmarshal(body, &v)
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return err.Error() + " (at byte " + strconv.FormatInt(se.Offset, 10) + ")"
+	}
+	if err != nil {
+		return err.Error()
+	}
+	return "invalid"
+}
+
+// call enqueues a call and waits for its reply until the call's deadline.
+func (e *Edge) call(id string, req callRequest) (streams.Reply, *streams.Error) {
+	now := time.Now()
+	deadline := now.Add(req.timeout)
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+
+	ch := e.waiters.add(id)
+	err := e.streams.Enqueue(ctx, &streams.Call{
+		ID: id, Handler: req.handler, Method: req.method, Params: req.params,
+		ReplyTo: e.id, Deadline: deadline, Attempt: 1, EnqueuedAt: now, ResultTTL: e.cfg.ResultTTL,
+	}, e.cfg.BacklogLimit)
+	if err != nil {
+		e.waiters.remove(id)
+		return streams.Reply{}, enqueueError(err, req)
+	}
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-ctx.Done():
+		e.waiters.remove(id)
+		return streams.Reply{}, newError(streams.CodeTimeout, "no reply before the deadline", "id", id, "timeout", req.timeout.String())
+	}
+}
+
+func enqueueError(err error, req callRequest) *streams.Error {
+	switch {
+	case errors.Is(err, streams.ErrNoHandler):
+		return newError(streams.CodeMethodNotFound, "unknown handler "+strconv.Quote(req.handler)+": no consumer has registered it", "handler", req.handler)
+	case errors.Is(err, streams.ErrNoMethod):
+		return newError(streams.CodeMethodNotFound, "handler "+strconv.Quote(req.handler)+" has no method "+strconv.Quote(req.method), "handler", req.handler, "method", req.method)
+	case errors.Is(err, streams.ErrBacklogFull):
+		return newError(streams.CodeOverloaded, "handler "+strconv.Quote(req.handler)+" has too many calls waiting; retry later", "handler", req.handler)
+	case errors.Is(err, context.DeadlineExceeded):
+		return newError(streams.CodeTimeout, "the call could not be enqueued before its deadline")
+	case errors.Is(err, streams.ErrUnavailable):
+		return newError(streams.CodeUnavailable, "redis is unavailable; the call was not accepted")
+	}
+	return newError(streams.CodeInternal, "enqueue failed: "+err.Error())
+}
+
+// handleResult serves GET /rpc/calls/{id}: a finished call's result, kept for
+// the result TTL.
+func (e *Edge) handleResult(c *fiber.Ctx) error {
+	id := c.Params("id")
+	if err := streams.ValidateID(id); err != nil {
+		return writeError(c, newError(streams.CodeInvalidRequest, err.Error()))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := e.streams.Result(ctx, id)
+	switch {
+	case errors.Is(err, streams.ErrNotFound):
+		return writeError(c, newError(streams.CodeNotFound, "no result for call "+id+": the id is unknown, the call has not finished, or its result expired", "id", id))
+	case err != nil:
+		return writeError(c, newError(streams.CodeUnavailable, "redis is unavailable"))
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	if !r.OK {
+		c.Status(streams.HTTPStatus(r.Err().Code))
+		return c.Send(wrapBody(`{"id":"`+id+`","state":"failed","error":`, r.Body))
+	}
+	return c.Send(wrapBody(`{"id":"`+id+`","state":"done","result":`, r.Body))
+}

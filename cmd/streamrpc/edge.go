@@ -1,0 +1,59 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/streamrpc/streamrpc/app"
+	"github.com/streamrpc/streamrpc/streams"
+)
+
+// runEdge runs the edge until ctx ends.
+func runEdge(ctx context.Context, stderr io.Writer) error {
+	s, err := loadSettings()
+	if err != nil {
+		return err
+	}
+	log, err := s.logger(stderr)
+	if err != nil {
+		return err
+	}
+	if s.Redis.URL == "" {
+		return errors.New("REDIS_URL is not set (streamrpc dev runs without one, on an embedded Redis)")
+	}
+	rdb, err := streams.Connect(s.Redis)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	s.Edge.Logger = log
+	edge, err := app.New(rdb, s.Edge)
+	if err != nil {
+		return err
+	}
+	return serveUntil(ctx, edge, s.Edge.ShutdownGrace, log)
+}
+
+// serveUntil serves the edge until ctx ends, then drains it.
+func serveUntil(ctx context.Context, edge *app.Edge, grace time.Duration, log *slog.Logger) error {
+	errc := make(chan error, 1)
+	go func() { errc <- edge.ListenAndServe() }()
+	select {
+	case err := <-errc:
+		_ = edge.Close()
+		return err
+	case <-ctx.Done():
+	}
+	if grace <= 0 {
+		grace = 30 * time.Second
+	}
+	log.Info("shutting down; draining calls in flight", "grace", grace, "waiting", edge.Waiting())
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	err := edge.Shutdown(sctx)
+	<-errc
+	return err
+}

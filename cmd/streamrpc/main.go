@@ -1,0 +1,62 @@
+// Command streamrpc is the one binary of streamrpc:
+//
+//	streamrpc dev     the edge and the example handlers in one process, on an
+//	                  embedded in-memory Redis unless REDIS_URL is set
+//	streamrpc edge    the edge alone (run any number of replicas)
+//
+// Every setting comes from the environment; see .env.example.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `streamrpc: RPC over Redis Streams
+
+usage: streamrpc <command>
+
+commands:
+  dev     run the edge and the example echo handler in one process; with no
+          REDIS_URL it uses an embedded in-memory Redis (not durable)
+  edge    run the edge; REDIS_URL names the Redis
+  help    show this text
+
+Settings are environment variables; see .env.example.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches a subcommand and returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "dev":
+		err = runDev(ctx, stdout, stderr)
+	case "edge":
+		err = runEdge(ctx, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "streamrpc: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "streamrpc %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}

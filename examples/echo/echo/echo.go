@@ -1,0 +1,56 @@
+// Package echo is the example handler used by demos, tests and benchmarks:
+// echo returns its params, sleep waits, fail returns the error it is asked for.
+package echo
+
+import (
+	"context"
+	"time"
+
+	"github.com/streamrpc/streamrpc/consumers"
+)
+
+// Name is the handler name the example serves.
+const Name = "echo"
+
+// Mux returns the example's methods.
+func Mux() *consumers.Mux {
+	mux := consumers.NewMux()
+	mux.HandleFunc("echo", func(_ context.Context, r *consumers.Request) (any, error) {
+		return r.Params, nil // raw: the caller gets its bytes back exactly
+	}, consumers.Describe("returns its params unchanged"))
+
+	mux.HandleFunc("sleep", func(ctx context.Context, r *consumers.Request) (any, error) {
+		var p struct {
+			MS int64 `json:"ms"`
+		}
+		if err := r.Bind(&p); err != nil {
+			return nil, err
+		}
+		if p.MS < 0 {
+			return nil, consumers.Errorf(consumers.CodeInvalidParams, "ms must not be negative")
+		}
+		t := time.NewTimer(time.Duration(p.MS) * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return map[string]int64{"slept": p.MS}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}, consumers.Describe(`sleeps {"ms":N} milliseconds, then returns {"slept":N}`))
+
+	mux.HandleFunc("fail", func(_ context.Context, r *consumers.Request) (any, error) {
+		var p struct {
+			Message   string `json:"message"`
+			Retryable bool   `json:"retryable"`
+		}
+		if err := r.Bind(&p); err != nil {
+			return nil, err
+		}
+		if p.Message == "" {
+			p.Message = "failed on request"
+		}
+		return nil, &consumers.Error{Code: consumers.CodeHandlerError, Message: p.Message, Data: map[string]bool{"retryable": p.Retryable}}
+	}, consumers.Describe(`returns the error {"message":"…","retryable":bool}`))
+	return mux
+}

@@ -1,0 +1,204 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/streamrpc/streamrpc/app"
+	"github.com/streamrpc/streamrpc/streams"
+)
+
+func TestRoundTripHTTP(t *testing.T) {
+	st := newStack(t, stackOptions{})
+	r := post(t, st.url, "/rpc/echo/echo", []byte(`{"msg":"hi"}`), nil)
+	if r.status != http.StatusOK || string(r.body) != `{"result":{"msg":"hi"}}` {
+		t.Fatalf("got %d %s, want 200 {\"result\":{\"msg\":\"hi\"}}", r.status, r.body)
+	}
+	if _, err := ulid.ParseStrict(r.requestID); err != nil {
+		t.Fatalf("X-Request-Id %q is not a ULID: %v", r.requestID, err)
+	}
+	// The result stays readable by id.
+	g := get(t, st.url+"/rpc/calls/"+r.requestID)
+	if g.status != http.StatusOK || !bytes.Equal(g.Result, []byte(`{"msg":"hi"}`)) {
+		t.Fatalf("GET result: %d %s", g.status, g.body)
+	}
+	s := post(t, st.url, "/rpc/echo/sleep", []byte(`{"ms":20}`), nil)
+	if s.status != http.StatusOK || string(s.Result) != `{"slept":20}` {
+		t.Fatalf("sleep: %d %s", s.status, s.body)
+	}
+}
+
+func TestParamsByteExact(t *testing.T) {
+	st := newStack(t, stackOptions{})
+	big := `{"data":"` + strings.Repeat("x", 900<<10) + `"}`
+	cases := []struct{ name, params string }{
+		{"object", `{"a":1,"b":[true,false,null]}`},
+		{"whitespace kept", "{ \"a\" :\t1 ,\n \"b\" : [ 1 , 2 ] }"},
+		{"unicode", `{"greeting":"héllo wörld — 你好 — 🚀","escaped":"\u00e9\ud83d\ude80"}`},
+		{"number precision", `{"n":12345678901234567890.123456789e-5}`},
+		{"array", `[1,"two",{"three":3}]`},
+		{"string", `"just a string"`},
+		{"large 900KiB", big},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := post(t, st.url, "/rpc/echo/echo", []byte(tc.params), nil)
+			want := `{"result":` + tc.params + `}`
+			if r.status != http.StatusOK || string(r.body) != want {
+				t.Fatalf("status %d; body differs from params (len %d vs %d)", r.status, len(r.body), len(want))
+			}
+		})
+	}
+}
+
+func TestThousandConcurrentCalls(t *testing.T) {
+	st := newStack(t, stackOptions{})
+	const n = 1000
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			params := fmt.Sprintf(`{"i":%d}`, i)
+			res, err := httpClient.Post(st.url+"/rpc/echo/echo", "application/json", strings.NewReader(params))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer res.Body.Close()
+			var out struct{ Result json.RawMessage }
+			if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
+				errs <- err
+				return
+			}
+			if res.StatusCode != 200 || string(out.Result) != params {
+				errs <- fmt.Errorf("call %d: %d %s", i, res.StatusCode, out.Result)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if w := st.edge.Waiting(); w != 0 {
+		t.Fatalf("edge still waits on %d calls", w)
+	}
+}
+
+func TestErrorCases(t *testing.T) {
+	st := newStack(t, stackOptions{edge: app.Config{MaxBody: 64 << 10}})
+	cases := []struct {
+		name       string
+		path       string
+		body       string
+		header     map[string]string
+		wantStatus int
+		wantCode   int
+		wantText   string
+	}{
+		{"malformed JSON", "/rpc/echo/echo", `{"a":`, nil, 400, streams.CodeParseError, "not valid JSON"},
+		{"body over the limit", "/rpc/echo/echo", `"` + strings.Repeat("x", 70<<10) + `"`, nil, 413, streams.CodeBodyTooLarge, "over the limit"},
+		{"wrong content type", "/rpc/echo/echo", `{"a":1}`, map[string]string{"Content-Type": "text/plain"}, 415, streams.CodeUnsupportedMedia, "application/json"},
+		{"unknown handler", "/rpc/nobody/echo", `{}`, nil, 404, streams.CodeMethodNotFound, "no consumer has registered it"},
+		{"unknown method", "/rpc/echo/nothing", `{}`, nil, 404, streams.CodeMethodNotFound, "has no method"},
+		{"bad handler name", "/rpc/ec%7Bho%7D/echo", `{}`, nil, 400, streams.CodeInvalidRequest, "handler name"},
+		{"handler name too long", "/rpc/" + strings.Repeat("h", 65) + "/echo", `{}`, nil, 400, streams.CodeInvalidRequest, "limit is 64"},
+		{"bad Request-Timeout", "/rpc/echo/echo", `{}`, map[string]string{"Request-Timeout": "soon"}, 400, streams.CodeInvalidRequest, "Request-Timeout"},
+		{"negative Request-Timeout", "/rpc/echo/echo", `{}`, map[string]string{"Request-Timeout": "-1"}, 400, streams.CodeInvalidRequest, "Request-Timeout"},
+		{"timeout waiting for the reply", "/rpc/echo/sleep", `{"ms":3000}`, map[string]string{"Request-Timeout": "0.3"}, 504, streams.CodeTimeout, "no reply before the deadline"},
+		{"handler error", "/rpc/echo/fail", `{"message":"card declined"}`, nil, 422, streams.CodeHandlerError, "card declined"},
+		{"handler rejects params", "/rpc/echo/sleep", `{"ms":"soon"}`, nil, 422, streams.CodeInvalidParams, "invalid params"},
+		{"no route", "/nowhere", `{}`, nil, 404, streams.CodeNotFound, "no such route"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := post(t, st.url, tc.path, []byte(tc.body), tc.header)
+			if r.status != tc.wantStatus || r.Error == nil || r.Error.Code != tc.wantCode || !strings.Contains(r.Error.Message, tc.wantText) {
+				t.Fatalf("got %d %s; want %d, code %d, message containing %q", r.status, r.body, tc.wantStatus, tc.wantCode, tc.wantText)
+			}
+		})
+	}
+	t.Run("unknown result id", func(t *testing.T) {
+		r := get(t, st.url+"/rpc/calls/"+ulid.Make().String())
+		if r.status != 404 || r.Error == nil || r.Error.Code != streams.CodeNotFound {
+			t.Fatalf("got %d %s", r.status, r.body)
+		}
+	})
+}
+
+func TestRedisRestart(t *testing.T) {
+	st := newStack(t, stackOptions{redisArgs: []string{"--appendonly", "yes"}})
+	if r := post(t, st.url, "/rpc/echo/echo", []byte(`{"before":1}`), nil); r.status != 200 {
+		t.Fatalf("before the outage: %d %s", r.status, r.body)
+	}
+	st.redis.Stop(t)
+	r := post(t, st.url, "/rpc/echo/echo", []byte(`{"during":1}`), map[string]string{"Request-Timeout": "10"})
+	if r.status != http.StatusServiceUnavailable || r.Error == nil || r.Error.Code != streams.CodeUnavailable {
+		t.Fatalf("during the outage: got %d %s, want 503 unavailable", r.status, r.body)
+	}
+	st.redis.Start(t)
+	waitUntil(t, 30*time.Second, func() error {
+		r := post(t, st.url, "/rpc/echo/echo", []byte(`{"after":1}`), map[string]string{"Request-Timeout": "2"})
+		if r.status != 200 || string(r.Result) != `{"after":1}` {
+			return fmt.Errorf("after the outage: %d %s", r.status, r.body)
+		}
+		return nil
+	})
+}
+
+// TestCommandsPerCall counts every command the edge and the consumer send to
+// Redis (pipelined commands each, blocking reads included).
+func TestCommandsPerCall(t *testing.T) {
+	st := newStack(t, stackOptions{})
+	post(t, st.url, "/rpc/echo/echo", []byte(`1`), nil) // warm up: scripts loaded
+	const calls, callers = 2000, 16
+	before := st.cmds.n.Load()
+	var wg sync.WaitGroup
+	var failed sync.Map
+	for c := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range calls / callers {
+				res, err := httpClient.Post(st.url+"/rpc/echo/echo", "application/json", strings.NewReader(fmt.Sprint(c*1000+i)))
+				if err != nil || res.StatusCode != 200 {
+					failed.Store(c, err)
+				}
+				if res != nil {
+					res.Body.Close()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	failed.Range(func(k, v any) bool { t.Errorf("caller %v: %v", k, v); return true })
+	per := float64(st.cmds.n.Load()-before) / calls
+	t.Logf("redis commands per call, edge and consumer together: %.2f", per)
+	if per > 4 {
+		t.Fatalf("%.2f commands per call, want at most 4", per)
+	}
+}
+
+func TestResultTTL(t *testing.T) {
+	st := newStack(t, stackOptions{edge: app.Config{ResultTTL: time.Second}})
+	r := post(t, st.url, "/rpc/echo/echo", []byte(`{"k":1}`), nil)
+	if g := get(t, st.url+"/rpc/calls/"+r.requestID); g.status != 200 {
+		t.Fatalf("right after: %d %s", g.status, g.body)
+	}
+	waitUntil(t, 10*time.Second, func() error {
+		if g := get(t, st.url+"/rpc/calls/"+r.requestID); g.status != 404 {
+			return fmt.Errorf("result still there: %d", g.status)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,204 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/redis/go-redis/v9"
+	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/wait"
+)
+
+const (
+	redisImage        = "redis:7-alpine"
+	redisPort         = "6379/tcp"
+	redisReadyTimeout = 30 * time.Second
+	redisStopTimeout  = 10 * time.Second
+)
+
+// RedisServer is a real Redis in a container, on a fixed host port so that it keeps its address
+// across Stop/Start.
+type RedisServer struct {
+	// URL is redis://127.0.0.1:PORT/0; it stays valid across Stop/Start.
+	URL string
+
+	hostPort  int
+	container *testcontainers.DockerContainer
+}
+
+// startRedis starts a new Redis container for this test and terminates it in t.Cleanup.
+// args are extra redis-server arguments, e.g. "--appendonly", "yes".
+func startRedis(t testing.TB, args ...string) *RedisServer {
+	t.Helper()
+	requireDocker(t)
+
+	cmd := append([]string{"redis-server", "--protected-mode", "no", "--dir", "/data", "--port", "6379"}, args...)
+
+	// The host port is picked here and then handed to Docker, so another process may take it in
+	// between; retry with a new port if Docker reports it as taken.
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		port := freeLocalPort(t)
+		ctr, err := runRedisContainer(cmd, port)
+		// Schedule the cleanup before the error check: a failed start may still leave a container.
+		testcontainers.CleanupContainer(t, ctr)
+		if err != nil {
+			lastErr = err
+			if isPortInUse(err) {
+				continue
+			}
+			t.Fatalf("start redis container: %v", err)
+		}
+		r := &RedisServer{
+			URL:       fmt.Sprintf("redis://127.0.0.1:%d/0", port),
+			hostPort:  port,
+			container: ctr,
+		}
+		r.waitForPing(t)
+		return r
+	}
+	t.Fatalf("start redis container: no free host port after 3 attempts: %v", lastErr)
+	return nil
+}
+
+func runRedisContainer(cmd []string, hostPort int) (*testcontainers.DockerContainer, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*redisReadyTimeout)
+	defer cancel()
+	return testcontainers.Run(ctx, redisImage,
+		testcontainers.WithCmd(cmd...),
+		testcontainers.WithExposedPorts(redisPort),
+		testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) {
+			hc.PortBindings = network.PortMap{
+				network.MustParsePort(redisPort): {{
+					HostIP:   netip.MustParseAddr("127.0.0.1"),
+					HostPort: strconv.Itoa(hostPort),
+				}},
+			}
+		}),
+		testcontainers.WithWaitStrategy(
+			wait.ForLog("Ready to accept connections").WithStartupTimeout(redisReadyTimeout),
+		),
+	)
+}
+
+// Stop stops the container gracefully (SIGTERM, as `docker stop`). The container and its host
+// port binding are kept, so Start brings Redis back at the same URL.
+func (r *RedisServer) Stop(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), redisStopTimeout+20*time.Second)
+	defer cancel()
+	timeout := redisStopTimeout
+	if err := r.container.Stop(ctx, &timeout); err != nil {
+		t.Fatalf("stop redis container: %v", err)
+	}
+}
+
+// Start starts the stopped container again, on the same host port, and waits until PING answers.
+func (r *RedisServer) Start(t testing.TB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), redisReadyTimeout)
+	defer cancel()
+	if err := r.container.Start(ctx); err != nil {
+		t.Fatalf("start redis container again: %v", err)
+	}
+	r.waitForPing(t)
+}
+
+// Client returns a new go-redis client for this server, closed in t.Cleanup.
+func (r *RedisServer) Client(t testing.TB) *redis.Client {
+	t.Helper()
+	opts, err := redis.ParseURL(r.URL)
+	if err != nil {
+		t.Fatalf("parse redis URL %q: %v", r.URL, err)
+	}
+	c := redis.NewClient(opts)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// waitForPing polls PING on a fresh connection until it answers PONG or the deadline passes.
+// While Redis loads its AOF/RDB it answers -LOADING, which counts as not ready.
+func (r *RedisServer) waitForPing(t testing.TB) {
+	t.Helper()
+	opts, err := redis.ParseURL(r.URL)
+	if err != nil {
+		t.Fatalf("parse redis URL %q: %v", r.URL, err)
+	}
+	opts.MaxRetries = -1
+	opts.DialTimeout = time.Second
+	c := redis.NewClient(opts)
+	defer func() { _ = c.Close() }()
+
+	deadline := time.Now().Add(redisReadyTimeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		err = c.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis at %s did not answer PING within %s: %v", r.URL, redisReadyTimeout, err)
+		}
+		<-tick.C
+	}
+}
+
+// requireDocker skips the test when no Docker engine answers, or fails it when
+// STREAMRPC_REQUIRE_DOCKER=1 (as in CI), so that integration tests cannot silently vanish there.
+func requireDocker(t testing.TB) {
+	t.Helper()
+	if err := dockerHealth(); err != nil {
+		if os.Getenv("STREAMRPC_REQUIRE_DOCKER") == "1" {
+			t.Fatalf("integration test needs a Docker engine (STREAMRPC_REQUIRE_DOCKER=1), but none answers: %v", err)
+		}
+		t.Skipf("skipping integration test: no Docker engine answers (%v); set STREAMRPC_REQUIRE_DOCKER=1 to make this a failure", err)
+	}
+}
+
+func dockerHealth() (err error) {
+	// Provider construction has panicked in some testcontainers versions when no engine is found.
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("testcontainers panicked: %v", p)
+		}
+	}()
+	provider, err := testcontainers.ProviderDefault.GetProvider()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = provider.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return provider.Health(ctx)
+}
+
+// freeLocalPort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func freeLocalPort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("pick a free host port: %v", err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	if err := l.Close(); err != nil {
+		t.Fatalf("release picked host port: %v", err)
+	}
+	return port
+}
+
+func isPortInUse(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "port is already allocated") || strings.Contains(msg, "address already in use")
+}
