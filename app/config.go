@@ -27,6 +27,29 @@ type Config struct {
 	// BacklogLimit refuses calls with 503 once a handler has this many calls
 	// queued or running. Default 0: no limit.
 	BacklogLimit int64 `env:"STREAMRPC_BACKLOG_LIMIT"`
+	// JSONRPCMaxBatch is the most calls one JSON-RPC batch may hold (POST
+	// /jsonrpc and /ws); a larger batch is answered with one -32600. Default 1000.
+	JSONRPCMaxBatch int `env:"STREAMRPC_JSONRPC_MAX_BATCH"`
+	// WSMaxMessage is the largest WebSocket message accepted, in bytes; a
+	// larger one closes the connection with 1009. Default 1 MiB.
+	WSMaxMessage int64 `env:"STREAMRPC_WS_MAX_MESSAGE"`
+	// WSMaxInFlight is how many calls one WebSocket connection may have in
+	// flight; a call past it is answered at once with -32005. Default 1024.
+	WSMaxInFlight int `env:"STREAMRPC_WS_MAX_IN_FLIGHT"`
+	// WSMaxConns is how many WebSocket connections this edge holds; an
+	// upgrade past it is refused with 503. Default 10000.
+	WSMaxConns int `env:"STREAMRPC_WS_MAX_CONNS"`
+	// WSWriteQueue bounds the bytes of answers queued for one WebSocket
+	// connection; past it the connection is closed with 4008. Default 8 MiB.
+	WSWriteQueue int `env:"STREAMRPC_WS_WRITE_QUEUE"`
+	// WSWriteTimeout is the longest one write to a WebSocket may take before
+	// the connection is dropped. Default 10s.
+	WSWriteTimeout time.Duration `env:"STREAMRPC_WS_WRITE_TIMEOUT"`
+	// WSPingInterval is how often the edge pings each WebSocket. Default 30s.
+	WSPingInterval time.Duration `env:"STREAMRPC_WS_PING_INTERVAL"`
+	// WSPongTimeout: a peer that sends nothing (no pong, no message) for
+	// WSPingInterval+WSPongTimeout is dead and its connection is dropped. Default 10s.
+	WSPongTimeout time.Duration `env:"STREAMRPC_WS_PONG_TIMEOUT"`
 	// Logger receives the edge's logs. Default slog.Default().
 	Logger *slog.Logger `env:"-"`
 }
@@ -46,6 +69,22 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: STREAMRPC_SHUTDOWN_GRACE %s is negative", ErrConfig, c.ShutdownGrace)
 	case c.BacklogLimit < 0:
 		return fmt.Errorf("%w: STREAMRPC_BACKLOG_LIMIT %d is negative", ErrConfig, c.BacklogLimit)
+	case c.JSONRPCMaxBatch < 0:
+		return fmt.Errorf("%w: STREAMRPC_JSONRPC_MAX_BATCH %d is negative", ErrConfig, c.JSONRPCMaxBatch)
+	case c.WSMaxMessage < 0:
+		return fmt.Errorf("%w: STREAMRPC_WS_MAX_MESSAGE %d is negative", ErrConfig, c.WSMaxMessage)
+	case c.WSMaxInFlight < 0:
+		return fmt.Errorf("%w: STREAMRPC_WS_MAX_IN_FLIGHT %d is negative", ErrConfig, c.WSMaxInFlight)
+	case c.WSMaxConns < 0:
+		return fmt.Errorf("%w: STREAMRPC_WS_MAX_CONNS %d is negative", ErrConfig, c.WSMaxConns)
+	case c.WSWriteQueue < 0:
+		return fmt.Errorf("%w: STREAMRPC_WS_WRITE_QUEUE %d is negative", ErrConfig, c.WSWriteQueue)
+	case c.WSWriteTimeout < 0:
+		return fmt.Errorf("%w: STREAMRPC_WS_WRITE_TIMEOUT %s is negative", ErrConfig, c.WSWriteTimeout)
+	case c.WSPingInterval < 0:
+		return fmt.Errorf("%w: STREAMRPC_WS_PING_INTERVAL %s is negative", ErrConfig, c.WSPingInterval)
+	case c.WSPongTimeout < 0:
+		return fmt.Errorf("%w: STREAMRPC_WS_PONG_TIMEOUT %s is negative", ErrConfig, c.WSPongTimeout)
 	}
 	return nil
 }
@@ -65,6 +104,30 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ShutdownGrace == 0 {
 		c.ShutdownGrace = 30 * time.Second
+	}
+	if c.JSONRPCMaxBatch == 0 {
+		c.JSONRPCMaxBatch = 1000
+	}
+	if c.WSMaxMessage == 0 {
+		c.WSMaxMessage = 1 << 20
+	}
+	if c.WSMaxInFlight == 0 {
+		c.WSMaxInFlight = 1024
+	}
+	if c.WSMaxConns == 0 {
+		c.WSMaxConns = 10000
+	}
+	if c.WSWriteQueue == 0 {
+		c.WSWriteQueue = 8 << 20
+	}
+	if c.WSWriteTimeout == 0 {
+		c.WSWriteTimeout = 10 * time.Second
+	}
+	if c.WSPingInterval == 0 {
+		c.WSPingInterval = 30 * time.Second
+	}
+	if c.WSPongTimeout == 0 {
+		c.WSPongTimeout = 10 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -21,13 +21,17 @@ import (
 
 // Edge is one edge replica.
 type Edge struct {
-	cfg     Config
-	id      string // names this replica's reply stream
-	streams *streams.Client
-	waiters *waiters
-	replies *replyReader
-	fiber   *fiber.App
-	log     *slog.Logger
+	cfg      Config
+	id       string // names this replica's reply stream
+	streams  *streams.Client
+	waiters  *waiters
+	watchers *watchers // long-polls on GET /rpc/calls/{id}
+	replies  *replyReader
+	fiber    *fiber.App
+	log      *slog.Logger
+	ws       *wsHub    // open WebSocket connections; Shutdown closes them
+	events   *eventHub // the live feed behind GET /events
+	schemas  *schemas  // params schemas the consumers registered
 
 	wg       sync.WaitGroup
 	mu       sync.Mutex
@@ -43,13 +47,17 @@ func New(rdb redis.UniversalClient, cfg Config) (*Edge, error) {
 	}
 	cfg = cfg.withDefaults()
 	e := &Edge{
-		cfg:     cfg,
-		id:      ulid.Make().String(),
-		streams: streams.New(rdb, streams.Options{ResultTTL: cfg.ResultTTL}),
-		waiters: newWaiters(),
+		cfg:      cfg,
+		id:       ulid.Make().String(),
+		streams:  streams.New(rdb, streams.Options{ResultTTL: cfg.ResultTTL}),
+		waiters:  newWaiters(),
+		watchers: newWatchers(),
+		ws:       newWSHub(cfg.WSMaxConns),
 	}
 	e.log = cfg.Logger.With("edge", e.id)
-	e.replies = newReplyReader(e.streams, e.id, e.waiters, e.log)
+	e.replies = newReplyReader(e.streams, e.id, e.waiters, e.watchers, e.log)
+	e.events = newEventHub(e.streams, e.log)
+	e.schemas = newSchemas(e.streams, e.log)
 	e.fiber = fiber.New(fiber.Config{
 		AppName:               "streamrpc",
 		BodyLimit:             cfg.MaxBody,
@@ -79,6 +87,7 @@ func (e *Edge) Start(ctx context.Context) error {
 		e.log.Warn("redis unavailable at start; calls answer 503 until it is back", "err", err)
 	}
 	e.replies.start(&e.wg)
+	e.events.start(&e.wg)
 	e.started = true
 	return nil
 }
@@ -105,8 +114,27 @@ func (e *Edge) ListenAndServe() error {
 // answered until ctx ends, then stops the reply reader. Safe to call twice.
 func (e *Edge) Shutdown(ctx context.Context) error {
 	e.stopOnce.Do(func() {
+		// Live feeds never end by themselves: end them first, so that
+		// Fiber's shutdown only waits for calls.
+		e.mu.Lock()
+		started := e.started
+		e.mu.Unlock()
+		if started {
+			e.events.shutdown()
+		}
 		err := e.fiber.ShutdownWithContext(ctx)
-		e.replies.shutdown()
+		// Fiber does not wait for hijacked (WebSocket) connections: close them
+		// here, after their calls in flight, before the reply reader stops.
+		e.ws.shutdown(ctx)
+		// The reply reader runs only after Start: waiting for it otherwise
+		// would block forever. Marking the edge started keeps a Start after
+		// Shutdown from running it.
+		e.mu.Lock()
+		e.started = true
+		e.mu.Unlock()
+		if started {
+			e.replies.shutdown()
+		}
 		e.wg.Wait()
 		_ = e.streams.Close()
 		if err != nil && !errors.Is(err, context.Canceled) {

@@ -12,6 +12,9 @@ import (
 // writeError answers with the error body {"error":{code,message,data}} and
 // the status the code table gives.
 func writeError(c *fiber.Ctx, e *streams.Error) error {
+	if c.Path() == jsonrpcPath {
+		return writeJSONRPCError(c, e) // the same error, as a JSON-RPC response
+	}
 	body, err := json.Marshal(struct {
 		Error *streams.Error `json:"error"`
 	}{e})

@@ -13,10 +13,11 @@ import (
 // replyReader is the edge's one reader of its reply stream: it hands each
 // reply to the call waiting for it, and keeps the stream alive in Redis.
 type replyReader struct {
-	streams *streams.Client
-	edgeID  string
-	waiters *waiters
-	log     *slog.Logger
+	streams  *streams.Client
+	edgeID   string
+	waiters  *waiters
+	watchers *watchers
+	log      *slog.Logger
 
 	ctx    context.Context // cancelled by shutdown
 	cancel context.CancelFunc
@@ -27,9 +28,9 @@ type replyReader struct {
 // readBlock is how long one XREAD waits; it bounds how long shutdown waits.
 const readBlock = time.Second
 
-func newReplyReader(sc *streams.Client, edgeID string, w *waiters, log *slog.Logger) *replyReader {
+func newReplyReader(sc *streams.Client, edgeID string, w *waiters, lp *watchers, log *slog.Logger) *replyReader {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &replyReader{streams: sc, edgeID: edgeID, waiters: w, log: log, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	return &replyReader{streams: sc, edgeID: edgeID, waiters: w, watchers: lp, log: log, ctx: ctx, cancel: cancel, done: make(chan struct{})}
 }
 
 func (r *replyReader) start(wg *sync.WaitGroup) {
@@ -74,7 +75,9 @@ func (r *replyReader) read() {
 		}
 		after = next
 		for _, rep := range replies {
-			r.waiters.deliver(rep)
+			if !r.waiters.deliver(rep) {
+				r.watchers.notify(rep.ID) // an async call: wake its long-polls
+			}
 		}
 	}
 }

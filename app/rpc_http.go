@@ -10,18 +10,25 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/streamrpc/streamrpc/streams"
+	"github.com/streamrpc/streamrpc/ui"
 )
 
 func (e *Edge) routes() {
 	e.fiber.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	e.fiber.Get("/readyz", e.handleReady)
 	e.fiber.Post("/rpc/:handler/:method", e.handleCall)
-	e.fiber.Get("/rpc/calls/:id", e.handleResult)
+	e.fiber.Get("/rpc/calls/:id", e.handleCallStatus)
+	e.fiber.Delete("/rpc/calls/:id", e.handleCancel)
+	e.deadLetterRoutes()
+	e.registryRoutes()
+	ui.New(uiSource{e}, ui.Options{}).Register(e.fiber)
+	e.jsonrpcRoutes()
 }
 
 // handleReady answers 200 while Redis answers, 503 otherwise.
@@ -39,6 +46,14 @@ type callRequest struct {
 	handler, method string
 	params          json.RawMessage
 	timeout         time.Duration
+	idemKey         string // Idempotency-Key header, "" if none
+	caller          string // the caller's address, for the activity record
+	// ctx, if set, ends the wait for the reply early (a closed WebSocket).
+	ctx context.Context
+	// notify: a JSON-RPC notification, enqueued but not waited for.
+	notify bool
+	// enqueued, if set, learns where the call was enqueued (for cancelling).
+	enqueued func(streams.Enqueued)
 }
 
 // handleCall serves POST /rpc/{handler}/{method}: the body is the params.
@@ -48,8 +63,14 @@ func (e *Edge) handleCall(c *fiber.Ctx) error {
 		return writeError(c, bad)
 	}
 	id := ulid.Make().String()
+	if prefersAsync(c) {
+		return e.answerAsync(c, id, req)
+	}
 	c.Set("X-Request-Id", id)
 	reply, rerr := e.call(id, req)
+	if reply.ID != "" {
+		c.Set("X-Request-Id", reply.ID)
+	}
 	if rerr != nil {
 		if rerr.Code == streams.CodeOverloaded {
 			c.Set(fiber.HeaderRetryAfter, "1")
@@ -77,6 +98,7 @@ func (e *Edge) parseCall(c *fiber.Ctx) (callRequest, *streams.Error) {
 		handler: strings.Clone(c.Params("handler")),
 		method:  strings.Clone(c.Params("method")),
 		timeout: e.cfg.CallTimeout,
+		caller:  strings.Clone(c.IP()),
 	}
 	if err := streams.ValidateName("handler", req.handler); err != nil {
 		return req, newError(streams.CodeInvalidRequest, err.Error())
@@ -93,6 +115,12 @@ func (e *Edge) parseCall(c *fiber.Ctx) (callRequest, *streams.Error) {
 			req.timeout = max(d, time.Millisecond)
 		}
 	}
+	if k := c.Get("Idempotency-Key"); k != "" {
+		if len(k) > 256 {
+			return req, newError(streams.CodeInvalidRequest, "Idempotency-Key is over 256 bytes")
+		}
+		req.idemKey = strings.Clone(k)
+	}
 	body := c.Body()
 	if len(bytes.TrimSpace(body)) == 0 {
 		req.params = json.RawMessage("null") // no params
@@ -103,6 +131,9 @@ func (e *Edge) parseCall(c *fiber.Ctx) (callRequest, *streams.Error) {
 	}
 	if !json.Valid(body) {
 		return req, newError(streams.CodeParseError, "the body is not valid JSON: "+jsonProblem(body))
+	}
+	if !utf8.Valid(body) {
+		return req, newError(streams.CodeParseError, "the body is not valid UTF-8 (JSON text must be)")
 	}
 	// The body buffer is Fiber's and is reused after the handler returns, but
 	// the enqueue pipeline may still be sending it then: keep a copy.
@@ -133,27 +164,76 @@ func jsonProblem(body []byte) string {
 }
 
 // call enqueues a call and waits for its reply until the call's deadline.
+// The reply's ID is the call's id: with an idempotency key seen before, the
+// first call's.
 func (e *Edge) call(id string, req callRequest) (streams.Reply, *streams.Error) {
 	now := time.Now()
 	deadline := now.Add(req.timeout)
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	ctx, cancel := context.WithDeadline(req.parent(), deadline)
 	defer cancel()
 
+	if bad := e.schemas.check(ctx, req.handler, req.method, req.params); bad != nil {
+		return streams.Reply{}, bad
+	}
+	var idem *streams.Idempotency
+	if req.idemKey != "" {
+		idem = &streams.Idempotency{Key: req.idemKey, TTL: e.cfg.CallTimeout + e.cfg.ResultTTL}
+	}
 	ch := e.waiters.add(id)
-	err := e.streams.Enqueue(ctx, &streams.Call{
+	enq, err := e.streams.Enqueue(ctx, &streams.Call{
 		ID: id, Handler: req.handler, Method: req.method, Params: req.params,
-		ReplyTo: e.id, Deadline: deadline, Attempt: 1, EnqueuedAt: now, ResultTTL: e.cfg.ResultTTL,
-	}, e.cfg.BacklogLimit)
+		ReplyTo: e.id, Deadline: deadline, Attempt: 1, EnqueuedAt: now, ResultTTL: e.cfg.ResultTTL, Caller: req.caller,
+	}, streams.EnqueueOptions{BacklogLimit: e.cfg.BacklogLimit, Idempotency: idem})
 	if err != nil {
 		e.waiters.remove(id)
 		return streams.Reply{}, enqueueError(err, req)
+	}
+	if enq.Duplicate {
+		e.waiters.remove(id)
+		return e.awaitResult(ctx, enq.ID, req.timeout)
+	}
+	if req.enqueued != nil {
+		req.enqueued(enq)
+	}
+	if req.notify {
+		e.waiters.remove(id)
+		return streams.Reply{ID: id}, nil
 	}
 	select {
 	case r := <-ch:
 		return r, nil
 	case <-ctx.Done():
 		e.waiters.remove(id)
+		if errors.Is(context.Cause(ctx), errCallerCancelled) {
+			return streams.Reply{ID: id}, newError(streams.CodeCancelled, "the call was cancelled by its caller", "id", id)
+		}
 		return streams.Reply{}, newError(streams.CodeTimeout, "no reply before the deadline", "id", id, "timeout", req.timeout.String())
+	}
+}
+
+// errCallerCancelled is the cause of a call's context when its caller
+// cancelled it ($/cancel).
+var errCallerCancelled = errors.New("cancelled by the caller")
+
+// awaitResult waits for the result of a call this edge did not enqueue (a
+// repeat of an idempotent call), by reading its result key with backoff: such
+// repeats are rare, and no connection is held between reads.
+func (e *Edge) awaitResult(ctx context.Context, id string, timeout time.Duration) (streams.Reply, *streams.Error) {
+	wait := 10 * time.Millisecond
+	for {
+		r, err := e.streams.Result(ctx, id)
+		if err == nil {
+			return r, nil
+		}
+		if !errors.Is(err, streams.ErrNotFound) && ctx.Err() == nil {
+			return streams.Reply{}, newError(streams.CodeUnavailable, "redis is unavailable")
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return streams.Reply{}, newError(streams.CodeTimeout, "no reply before the deadline (the first call with this Idempotency-Key is still running)", "id", id, "timeout", timeout.String())
+		}
+		wait = min(wait*2, 500*time.Millisecond)
 	}
 }
 
@@ -163,6 +243,8 @@ func enqueueError(err error, req callRequest) *streams.Error {
 		return newError(streams.CodeMethodNotFound, "unknown handler "+strconv.Quote(req.handler)+": no consumer has registered it", "handler", req.handler)
 	case errors.Is(err, streams.ErrNoMethod):
 		return newError(streams.CodeMethodNotFound, "handler "+strconv.Quote(req.handler)+" has no method "+strconv.Quote(req.method), "handler", req.handler, "method", req.method)
+	case errors.Is(err, streams.ErrIdempotencyMismatch):
+		return newError(streams.CodeIdempotencyMismatch, "this Idempotency-Key was used before with other params (or another method); use a new key for a different call", "handler", req.handler)
 	case errors.Is(err, streams.ErrBacklogFull):
 		return newError(streams.CodeOverloaded, "handler "+strconv.Quote(req.handler)+" has too many calls waiting; retry later", "handler", req.handler)
 	case errors.Is(err, context.DeadlineExceeded):
@@ -171,28 +253,4 @@ func enqueueError(err error, req callRequest) *streams.Error {
 		return newError(streams.CodeUnavailable, "redis is unavailable; the call was not accepted")
 	}
 	return newError(streams.CodeInternal, "enqueue failed: "+err.Error())
-}
-
-// handleResult serves GET /rpc/calls/{id}: a finished call's result, kept for
-// the result TTL.
-func (e *Edge) handleResult(c *fiber.Ctx) error {
-	id := c.Params("id")
-	if err := streams.ValidateID(id); err != nil {
-		return writeError(c, newError(streams.CodeInvalidRequest, err.Error()))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	r, err := e.streams.Result(ctx, id)
-	switch {
-	case errors.Is(err, streams.ErrNotFound):
-		return writeError(c, newError(streams.CodeNotFound, "no result for call "+id+": the id is unknown, the call has not finished, or its result expired", "id", id))
-	case err != nil:
-		return writeError(c, newError(streams.CodeUnavailable, "redis is unavailable"))
-	}
-	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-	if !r.OK {
-		c.Status(streams.HTTPStatus(r.Err().Code))
-		return c.Send(wrapBody(`{"id":"`+id+`","state":"failed","error":`, r.Body))
-	}
-	return c.Send(wrapBody(`{"id":"`+id+`","state":"done","result":`, r.Body))
 }

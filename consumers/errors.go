@@ -26,6 +26,9 @@ type Error struct {
 	Code    int
 	Message string
 	Data    any // encoded as JSON
+	// Retryable asks for another attempt, after a backoff, while the
+	// handler's MaxAttempts allow. Errors are final unless they say so.
+	Retryable bool
 }
 
 func (e *Error) Error() string { return "rpc error " + strconv.Itoa(e.Code) + ": " + e.Message }
@@ -33,6 +36,37 @@ func (e *Error) Error() string { return "rpc error " + strconv.Itoa(e.Code) + ":
 // Errorf returns an *Error with code and a formatted message.
 func Errorf(code int, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Retryable marks err as worth another attempt: the call is run again after
+// an exponential backoff with jitter, up to the server's MaxAttempts, then
+// moved to the dead letters. Without it a handler's error is final and goes
+// straight back to the caller. Retryable(nil) is nil.
+//
+//	if errors.Is(err, io.ErrUnexpectedEOF) {
+//		return nil, consumers.Retryable(err) // the database hiccuped: try again
+//	}
+func Retryable(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &retryableError{err}
+}
+
+type retryableError struct{ err error }
+
+func (r *retryableError) Error() string { return r.err.Error() }
+func (r *retryableError) Unwrap() error { return r.err }
+
+// IsRetryable reports whether err asks for another attempt: it was wrapped
+// by Retryable, or is an *Error with Retryable set.
+func IsRetryable(err error) bool {
+	var r *retryableError
+	if errors.As(err, &r) {
+		return true
+	}
+	var e *Error
+	return errors.As(err, &e) && e.Retryable
 }
 
 // ErrMethodNotFound is returned by a Mux for a method it does not have.

@@ -11,12 +11,7 @@ import (
 )
 
 // MethodInfo describes a method in the registry the edge and the UI read.
-type MethodInfo struct {
-	Name         string          `json:"name"`
-	Description  string          `json:"description,omitempty"`
-	ParamsSchema json.RawMessage `json:"params_schema,omitempty"`
-	ResultSchema json.RawMessage `json:"result_schema,omitempty"`
-}
+type MethodInfo = streams.MethodInfo
 
 // MethodOption sets a field of a method's MethodInfo.
 type MethodOption func(*MethodInfo)

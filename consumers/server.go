@@ -2,12 +2,11 @@ package consumers
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"runtime/debug"
 	"sync"
@@ -19,64 +18,8 @@ import (
 	"github.com/streamrpc/streamrpc/streams"
 )
 
-// ErrConfig wraps every error Config.Validate returns.
-var ErrConfig = errors.New("consumers: invalid config")
-
 // ErrServerClosed is returned by Start after Shutdown or Close.
 var ErrServerClosed = errors.New("consumers: server closed")
-
-// Config configures a Server. Only Handler is required; every other zero
-// value means the default given on the field.
-type Config struct {
-	// Handler is the handler name this server serves. Required.
-	Handler string
-	// Description is shown in the registry and the UI.
-	Description string
-	// Concurrency is how many calls run at once. Default 16.
-	Concurrency int
-	// Name identifies this consumer in the group. Default host-pid-random.
-	Name string
-	// ReadBlock is how long one read waits for calls. It bounds how long a
-	// Shutdown waits for the reader to stop. Default 2s.
-	ReadBlock time.Duration
-	// ResultTTL is how long replies stay readable by id. Default 10m.
-	ResultTTL time.Duration
-	// Logger receives the server's logs. Default slog.Default().
-	Logger *slog.Logger
-}
-
-// Validate reports a config that cannot work; errors wrap ErrConfig.
-func (c Config) Validate() error {
-	if err := streams.ValidateName("handler", c.Handler); err != nil {
-		return fmt.Errorf("%w: %v", ErrConfig, err)
-	}
-	if c.Concurrency < 0 {
-		return fmt.Errorf("%w: Concurrency %d is negative", ErrConfig, c.Concurrency)
-	}
-	if c.ReadBlock < 0 || c.ResultTTL < 0 {
-		return fmt.Errorf("%w: durations must not be negative", ErrConfig)
-	}
-	return nil
-}
-
-func (c Config) withDefaults() Config {
-	if c.Concurrency == 0 {
-		c.Concurrency = 16
-	}
-	if c.Name == "" {
-		host, _ := os.Hostname()
-		var b [3]byte
-		_, _ = rand.Read(b[:])
-		c.Name = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
-	}
-	if c.ReadBlock == 0 {
-		c.ReadBlock = 2 * time.Second
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	return c
-}
 
 // Server reads a handler's calls from Redis and runs them.
 //
@@ -84,6 +27,10 @@ func (c Config) withDefaults() Config {
 // reading, lets the calls in flight finish until its context ends, then
 // cancels what still runs and leaves those calls pending in Redis for another
 // consumer to take. Close is Shutdown without a grace period.
+//
+// Delivery is at least once: a call taken by a consumer that dies is claimed
+// by another after VisibilityTimeout; a retryable error is retried with
+// backoff up to MaxAttempts, then the call goes to the dead letters.
 type Server struct {
 	cfg     Config
 	handler Handler
@@ -95,9 +42,16 @@ type Server struct {
 	started bool
 	closed  bool
 
-	reader   *reader
-	wg       sync.WaitGroup // the reader
-	inflight sync.WaitGroup // calls being run
+	reader    *reader
+	forwarder *periodic // moves due retries into the stream
+	lease     *periodic // renews the lease of running calls
+	beat      *periodic // heartbeats to the registry
+	loops     sync.WaitGroup
+	inflight  sync.WaitGroup
+
+	running sync.Map // stream entry id -> struct{}: calls this server holds
+	cancels sync.Map // call id -> context.CancelCauseFunc of its running handler
+	watcher *cancelWatcher
 
 	// runCtx is the parent of every handler's context; cancelled when the
 	// shutdown grace period is over.
@@ -127,6 +81,12 @@ func NewServer(rdb redis.UniversalClient, cfg Config, h Handler) (*Server, error
 	return s, nil
 }
 
+// ConnectRedis returns a go-redis client for a REDIS_URL
+// (redis://[user:password@]host:port/db, or rediss:// for TLS).
+func ConnectRedis(url string) (redis.UniversalClient, error) {
+	return streams.Connect(streams.RedisOptions{URL: url})
+}
+
 // Name is this consumer's name in the group.
 func (s *Server) Name() string { return s.cfg.Name }
 
@@ -148,22 +108,25 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.reader = &reader{s: s, stop: make(chan struct{}), done: make(chan struct{}), slots: make(chan struct{}, s.cfg.Concurrency)}
-	s.reader.start(&s.wg)
+	s.forwarder = newPeriodic(s.forwardDue)
+	s.lease = newPeriodic(s.renewLeases)
+	s.beat = newPeriodic(s.heartbeat)
+	s.beat.start(&s.loops)
+	s.watcher = newCancelWatcher(s)
+	s.watcher.start(&s.loops)
+	s.reader.start(&s.loops)
+	s.forwarder.start(&s.loops)
+	s.lease.start(&s.loops)
 	s.started = true
-	s.log.Info("consumer started", "concurrency", s.cfg.Concurrency)
+	s.log.Info("consumer started", "concurrency", s.cfg.Concurrency, "max_attempts", s.cfg.MaxAttempts,
+		"visibility_timeout", s.cfg.VisibilityTimeout)
 	return nil
 }
 
 func (s *Server) register(ctx context.Context) error {
-	methods := map[string][]byte{}
+	var methods []MethodInfo
 	if ml, ok := s.handler.(MethodLister); ok {
-		for _, m := range ml.Methods() {
-			b, err := json.Marshal(m)
-			if err != nil {
-				return fmt.Errorf("consumers: method %s: %w", m.Name, err)
-			}
-			methods[m.Name] = b
-		}
+		methods = ml.Methods()
 	}
 	if len(methods) == 0 {
 		return fmt.Errorf("%w: the handler lists no methods (use a Mux, or implement MethodLister)", ErrConfig)
@@ -171,10 +134,40 @@ func (s *Server) register(ctx context.Context) error {
 	if err := s.streams.EnsureGroup(ctx, s.cfg.Handler); err != nil {
 		return fmt.Errorf("consumers: creating the consumer group: %w", err)
 	}
-	if err := s.streams.Register(ctx, s.cfg.Handler, methods); err != nil {
+	info := streams.HandlerInfo{
+		Name: s.cfg.Handler, Description: s.cfg.Description, Kind: s.kind(), Version: s.cfg.Version,
+		Concurrency: s.cfg.Concurrency, MaxAttempts: s.cfg.MaxAttempts, Methods: methods,
+	}
+	if err := s.streams.Register(ctx, info, streams.HandlerSettings{MaxBacklog: s.cfg.MaxBacklog}); err != nil {
 		return fmt.Errorf("consumers: registering %s: %w", s.cfg.Handler, err)
 	}
+	s.heartbeat()
 	return nil
+}
+
+// kind is how the registry shows this consumer: the Go SDK or the sidecar.
+func (s *Server) kind() string {
+	if _, ok := s.handler.(*Sidecar); ok {
+		return "sidecar"
+	}
+	return "go"
+}
+
+// heartbeat tells the registry this consumer is online and what it runs.
+func (s *Server) heartbeat() time.Duration {
+	n := 0
+	s.running.Range(func(_, _ any) bool { n++; return true })
+	host, _ := os.Hostname()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.streams.Heartbeat(ctx, s.cfg.Handler, streams.ConsumerInfo{
+		Name: s.cfg.Name, Kind: s.kind(), Version: s.cfg.Version, Host: host,
+		Concurrency: s.cfg.Concurrency, Running: n, Started: s.stats.started,
+	})
+	if err != nil {
+		s.log.Debug("heartbeat failed", "err", err)
+	}
+	return streams.ConsumerOnlineAfter / 3
 }
 
 // Run starts the server and serves until ctx ends, then shuts down with up
@@ -196,22 +189,32 @@ func (s *Server) Run(ctx context.Context, grace time.Duration) error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
-	r := s.reader
+	started := s.started
 	s.mu.Unlock()
 	var err error
 	s.once.Do(func() {
-		if r != nil {
-			r.shutdown() // stop taking work
-		}
-		s.wg.Wait()
-		drained := make(chan struct{})
-		go func() { s.inflight.Wait(); close(drained) }()
-		select {
-		case <-drained:
-		case <-ctx.Done():
-			err = fmt.Errorf("consumers: calls still running at the end of the grace period: %w", ctx.Err())
-			s.cancelRun()
-			<-drained // handlers see ctx cancelled; their replies are short
+		if started {
+			// Stop taking work; leases keep being renewed while calls drain.
+			s.reader.shutdown()
+			s.forwarder.shutdown()
+			drained := make(chan struct{})
+			go func() { s.inflight.Wait(); close(drained) }()
+			select {
+			case <-drained:
+			case <-ctx.Done():
+				err = fmt.Errorf("consumers: calls still running at the end of the grace period: %w", ctx.Err())
+				s.cancelRun()
+				<-drained // handlers see their context cancelled
+			}
+			s.lease.shutdown()
+			s.watcher.shutdown()
+			s.beat.shutdown()
+			s.loops.Wait()
+			dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if derr := s.streams.Deregister(dctx, s.cfg.Handler, s.cfg.Name); derr != nil {
+				s.log.Debug("deregistering failed; the consumer shows offline after its heartbeat lapses", "err", derr)
+			}
+			cancel()
 		}
 		s.cancelRun()
 		_ = s.streams.Close()
@@ -228,8 +231,9 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// reader is the loop that takes calls from the stream, only as many as there
-// are free slots, and starts one goroutine per call.
+// reader is the loop that takes calls, only as many as there are free slots,
+// and starts one goroutine per call. Before reading new calls it claims, at
+// most every VisibilityTimeout/2, calls whose consumer stopped renewing them.
 type reader struct {
 	s     *Server
 	slots chan struct{} // a token per running call
@@ -255,6 +259,8 @@ func (r *reader) shutdown() {
 func (r *reader) loop() {
 	s := r.s
 	outages := outage.New(s.log)
+	claimEvery := s.cfg.VisibilityTimeout / 2
+	var lastClaim time.Time
 	for {
 		// Wait for one free slot, then take every other free one.
 		select {
@@ -272,11 +278,37 @@ func (r *reader) loop() {
 			}
 			break
 		}
-		// A read is not cancelled by shutdown: calls Redis handed over would
-		// be left pending. It returns within ReadBlock.
-		ds, err := s.streams.ReadCalls(context.Background(), s.cfg.Handler, s.cfg.Name, int64(n), s.cfg.ReadBlock)
+		// Reads are not cancelled by shutdown: calls Redis handed over would
+		// be left pending. They return within ReadBlock.
+		var ds []streams.Delivery
+		var err error
+		if time.Since(lastClaim) >= claimEvery {
+			lastClaim = time.Now()
+			ds, err = s.streams.Claim(context.Background(), s.cfg.Handler, s.cfg.Name, s.cfg.VisibilityTimeout, int64(n))
+			if len(ds) > 0 {
+				s.log.Info("claimed calls from a consumer that stopped renewing them", "count", len(ds))
+			}
+		}
+		if err == nil && len(ds) < n {
+			var fresh []streams.Delivery
+			block := s.cfg.ReadBlock
+			if len(ds) > 0 {
+				block = -1 // do not wait: there is work in hand
+			}
+			fresh, err = s.streams.ReadCalls(context.Background(), s.cfg.Handler, s.cfg.Name, int64(n-len(ds)), block)
+			ds = append(ds, fresh...)
+		}
 		for i := len(ds); i < n; i++ {
 			<-r.slots
+		}
+		for i := range ds {
+			d := ds[i]
+			s.running.Store(d.StreamID, struct{}{})
+			s.inflight.Add(1)
+			go func() {
+				defer func() { s.running.Delete(d.StreamID); <-r.slots; s.inflight.Done() }()
+				s.process(&d)
+			}()
 		}
 		if err != nil {
 			outages.Failed(err)
@@ -288,14 +320,6 @@ func (r *reader) loop() {
 			continue
 		}
 		outages.OK()
-		for i := range ds {
-			d := ds[i]
-			s.inflight.Add(1)
-			go func() {
-				defer func() { <-r.slots; s.inflight.Done() }()
-				s.process(&d)
-			}()
-		}
 		select {
 		case <-r.stop:
 			return
@@ -304,44 +328,130 @@ func (r *reader) loop() {
 	}
 }
 
-var errPanic = errors.New("handler panicked")
+var (
+	errPanic             = errors.New("handler panicked")
+	errCancelledByCaller = errors.New("cancelled by the caller")
+)
 
-// process runs one delivery and settles it.
+// cancelWatcher listens on the handler's cancel channel (one subscription per
+// server, not per call) and cancels the context of each running call named.
+type cancelWatcher struct {
+	s      *Server
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newCancelWatcher(s *Server) *cancelWatcher {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &cancelWatcher{s: s, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+}
+
+func (w *cancelWatcher) start(wg *sync.WaitGroup) {
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(w.done)
+		for w.ctx.Err() == nil {
+			_ = w.s.streams.WatchCancels(w.ctx, w.s.cfg.Handler, func(id string) {
+				if c, ok := w.s.cancels.Load(id); ok {
+					c.(context.CancelCauseFunc)(errCancelledByCaller)
+				}
+			})
+		}
+	}()
+}
+
+func (w *cancelWatcher) shutdown() {
+	w.cancel()
+	<-w.done
+}
+
+// process runs one delivery and settles it: an answer, a retry, or a dead letter.
 func (s *Server) process(d *streams.Delivery) {
 	if d.Err != nil {
 		s.poison(d)
 		return
 	}
 	call := d.Call
+	attempt := d.Attempt()
+	if attempt > s.cfg.MaxAttempts {
+		// Delivered again and again without ever being settled: each consumer
+		// that took it died or hung. Running it once more may kill this one.
+		s.stats.deadLettered(call.Method)
+		lastErr := streams.NewError(streams.CodeInternal, fmt.Sprintf("delivered %d times without finishing: every consumer that took it crashed or stopped", d.Deliveries))
+		s.settle(d, func(ctx context.Context) (bool, error) {
+			return s.streams.DeadLetter(ctx, d, lastErr, streams.Run{Consumer: s.cfg.Name})
+		})
+		return
+	}
 	if !call.Deadline.IsZero() && time.Now().After(call.Deadline) {
 		s.stats.expired(call.Method)
-		s.settle(d, streams.ErrorReply(call.ID, streams.NewError(streams.CodeTimeout, "the call's deadline passed while it was queued; it was not run")))
+		s.answer(d, streams.ErrorReply(call.ID, streams.NewError(streams.CodeTimeout, "the call's deadline passed while it was queued; it was not run")), streams.Run{Consumer: s.cfg.Name})
 		return
 	}
 	req := &Request{
 		ID: call.ID, Handler: call.Handler, Method: call.Method, Params: call.Params,
-		Attempt: call.Attempt, Deadline: call.Deadline, EnqueuedAt: call.EnqueuedAt,
+		Attempt: attempt, Deadline: call.Deadline, EnqueuedAt: call.EnqueuedAt,
 	}
-	ctx, cancel := context.WithDeadline(s.runCtx, call.Deadline)
+	dctx, cancel := context.WithDeadline(s.runCtx, call.Deadline)
+	ctx, cancelCall := context.WithCancelCause(dctx)
+	s.cancels.Store(call.ID, cancelCall)
 	start := time.Now()
 	res, err := s.serve(ctx, req)
+	s.cancels.Delete(call.ID)
+	cancelled := errors.Is(context.Cause(ctx), errCancelledByCaller)
+	cancelCall(nil)
 	cancel()
 	took := time.Since(start)
+	run := streams.Run{Consumer: s.cfg.Name, Started: start, Took: took}
 	var reply streams.Reply
 	if err == nil {
 		reply, err = resultReply(call.ID, res)
 	}
-	if err != nil {
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
-			err = &Error{Code: CodeTimeout, Message: "the handler did not finish before the call's deadline"}
-		}
-		we := wireError(err)
-		reply = streams.ErrorReply(call.ID, we)
-		s.stats.record(call.Method, took, we)
-	} else {
+	if err == nil {
 		s.stats.record(call.Method, took, nil)
+		s.answer(d, reply, run)
+		return
 	}
-	s.settle(d, reply)
+	switch {
+	case cancelled:
+		err = &Error{Code: streams.CodeCancelled, Message: "the call was cancelled by its caller"}
+	case errors.Is(err, context.DeadlineExceeded) && dctx.Err() != nil:
+		err = &Error{Code: CodeTimeout, Message: "the handler did not finish before the call's deadline"}
+	}
+	we := wireError(err)
+	s.stats.record(call.Method, took, we)
+	if !IsRetryable(err) {
+		s.answer(d, streams.ErrorReply(call.ID, we), run)
+		return
+	}
+	if attempt >= s.cfg.MaxAttempts {
+		s.stats.deadLettered(call.Method)
+		s.log.Warn("call failed on every attempt; moved to the dead letters", "id", call.ID, "method", call.Method, "attempts", attempt, "err", we.Message)
+		s.settle(d, func(ctx context.Context) (bool, error) { return s.streams.DeadLetter(ctx, d, we, run) })
+		return
+	}
+	due := time.Now().Add(s.backoff(attempt))
+	if due.After(call.Deadline) {
+		// No caller will be waiting by then: answer with the error now.
+		s.answer(d, streams.ErrorReply(call.ID, we), run)
+		return
+	}
+	s.stats.retried(call.Method)
+	s.settle(d, func(ctx context.Context) (bool, error) { return s.streams.Retry(ctx, d, due, we, run) })
+	s.forwarder.poke() // it may be sleeping past this retry's due time
+}
+
+// backoff is the delay before retrying after attempt: exponential from
+// RetryBaseDelay, capped at RetryMaxDelay, with jitter in [d/2, d).
+func (s *Server) backoff(attempt int) time.Duration {
+	d := s.cfg.RetryBaseDelay
+	for i := 1; i < attempt && d < s.cfg.RetryMaxDelay; i++ {
+		d *= 2
+	}
+	d = min(d, s.cfg.RetryMaxDelay)
+	return d/2 + rand.N(d/2+1)
 }
 
 // serve runs the handler; a panic becomes an internal error.
@@ -372,47 +482,75 @@ func resultReply(id string, res any) (streams.Reply, error) {
 	return streams.ResultReply(id, b), nil
 }
 
-// settle writes the reply and acks, retrying while Redis is unavailable until
+func (s *Server) answer(d *streams.Delivery, reply streams.Reply, run streams.Run) {
+	s.settle(d, func(ctx context.Context) (bool, error) { return s.streams.Finish(ctx, d, reply, run) })
+}
+
+// settle runs one settling script, retrying while Redis is unavailable until
 // the server's run context ends. If it cannot, the call stays pending and is
 // redelivered: at least once, never lost.
-func (s *Server) settle(d *streams.Delivery, reply streams.Reply) {
+func (s *Server) settle(d *streams.Delivery, op func(ctx context.Context) (bool, error)) {
 	backoff := 50 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := s.streams.Finish(ctx, d, reply)
+		settled, err := op(ctx)
 		cancel()
 		if err == nil {
+			if !settled {
+				s.stats.duplicate()
+				s.log.Info("call was already settled by another consumer; this run's outcome is dropped", "id", d.Call.ID)
+			}
 			return
 		}
-		s.log.Warn("writing the reply failed; retrying", "id", d.Call.ID, "err", err)
+		s.log.Debug("settling the call failed; retrying", "id", d.Call.ID, "err", err)
 		select {
 		case <-time.After(backoff):
 		case <-s.runCtx.Done():
-			s.log.Warn("reply not written before shutdown; the call stays pending for redelivery", "id", d.Call.ID)
+			s.log.Warn("call not settled before shutdown; it stays pending for redelivery", "id", d.Call.ID)
 			return
 		}
 		backoff = min(backoff*2, 2*time.Second)
 	}
 }
 
-// poison settles an entry that cannot be decoded: the caller (if it can be
-// told) gets an invalid-request error, and the entry is removed.
+// poison moves an entry that cannot be decoded to the dead letters. It is
+// never run: no handler could make sense of it.
 func (s *Server) poison(d *streams.Delivery) {
-	s.log.Error("undecodable call envelope", "stream_id", d.StreamID, "err", d.Err)
+	s.log.Error("undecodable call envelope; moved to the dead letters", "stream_id", d.StreamID, "err", d.Err)
 	s.stats.poisoned()
-	if d.Call != nil && d.Call.ID != "" && d.Call.ReplyTo != "" {
-		s.settle(d, streams.ErrorReply(d.Call.ID, streams.NewError(streams.CodeInvalidRequest, d.Err.Error())))
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.streams.Drop(ctx, d); err != nil {
-		s.log.Warn("dropping an undecodable entry failed", "stream_id", d.StreamID, "err", err)
+	if err := s.streams.Poison(ctx, d, s.cfg.Name); err != nil {
+		s.log.Warn("moving an undecodable entry failed; it stays pending", "stream_id", d.StreamID, "err", err)
 	}
 }
 
-// ConnectRedis returns a go-redis client for a REDIS_URL
-// (redis://[user:password@]host:port/db, or rediss:// for TLS).
-func ConnectRedis(url string) (redis.UniversalClient, error) {
-	return streams.Connect(streams.RedisOptions{URL: url})
+// forwardDue moves due retries into the stream; it sleeps until the next one
+// is due, or at most a second when it knows of none (another consumer may
+// schedule one), so it never busy-polls.
+func (s *Server) forwardDue() time.Duration {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, next, err := s.streams.ForwardDue(ctx, s.cfg.Handler, time.Now(), 256)
+	switch {
+	case err != nil:
+		return time.Second
+	case next.IsZero():
+		return time.Second
+	}
+	return min(max(time.Until(next), 5*time.Millisecond), time.Second)
+}
+
+// renewLeases extends the lease of every call this server is running.
+func (s *Server) renewLeases() time.Duration {
+	var ids []string
+	s.running.Range(func(k, _ any) bool { ids = append(ids, k.(string)); return true })
+	if len(ids) > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := s.streams.ExtendLease(ctx, s.cfg.Handler, s.cfg.Name, ids); err != nil {
+			s.log.Warn("renewing leases failed", "calls", len(ids), "err", err)
+		}
+		cancel()
+	}
+	return s.cfg.VisibilityTimeout / 3
 }

@@ -117,7 +117,9 @@ func TestErrorCases(t *testing.T) {
 		{"negative Request-Timeout", "/rpc/echo/echo", `{}`, map[string]string{"Request-Timeout": "-1"}, 400, streams.CodeInvalidRequest, "Request-Timeout"},
 		{"timeout waiting for the reply", "/rpc/echo/sleep", `{"ms":3000}`, map[string]string{"Request-Timeout": "0.3"}, 504, streams.CodeTimeout, "no reply before the deadline"},
 		{"handler error", "/rpc/echo/fail", `{"message":"card declined"}`, nil, 422, streams.CodeHandlerError, "card declined"},
-		{"handler rejects params", "/rpc/echo/sleep", `{"ms":"soon"}`, nil, 422, streams.CodeInvalidParams, "invalid params"},
+		{"params fail the method's schema", "/rpc/echo/sleep", `{"ms":"soon"}`, nil, 422, streams.CodeInvalidParams, "do not match the schema of echo.sleep"},
+		{"params fail the schema's minimum", "/rpc/echo/sleep", `{"ms":-5}`, nil, 422, streams.CodeInvalidParams, "minimum"},
+		{"handler rejects params", "/rpc/echo/fail", `{"message":7}`, nil, 422, streams.CodeInvalidParams, "invalid params"},
 		{"no route", "/nowhere", `{}`, nil, 404, streams.CodeNotFound, "no such route"},
 	}
 	for _, tc := range cases {

@@ -113,6 +113,7 @@ type response struct {
 	body      []byte
 	Result    json.RawMessage `json:"result"`
 	Error     *streams.Error  `json:"error"`
+	State     string          `json:"state"`
 	requestID string
 }
 

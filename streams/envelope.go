@@ -20,6 +20,7 @@ import (
 //	a      attempt, from 1
 //	t      time enqueued, Unix milliseconds
 //	ttl    how long to keep the result, milliseconds (the edge's setting)
+//	ip     the caller's address as the edge saw it (optional)
 const (
 	fieldID       = "id"
 	fieldMethod   = "m"
@@ -29,7 +30,11 @@ const (
 	fieldAttempt  = "a"
 	fieldEnqueued = "t"
 	fieldTTL      = "ttl"
+	fieldCaller   = "ip"
 )
+
+// maxTTLMillis is the largest result TTL, in milliseconds, a time.Duration holds.
+const maxTTLMillis = int64((1<<63 - 1) / time.Millisecond)
 
 // ErrBadEnvelope marks a stream entry that cannot be decoded into a call.
 var ErrBadEnvelope = errors.New("bad call envelope")
@@ -45,6 +50,7 @@ type Call struct {
 	Attempt    int
 	EnqueuedAt time.Time
 	ResultTTL  time.Duration // 0: the consumer's default
+	Caller     string        // the caller's address, for the activity record
 }
 
 // appendFields appends the envelope as XADD field/value pairs.
@@ -58,6 +64,7 @@ func (c *Call) appendFields(args []any) []any {
 		fieldAttempt, c.Attempt,
 		fieldEnqueued, c.EnqueuedAt.UnixMilli(),
 		fieldTTL, c.ResultTTL.Milliseconds(),
+		fieldCaller, c.Caller,
 	)
 }
 
@@ -136,10 +143,14 @@ func decodeCall(handler string, values map[string]any) (*Call, error) {
 	c.EnqueuedAt = time.UnixMilli(enq)
 	if _, ok := values[fieldTTL]; ok {
 		ttl, err := num(fieldTTL)
-		if err != nil || ttl < 0 {
-			return c, fmt.Errorf("%w: field %q must be a non-negative number", ErrBadEnvelope, fieldTTL)
+		// Over maxTTLMillis the conversion to a Duration would overflow.
+		if err != nil || ttl < 0 || ttl > maxTTLMillis {
+			return c, fmt.Errorf("%w: field %q must be a non-negative number of milliseconds that fits a time.Duration", ErrBadEnvelope, fieldTTL)
 		}
 		c.ResultTTL = time.Duration(ttl) * time.Millisecond
+	}
+	if v, ok := values[fieldCaller].(string); ok && len(v) <= 128 {
+		c.Caller = v
 	}
 	return c, nil
 }

@@ -14,9 +14,21 @@ import (
 //	key                          type     holds
 //	srpc:handlers                set      names of every handler a consumer registered
 //	srpc:{h}:calls               stream   the handler's queue; consumer group "workers"
-//	srpc:{h}:methods             hash     method name -> JSON MethodInfo (the registry)
+//	srpc:{h}:methods             hash     method name -> JSON MethodInfo (the registry);
+//	                                      fields starting with '$' are handler settings
+//	srpc:{h}:delayed             zset     calls waiting to be retried, scored by due time
+//	srpc:{h}:dead                stream   dead letters: calls that failed every attempt
+//	srpc:{h}:idem:{sha256}       string   an Idempotency-Key's call id and params fingerprint
+//	srpc:{h}:info                string   JSON HandlerInfo the consumers registered
+//	srpc:{h}:consumers           zset     consumer name -> last heartbeat (ms)
+//	srpc:{h}:consumer-info       hash     consumer name -> JSON ConsumerInfo
+//	srpc:{h}:stats               hash     "<method>:<counter>" -> count (calls, errors, ...)
+//	srpc:{h}:rate                hash     "<bucket>" and "<method>:<bucket>" -> calls per 10s
+//	srpc:{h}:activity            stream   the latest settled calls (capped)
+//	srpc:story:{id}              list     a call's story: JSON events, kept for the result TTL
 //	srpc:result:{id}             string   a call's reply, kept for the result TTL
 //	srpc:edge:{e}:replies        stream   replies for the calls edge e is waiting on
+//	srpc:{h}:cancel              channel  (pub/sub) ids of running calls to cancel
 const keyPrefix = "srpc:"
 
 // Group is the consumer group every consumer of a handler joins.
@@ -66,5 +78,26 @@ func ValidateID(id string) error {
 func handlersKey() string              { return keyPrefix + "handlers" }
 func callsKey(handler string) string   { return keyPrefix + "{" + handler + "}:calls" }
 func methodsKey(handler string) string { return keyPrefix + "{" + handler + "}:methods" }
-func resultKey(id string) string       { return keyPrefix + "result:{" + id + "}" }
-func replyKey(edgeID string) string    { return keyPrefix + "edge:{" + edgeID + "}:replies" }
+func delayedKey(handler string) string { return keyPrefix + "{" + handler + "}:delayed" }
+func deadKey(handler string) string    { return keyPrefix + "{" + handler + "}:dead" }
+func infoKey(handler string) string    { return keyPrefix + "{" + handler + "}:info" }
+func statsKey(handler string) string   { return keyPrefix + "{" + handler + "}:stats" }
+func rateKey(handler string) string    { return keyPrefix + "{" + handler + "}:rate" }
+func activityKey(handler string) string {
+	return keyPrefix + "{" + handler + "}:activity"
+}
+func consumersKey(handler string) string { return keyPrefix + "{" + handler + "}:consumers" }
+func consumerInfoKey(handler string) string {
+	return keyPrefix + "{" + handler + "}:consumer-info"
+}
+func storyKey(id string) string { return keyPrefix + "story:{" + id + "}" }
+func idemKey(handler, keyHash string) string {
+	return keyPrefix + "{" + handler + "}:idem:" + keyHash
+}
+
+// cancelChannel is a pub/sub channel, not a key: the edge publishes the ids
+// of running calls their callers cancelled.
+func cancelChannel(handler string) string { return keyPrefix + "{" + handler + "}:cancel" }
+
+func resultKey(id string) string    { return keyPrefix + "result:{" + id + "}" }
+func replyKey(edgeID string) string { return keyPrefix + "edge:{" + edgeID + "}:replies" }

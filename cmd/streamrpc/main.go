@@ -3,6 +3,9 @@
 //	streamrpc dev     the edge and the example handlers in one process, on an
 //	                  embedded in-memory Redis unless REDIS_URL is set
 //	streamrpc edge    the edge alone (run any number of replicas)
+//	streamrpc consumer  a sidecar consumer: forwards a handler's calls to a
+//	                  local HTTP service (STREAMRPC_UPSTREAM_URL)
+//	streamrpc healthcheck  exit 0 if this host's edge or consumer is healthy
 //
 // Every setting comes from the environment; see .env.example.
 package main
@@ -24,6 +27,12 @@ commands:
   dev     run the edge and the example echo handler in one process; with no
           REDIS_URL it uses an embedded in-memory Redis (not durable)
   edge    run the edge; REDIS_URL names the Redis
+  consumer
+          run a sidecar consumer: serve STREAMRPC_HANDLER by forwarding each
+          call to POST $STREAMRPC_UPSTREAM_URL/{method} (see README)
+  healthcheck [--url URL]
+          exit 0 if this host's edge (or consumer) answers GET /healthz with
+          200, else 1; for a container HEALTHCHECK with no shell
   help    show this text
 
 Settings are environment variables; see .env.example.
@@ -47,6 +56,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runDev(ctx, stdout, stderr)
 	case "edge":
 		err = runEdge(ctx, stderr)
+	case "consumer":
+		err = runConsumer(ctx, stderr)
+	case "healthcheck":
+		err = runHealthcheck(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

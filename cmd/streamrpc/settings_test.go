@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/streamrpc/streamrpc/consumers"
 )
 
 // envNames lists every env tag reachable from t.
@@ -29,7 +31,9 @@ func TestEnvExampleListsEverySetting(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	names := envNames(reflect.TypeOf(settings{}))
+	names := append(envNames(reflect.TypeOf(settings{})), envNames(reflect.TypeOf(consumers.Config{}))...)
+	names = append(names, envNames(reflect.TypeOf(consumers.SidecarConfig{}))...)
+	names = append(names, envNames(reflect.TypeOf(consumerSettings{}))...)
 	if len(names) < 10 {
 		t.Fatalf("found only %d settings: %v", len(names), names)
 	}

@@ -2,10 +2,15 @@
 // written only against the public consumers SDK:
 //
 //	REDIS_URL=redis://localhost:6379/0 go run ./examples/echo
+//
+// Consumer settings (STREAMRPC_CONCURRENCY, STREAMRPC_MAX_ATTEMPTS, ...) come
+// from the environment; see .env.example. ECHO_TRACE=1 prints a line per
+// handler run ("run <id> <attempt>"), which the fault-injection tests count.
 package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -27,7 +32,17 @@ func main() {
 		os.Exit(2)
 	}
 	defer rdb.Close()
-	srv, err := consumers.NewServer(rdb, consumers.Config{Handler: echo.Name, Description: "the example echo handler"}, echo.Mux())
+	cfg, err := consumers.ConfigFromEnv()
+	if err != nil {
+		slog.Error("echo: settings", "err", err)
+		os.Exit(2)
+	}
+	cfg.Handler, cfg.Description = echo.Name, "the example echo handler"
+	mux := echo.Mux()
+	if os.Getenv("ECHO_TRACE") == "1" {
+		mux.Use(trace)
+	}
+	srv, err := consumers.NewServer(rdb, cfg, mux)
 	if err != nil {
 		slog.Error("echo: config", "err", err)
 		os.Exit(2)
@@ -38,4 +53,12 @@ func main() {
 		slog.Error("echo: stopped", "err", err)
 		os.Exit(1)
 	}
+}
+
+// trace is middleware that prints each run before the handler starts.
+func trace(next consumers.Handler) consumers.Handler {
+	return consumers.HandlerFunc(func(ctx context.Context, r *consumers.Request) (any, error) {
+		fmt.Printf("run %s %d\n", r.ID, r.Attempt)
+		return next.ServeRPC(ctx, r)
+	})
 }

@@ -4,6 +4,7 @@ package echo
 
 import (
 	"context"
+	"encoding/json"
 	"time"
 
 	"github.com/streamrpc/streamrpc/consumers"
@@ -11,6 +12,13 @@ import (
 
 // Name is the handler name the example serves.
 const Name = "echo"
+
+// The sleep method's JSON Schemas: the edge rejects params that do not match
+// (422, -32602) before they are enqueued.
+var (
+	sleepParams = json.RawMessage(`{"type":"object","properties":{"ms":{"type":"integer","minimum":0,"maximum":600000}},"required":["ms"]}`)
+	sleepResult = json.RawMessage(`{"type":"object","properties":{"slept":{"type":"integer"}},"required":["slept"]}`)
+)
 
 // Mux returns the example's methods.
 func Mux() *consumers.Mux {
@@ -37,7 +45,8 @@ func Mux() *consumers.Mux {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-	}, consumers.Describe(`sleeps {"ms":N} milliseconds, then returns {"slept":N}`))
+	}, consumers.Describe(`sleeps {"ms":N} milliseconds, then returns {"slept":N}`),
+		consumers.Schemas(sleepParams, sleepResult))
 
 	mux.HandleFunc("fail", func(_ context.Context, r *consumers.Request) (any, error) {
 		var p struct {
@@ -50,7 +59,7 @@ func Mux() *consumers.Mux {
 		if p.Message == "" {
 			p.Message = "failed on request"
 		}
-		return nil, &consumers.Error{Code: consumers.CodeHandlerError, Message: p.Message, Data: map[string]bool{"retryable": p.Retryable}}
+		return nil, &consumers.Error{Code: consumers.CodeHandlerError, Message: p.Message, Retryable: p.Retryable}
 	}, consumers.Describe(`returns the error {"message":"…","retryable":bool}`))
 	return mux
 }

@@ -1,0 +1,288 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"hash/maphash"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/streamrpc/streamrpc/streams"
+)
+
+// Async calls and results by id:
+//
+//	POST   /rpc/{h}/{m} with Prefer: respond-async   202, Location: /rpc/calls/{id}
+//	GET    /rpc/calls/{id}[?wait=10s]                the call's state, and its outcome once known
+//	DELETE /rpc/calls/{id}                           cancel an async call
+
+// maxWait caps ?wait= on GET /rpc/calls/{id}.
+const maxWait = 60 * time.Second
+
+// crossEdgePoll is how often a long-poll re-reads a call's state when the
+// call's reply goes to another edge (a load balancer sent the GET elsewhere).
+// Replies to this edge wake long-polls at once.
+const crossEdgePoll = 500 * time.Millisecond
+
+// watchers wake long-polls when this edge's reply reader sees a reply for
+// their call. A long-poll holds a channel here, not a Redis connection.
+type watchers struct {
+	seed   maphash.Seed
+	shards [16]struct {
+		mu sync.Mutex
+		m  map[string][]chan struct{}
+	}
+}
+
+func newWatchers() *watchers {
+	w := &watchers{seed: maphash.MakeSeed()}
+	for i := range w.shards {
+		w.shards[i].m = make(map[string][]chan struct{})
+	}
+	return w
+}
+
+func (w *watchers) add(id string) chan struct{} {
+	ch := make(chan struct{}, 1)
+	s := &w.shards[maphash.String(w.seed, id)%uint64(len(w.shards))]
+	s.mu.Lock()
+	s.m[id] = append(s.m[id], ch)
+	s.mu.Unlock()
+	return ch
+}
+
+func (w *watchers) remove(id string, ch chan struct{}) {
+	s := &w.shards[maphash.String(w.seed, id)%uint64(len(w.shards))]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	list := s.m[id]
+	for i, c := range list {
+		if c == ch {
+			list = append(list[:i], list[i+1:]...)
+			break
+		}
+	}
+	if len(list) == 0 {
+		delete(s.m, id)
+	} else {
+		s.m[id] = list
+	}
+}
+
+func (w *watchers) notify(id string) {
+	s := &w.shards[maphash.String(w.seed, id)%uint64(len(w.shards))]
+	s.mu.Lock()
+	list := s.m[id]
+	delete(s.m, id)
+	s.mu.Unlock()
+	for _, ch := range list {
+		ch <- struct{}{}
+	}
+}
+
+// prefersAsync reports a Prefer header asking for respond-async (RFC 7240).
+func prefersAsync(c *fiber.Ctx) bool {
+	for _, v := range c.Request().Header.PeekAll("Prefer") {
+		for _, pref := range splitComma(string(v)) {
+			if pref == "respond-async" {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func splitComma(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == ',' || s[i] == ';' {
+			part := s[start:i]
+			for len(part) > 0 && (part[0] == ' ' || part[0] == '\t') {
+				part = part[1:]
+			}
+			for len(part) > 0 && (part[len(part)-1] == ' ' || part[len(part)-1] == '\t') {
+				part = part[:len(part)-1]
+			}
+			out = append(out, part)
+			start = i + 1
+		}
+	}
+	return out
+}
+
+// enqueueAsync enqueues a call that nobody waits for; its state is kept
+// under its id from the start.
+func (e *Edge) enqueueAsync(id string, req callRequest) (streams.Enqueued, *streams.Error) {
+	now := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if bad := e.schemas.check(ctx, req.handler, req.method, req.params); bad != nil {
+		return streams.Enqueued{}, bad
+	}
+	var idem *streams.Idempotency
+	if req.idemKey != "" {
+		idem = &streams.Idempotency{Key: req.idemKey, TTL: e.cfg.CallTimeout + e.cfg.ResultTTL}
+	}
+	enq, err := e.streams.Enqueue(ctx, &streams.Call{
+		ID: id, Handler: req.handler, Method: req.method, Params: req.params,
+		ReplyTo: e.id, Deadline: now.Add(req.timeout), Attempt: 1, EnqueuedAt: now, ResultTTL: e.cfg.ResultTTL, Caller: req.caller,
+	}, streams.EnqueueOptions{BacklogLimit: e.cfg.BacklogLimit, Idempotency: idem, Async: true})
+	if err != nil {
+		return enq, enqueueError(err, req)
+	}
+	return enq, nil
+}
+
+// answerAsync answers POST /rpc/{h}/{m} with Prefer: respond-async.
+func (e *Edge) answerAsync(c *fiber.Ctx, id string, req callRequest) error {
+	enq, rerr := e.enqueueAsync(id, req)
+	if rerr != nil {
+		if rerr.Code == streams.CodeOverloaded {
+			c.Set(fiber.HeaderRetryAfter, "1")
+		}
+		return writeError(c, rerr)
+	}
+	loc := "/rpc/calls/" + enq.ID
+	c.Set("X-Request-Id", enq.ID)
+	c.Set(fiber.HeaderLocation, loc)
+	c.Set("Preference-Applied", "respond-async")
+	c.Status(fiber.StatusAccepted)
+	return c.JSON(fiber.Map{"id": enq.ID, "state": streams.StateQueued, "location": loc, "duplicate": enq.Duplicate})
+}
+
+// parseWait reads ?wait= as a Go duration ("10s") or seconds ("10").
+func parseWait(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	if secs, err := strconv.ParseFloat(s, 64); err == nil {
+		if secs < 0 || secs != secs {
+			return 0, errors.New("negative")
+		}
+		return min(time.Duration(secs*float64(time.Second)), maxWait), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, errors.New("not a duration")
+	}
+	return min(d, maxWait), nil
+}
+
+// handleCallStatus serves GET /rpc/calls/{id}: the call's state, and its
+// result or error once it has one. ?wait=10s long-polls until the call is
+// answered or the wait ends.
+func (e *Edge) handleCallStatus(c *fiber.Ctx) error {
+	id := c.Params("id")
+	if err := streams.ValidateID(id); err != nil {
+		return writeError(c, newError(streams.CodeInvalidRequest, err.Error()))
+	}
+	wait, err := parseWait(c.Query("wait"))
+	if err != nil {
+		return writeError(c, newError(streams.CodeInvalidRequest, "wait must be a duration like 10s (at most 60s)", "wait", c.Query("wait")))
+	}
+	id = string([]byte(id)) // Fiber reuses the buffer; the id outlives this read
+	until := time.Now().Add(wait)
+	for {
+		ch := e.watchers.add(id) // before reading, so a reply in between wakes us
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := e.streams.CallStatus(ctx, id)
+		cancel()
+		left := time.Until(until)
+		if err != nil || st.Final() || left <= 0 {
+			e.watchers.remove(id, ch)
+			return e.writeStatus(c, id, st, err)
+		}
+		t := time.NewTimer(min(left, crossEdgePoll))
+		select {
+		case <-ch:
+		case <-t.C:
+			e.watchers.remove(id, ch)
+		}
+		t.Stop()
+	}
+}
+
+func (e *Edge) writeStatus(c *fiber.Ctx, id string, st streams.CallStatus, err error) error {
+	switch {
+	case errors.Is(err, streams.ErrNotFound):
+		return writeError(c, newError(streams.CodeNotFound, "no call "+id+": the id is unknown, or its result expired after STREAMRPC_RESULT_TTL", "id", id))
+	case err != nil:
+		return writeError(c, unavailableError(err))
+	}
+	out := struct {
+		ID       string               `json:"id"`
+		State    streams.State        `json:"state"`
+		Handler  string               `json:"handler,omitempty"`
+		Method   string               `json:"method,omitempty"`
+		Consumer string               `json:"consumer,omitempty"`
+		Result   json.RawMessage      `json:"result,omitempty"`
+		Error    json.RawMessage      `json:"error,omitempty"`
+		Story    []streams.StoryEvent `json:"story"`
+	}{ID: id, State: st.State, Handler: st.Handler, Consumer: st.Consumer, Story: []streams.StoryEvent{}}
+	ctx, cancel := apiContext()
+	defer cancel()
+	if story, err := e.streams.Story(ctx, id); err == nil {
+		out.Story = story
+		for _, ev := range story {
+			if ev.Event == "queued" {
+				out.Handler, out.Method = ev.Handler, ev.Method
+			}
+		}
+	}
+	if st.Final() {
+		if st.Reply.OK {
+			out.Result = st.Reply.Body
+		} else {
+			out.Error = st.Reply.Body
+		}
+	}
+	return c.JSON(out)
+}
+
+// handleCancel serves DELETE /rpc/calls/{id}: cancel an async call. A queued
+// call is removed and never runs; a running call's handler context is
+// cancelled. Either way its outcome becomes a cancelled error.
+func (e *Edge) handleCancel(c *fiber.Ctx) error {
+	id := c.Params("id")
+	if err := streams.ValidateID(id); err != nil {
+		return writeError(c, newError(streams.CodeInvalidRequest, err.Error()))
+	}
+	ctx, cancel := apiContext()
+	defer cancel()
+	st, err := e.streams.CallStatus(ctx, id)
+	if err != nil {
+		return e.writeStatus(c, id, st, err)
+	}
+	if st.Final() {
+		c.Status(fiber.StatusConflict)
+		return c.JSON(fiber.Map{"error": fiber.Map{"code": streams.CodeInvalidRequest, "message": "call " + id + " is already " + string(st.State)}, "state": st.State})
+	}
+	was, err := e.cancelInRedis(st.Handler, id, st.StreamID)
+	if err != nil {
+		return writeError(c, unavailableError(err))
+	}
+	c.Status(fiber.StatusAccepted)
+	return c.JSON(fiber.Map{"id": id, "was": was, "state": cancelOutcome(was)})
+}
+
+func cancelOutcome(was streams.State) string {
+	switch was {
+	case streams.StateQueued:
+		return "cancelled"
+	case streams.StateRunning:
+		return "cancelling"
+	}
+	return "too_late"
+}
+
+// cancelInRedis cancels a call enqueued at streamID of handler.
+func (e *Edge) cancelInRedis(handler, id, streamID string) (streams.State, error) {
+	ctx, cancel := apiContext()
+	defer cancel()
+	return e.streams.Cancel(ctx, handler, id, streamID, e.cfg.ResultTTL)
+}

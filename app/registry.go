@@ -1,0 +1,105 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"strconv"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/streamrpc/streamrpc/streams"
+)
+
+// The registry and stats API:
+//
+//	GET /handlers                      every handler at a glance
+//	GET /handlers/{name}               one handler: info, methods, stats, consumers
+//	GET /activity?handler=&limit=      the latest settled calls, newest first
+//	GET /events                        Server-Sent Events: activity and stats, live
+func (e *Edge) registryRoutes() {
+	e.fiber.Get("/handlers", e.listHandlers)
+	e.fiber.Get("/handlers/:handler", e.getHandler)
+	e.fiber.Get("/activity", e.listActivity)
+	e.fiber.Get("/events", e.serveEvents)
+}
+
+func (e *Edge) listHandlers(c *fiber.Ctx) error {
+	ctx, cancel := apiContext()
+	defer cancel()
+	hs, err := e.streams.HandlerSummaries(ctx)
+	if err != nil {
+		return writeError(c, unavailableError(err))
+	}
+	if hs == nil {
+		hs = []streams.HandlerSummary{}
+	}
+	return c.JSON(fiber.Map{"handlers": hs})
+}
+
+func (e *Edge) getHandler(c *fiber.Ctx) error {
+	h, bad := handlerParam(c)
+	if bad != nil {
+		return writeError(c, bad)
+	}
+	ctx, cancel := apiContext()
+	defer cancel()
+	d, err := e.streams.HandlerDetail(ctx, h)
+	if errors.Is(err, streams.ErrNotFound) {
+		return writeError(c, newError(streams.CodeNotFound, "unknown handler "+strconv.Quote(h)+": no consumer has registered it", "handler", h))
+	}
+	if err != nil {
+		return writeError(c, unavailableError(err))
+	}
+	return c.JSON(d)
+}
+
+func (e *Edge) listActivity(c *fiber.Ctx) error {
+	h := c.Query("handler")
+	if h != "" {
+		if err := streams.ValidateName("handler", h); err != nil {
+			return writeError(c, newError(streams.CodeInvalidRequest, err.Error()))
+		}
+	}
+	limit, bad := limitParam(c)
+	if bad != nil {
+		return writeError(c, bad)
+	}
+	ctx, cancel := apiContext()
+	defer cancel()
+	list, err := e.streams.Activity(ctx, h, limit)
+	if err != nil {
+		return writeError(c, unavailableError(err))
+	}
+	if list == nil {
+		list = []streams.Activity{}
+	}
+	return c.JSON(fiber.Map{"activity": list})
+}
+
+// uiSource is what the dashboard reads, over the same streams client.
+type uiSource struct{ e *Edge }
+
+func (s uiSource) Handlers(ctx context.Context) ([]streams.HandlerSummary, error) {
+	return s.e.streams.HandlerSummaries(ctx)
+}
+
+func (s uiSource) Handler(ctx context.Context, name string) (streams.HandlerDetail, error) {
+	return s.e.streams.HandlerDetail(ctx, name)
+}
+
+func (s uiSource) Activity(ctx context.Context, handler string, limit int) ([]streams.Activity, error) {
+	return s.e.streams.Activity(ctx, handler, int64(limit))
+}
+
+func (s uiSource) Call(ctx context.Context, id string) (streams.CallStory, error) {
+	return s.e.streams.CallStory(ctx, id)
+}
+
+func (s uiSource) DeadLetters(ctx context.Context, handler string, limit int) ([]streams.DeadLetter, int64, error) {
+	list, err := s.e.streams.DeadLetters(ctx, handler, "", int64(limit))
+	if err != nil {
+		return nil, 0, err
+	}
+	n, err := s.e.streams.DeadLetterCount(ctx, handler)
+	return list, n, err
+}

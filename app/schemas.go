@@ -1,0 +1,113 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/streamrpc/streamrpc/streams"
+)
+
+// schemaTTL is how long the edge trusts the params schemas it read from the
+// registry: a consumer's new schema is enforced within it. Checking costs no
+// Redis round trip per call.
+const schemaTTL = 10 * time.Second
+
+// schemas enforces the params JSON Schemas that consumers registered for
+// their methods: a call whose params do not match is answered 422 / -32602
+// and never enqueued.
+type schemas struct {
+	streams *streams.Client
+	log     *slog.Logger
+
+	mu        sync.Mutex
+	byHandler map[string]*handlerSchemas
+}
+
+type handlerSchemas struct {
+	loaded  time.Time
+	methods map[string]*jsonschema.Schema // only methods with a params schema
+}
+
+func newSchemas(sc *streams.Client, log *slog.Logger) *schemas {
+	return &schemas{streams: sc, log: log, byHandler: map[string]*handlerSchemas{}}
+}
+
+// check validates params against the method's schema, if it has one.
+func (s *schemas) check(ctx context.Context, handler, method string, params json.RawMessage) *streams.Error {
+	hs := s.get(ctx, handler)
+	if hs == nil {
+		return nil
+	}
+	sch := hs.methods[method]
+	if sch == nil {
+		return nil
+	}
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(params))
+	if err != nil {
+		return newError(streams.CodeParseError, "params are not valid JSON: "+err.Error())
+	}
+	if err := sch.Validate(v); err != nil {
+		msg := err.Error()
+		if ve, ok := err.(*jsonschema.ValidationError); ok {
+			msg = strings.TrimSpace(strings.ReplaceAll(ve.Error(), "\n", "; "))
+		}
+		return newError(streams.CodeInvalidParams, "invalid params: they do not match the schema of "+handler+"."+method+": "+msg,
+			"handler", handler, "method", method)
+	}
+	return nil
+}
+
+// get returns the handler's compiled schemas, reading them again when older
+// than schemaTTL; nil if they cannot be read (then the call goes on: the
+// consumer still sees its params).
+func (s *schemas) get(ctx context.Context, handler string) *handlerSchemas {
+	s.mu.Lock()
+	hs := s.byHandler[handler]
+	s.mu.Unlock()
+	if hs != nil && time.Since(hs.loaded) < schemaTTL {
+		return hs
+	}
+	methods, err := s.streams.Methods(ctx, handler)
+	if err != nil {
+		return hs
+	}
+	fresh := &handlerSchemas{loaded: time.Now(), methods: map[string]*jsonschema.Schema{}}
+	for name, js := range methods {
+		var mi streams.MethodInfo
+		if json.Unmarshal([]byte(js), &mi) != nil || len(mi.ParamsSchema) == 0 {
+			continue
+		}
+		sch, err := compileSchema(mi.ParamsSchema)
+		if err != nil {
+			s.log.Warn("a registered params schema does not compile; not enforced", "handler", handler, "method", name, "err", err)
+			continue
+		}
+		fresh.methods[name] = sch
+	}
+	s.mu.Lock()
+	s.byHandler[handler] = fresh
+	s.mu.Unlock()
+	return fresh
+}
+
+// compileSchema compiles a schema that may not load anything: no file or
+// URL is ever read because a consumer's schema says so.
+func compileSchema(raw json.RawMessage) (*jsonschema.Schema, error) {
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		return nil, err
+	}
+	c := jsonschema.NewCompiler()
+	c.UseLoader(jsonschema.SchemeURLLoader{})
+	if err := c.AddResource("mem:///params.json", doc); err != nil {
+		return nil, err
+	}
+	return c.Compile("mem:///params.json")
+}

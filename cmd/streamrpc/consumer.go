@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/streamrpc/streamrpc/consumers"
+	"github.com/streamrpc/streamrpc/streams"
+)
+
+// consumerSettings are the settings of `streamrpc consumer` besides the
+// consumers SDK's Config and SidecarConfig.
+type consumerSettings struct {
+	// HealthAddr is where the consumer answers GET /healthz (200 once it has
+	// registered and takes calls, 503 before and while it drains), for
+	// `streamrpc healthcheck`; "off" serves nothing. Default :8081.
+	HealthAddr string `env:"STREAMRPC_HEALTH_ADDR" envDefault:":8081"`
+}
+
+// defaultHealthAddr is consumerSettings.HealthAddr's default.
+const defaultHealthAddr = ":8081"
+
+// runConsumer runs the sidecar consumer: it serves a handler by forwarding
+// each call to the HTTP upstream next to it, until ctx ends, then drains.
+func runConsumer(ctx context.Context, stderr io.Writer) error {
+	s, err := loadSettings()
+	if err != nil {
+		return err
+	}
+	log, err := s.logger(stderr)
+	if err != nil {
+		return err
+	}
+	var cs consumerSettings
+	if err := env.Parse(&cs); err != nil {
+		return fmt.Errorf("reading settings: %w", err)
+	}
+	if s.Redis.URL == "" {
+		return errors.New("REDIS_URL is not set")
+	}
+	cfg, err := consumers.ConfigFromEnv()
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	scfg, err := consumers.SidecarConfigFromEnv()
+	if err != nil {
+		return err
+	}
+	side, err := consumers.NewSidecar(scfg)
+	if err != nil {
+		return err
+	}
+	defer side.Close()
+	rdb, err := streams.Connect(s.Redis)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	srv, err := consumers.NewServer(rdb, cfg, side)
+	if err != nil {
+		return err
+	}
+	log = log.With("handler", cfg.Handler, "consumer", srv.Name())
+
+	var ready atomic.Bool
+	if cs.HealthAddr != "off" {
+		stop, err := serveHealth(cs.HealthAddr, &ready, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+
+	log.Info("waiting for the upstream", "upstream", scfg.UpstreamURL)
+	if err := side.WaitReady(ctx); err != nil {
+		if ctx.Err() != nil {
+			_ = srv.Close()
+			return nil // stopped before the upstream was ready: nothing to drain
+		}
+		_ = srv.Close()
+		return err
+	}
+	log.Info("the upstream is ready; registering")
+	if err := startWhileRedisFails(ctx, srv, log); err != nil {
+		_ = srv.Close()
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	ready.Store(true)
+	<-ctx.Done()
+	ready.Store(false)
+	grace := s.Edge.ShutdownGrace
+	if grace <= 0 {
+		grace = 30 * time.Second
+	}
+	log.Info("shutting down; draining calls in flight", "grace", grace)
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+// startWhileRedisFails starts srv, retrying with backoff while Redis does not
+// answer (it may start after this process), until ctx ends. A config error
+// is returned at once.
+func startWhileRedisFails(ctx context.Context, srv *consumers.Server, log *slog.Logger) error {
+	backoff := 100 * time.Millisecond
+	for {
+		err := srv.Start(ctx)
+		if err == nil || errors.Is(err, consumers.ErrConfig) || errors.Is(err, consumers.ErrServerClosed) {
+			return err
+		}
+		log.Warn("registering failed; retrying", "err", err, "in", backoff)
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// serveHealth serves GET /healthz on addr: 200 while ready holds, else 503.
+// The returned func stops the server and waits for it.
+func serveHealth(addr string, ready *atomic.Bool, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("health endpoint (STREAMRPC_HEALTH_ADDR): %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("health endpoint stopped", "err", err)
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = hs.Shutdown(ctx)
+		<-done
+	}, nil
+}

@@ -1,0 +1,128 @@
+package consumers
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/streamrpc/streamrpc/streams"
+)
+
+// ErrConfig wraps every error Config.Validate returns.
+var ErrConfig = errors.New("consumers: invalid config")
+
+// Config configures a Server. Only Handler is required; every other zero
+// value means the default given on the field. The env tags are the settings'
+// names for ConfigFromEnv (see .env.example).
+type Config struct {
+	// Handler is the handler name this server serves. Required.
+	Handler string `env:"STREAMRPC_HANDLER"`
+	// Description is shown in the registry and the UI.
+	Description string `env:"STREAMRPC_HANDLER_DESCRIPTION"`
+	// Version is the handler's version, shown in the registry and the UI.
+	Version string `env:"STREAMRPC_HANDLER_VERSION"`
+	// Concurrency is how many calls run at once. Default 16.
+	Concurrency int `env:"STREAMRPC_CONCURRENCY"`
+	// Name identifies this consumer in the group. Default host-pid-random.
+	Name string `env:"STREAMRPC_CONSUMER_NAME"`
+	// MaxAttempts is how often a call is tried, counting retries of
+	// retryable errors and redeliveries after a crash, before it goes to the
+	// dead letters. Default 5.
+	MaxAttempts int `env:"STREAMRPC_MAX_ATTEMPTS"`
+	// RetryBaseDelay is the backoff before the first retry; it doubles with
+	// each attempt, with jitter, up to RetryMaxDelay. Default 1s.
+	RetryBaseDelay time.Duration `env:"STREAMRPC_RETRY_BASE_DELAY"`
+	// RetryMaxDelay caps the backoff. Default 1m.
+	RetryMaxDelay time.Duration `env:"STREAMRPC_RETRY_MAX_DELAY"`
+	// VisibilityTimeout is how long a call may go without its consumer
+	// renewing the lease before another consumer claims it. A running call's
+	// lease is renewed every VisibilityTimeout/3, so only a dead or stuck
+	// consumer loses its calls. Default 30s.
+	VisibilityTimeout time.Duration `env:"STREAMRPC_VISIBILITY_TIMEOUT"`
+	// MaxBacklog makes the edge refuse calls (503) once this many are queued
+	// or running for the handler. Default 0: the edge's STREAMRPC_BACKLOG_LIMIT.
+	MaxBacklog int64 `env:"STREAMRPC_MAX_BACKLOG"`
+	// ReadBlock is how long one read waits for calls. It bounds how long a
+	// Shutdown waits for the reader to stop. Default 2s.
+	ReadBlock time.Duration `env:"STREAMRPC_READ_BLOCK"`
+	// ResultTTL is how long replies stay readable by id when the edge did
+	// not say. Default 10m.
+	ResultTTL time.Duration `env:"STREAMRPC_CONSUMER_RESULT_TTL"`
+	// Logger receives the server's logs. Default slog.Default().
+	Logger *slog.Logger `env:"-"`
+}
+
+// ConfigFromEnv reads a Config from the environment variables named by its
+// env tags; unset ones keep their defaults.
+func ConfigFromEnv() (Config, error) {
+	var c Config
+	if err := env.Parse(&c); err != nil {
+		return c, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	return c, nil
+}
+
+// Validate reports a config that cannot work; errors wrap ErrConfig.
+func (c Config) Validate() error {
+	if err := streams.ValidateName("handler", c.Handler); err != nil {
+		return fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	switch {
+	case c.Concurrency < 0:
+		return fmt.Errorf("%w: Concurrency %d is negative", ErrConfig, c.Concurrency)
+	case c.MaxAttempts < 0:
+		return fmt.Errorf("%w: MaxAttempts %d is negative", ErrConfig, c.MaxAttempts)
+	case c.MaxBacklog < 0:
+		return fmt.Errorf("%w: MaxBacklog %d is negative", ErrConfig, c.MaxBacklog)
+	case c.ReadBlock < 0 || c.ResultTTL < 0 || c.RetryBaseDelay < 0 || c.RetryMaxDelay < 0 || c.VisibilityTimeout < 0:
+		return fmt.Errorf("%w: durations must not be negative", ErrConfig)
+	case c.VisibilityTimeout > 0 && c.VisibilityTimeout < 300*time.Millisecond:
+		return fmt.Errorf("%w: VisibilityTimeout %s is under 300ms", ErrConfig, c.VisibilityTimeout)
+	case c.RetryBaseDelay > 0 && c.RetryMaxDelay > 0 && c.RetryMaxDelay < c.RetryBaseDelay:
+		return fmt.Errorf("%w: RetryMaxDelay %s is under RetryBaseDelay %s", ErrConfig, c.RetryMaxDelay, c.RetryBaseDelay)
+	}
+	if c.Name != "" {
+		if err := streams.ValidateName("consumer", c.Name); err != nil {
+			return fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.Concurrency == 0 {
+		c.Concurrency = 16
+	}
+	if c.Name == "" {
+		host, _ := os.Hostname()
+		var b [3]byte
+		_, _ = rand.Read(b[:])
+		c.Name = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:]))
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 5
+	}
+	if c.RetryBaseDelay == 0 {
+		c.RetryBaseDelay = time.Second
+	}
+	if c.RetryMaxDelay == 0 {
+		c.RetryMaxDelay = time.Minute
+	}
+	c.RetryMaxDelay = max(c.RetryMaxDelay, c.RetryBaseDelay)
+	if c.VisibilityTimeout == 0 {
+		c.VisibilityTimeout = 30 * time.Second
+	}
+	if c.ReadBlock == 0 {
+		c.ReadBlock = 2 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}

@@ -1,0 +1,164 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/oklog/ulid/v2"
+
+	"github.com/streamrpc/streamrpc/app"
+	"github.com/streamrpc/streamrpc/client"
+	"github.com/streamrpc/streamrpc/consumers"
+	"github.com/streamrpc/streamrpc/streams"
+)
+
+var preferAsync = map[string]string{"Prefer": "respond-async"}
+
+func TestAsyncCallFetchedAfterCompletion(t *testing.T) {
+	st := newStack(t, stackOptions{})
+	r := post(t, st.url, "/rpc/echo/echo", []byte(`{"later":true}`), preferAsync)
+	if r.status != http.StatusAccepted || r.header.Get("Location") != "/rpc/calls/"+r.requestID || r.State != "queued" {
+		t.Fatalf("got %d %s (Location %q)", r.status, r.body, r.header.Get("Location"))
+	}
+	waitUntil(t, 10*time.Second, func() error {
+		g := get(t, st.url+r.header.Get("Location"))
+		if g.status != 200 || g.State != "done" || string(g.Result) != `{"later":true}` {
+			return fmt.Errorf("%d %s", g.status, g.body)
+		}
+		return nil
+	})
+}
+
+func TestAsyncLongPollWokenByCompletion(t *testing.T) {
+	st := newStack(t, stackOptions{})
+	r := post(t, st.url, "/rpc/echo/sleep", []byte(`{"ms":700}`), preferAsync)
+	if r.status != http.StatusAccepted {
+		t.Fatalf("got %d %s", r.status, r.body)
+	}
+	waitUntil(t, 5*time.Second, func() error { // visible as running first
+		if g := get(t, st.url+"/rpc/calls/"+r.requestID); g.State != "running" {
+			return fmt.Errorf("state %q", g.State)
+		}
+		return nil
+	})
+	start := time.Now()
+	g := get(t, st.url+"/rpc/calls/"+r.requestID+"?wait=20s")
+	if g.status != 200 || g.State != "done" || string(g.Result) != `{"slept":700}` {
+		t.Fatalf("long-poll: %d %s", g.status, g.body)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("long-poll took %s: it was not woken by the completion", took)
+	}
+}
+
+func TestAsyncErrors(t *testing.T) {
+	st := newStack(t, stackOptions{edge: app.Config{ResultTTL: time.Second}})
+	cases := []struct {
+		name       string
+		url        string
+		wantStatus int
+		wantCode   int
+	}{
+		{"unknown id", "/rpc/calls/" + ulid.Make().String(), 404, streams.CodeNotFound},
+		{"bad id", "/rpc/calls/no%7Bway%7D", 400, streams.CodeInvalidRequest},
+		{"bad wait", "/rpc/calls/" + ulid.Make().String() + "?wait=forever", 400, streams.CodeInvalidRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g := get(t, st.url+tc.url)
+			if g.status != tc.wantStatus || g.Error == nil || g.Error.Code != tc.wantCode {
+				t.Fatalf("got %d %s", g.status, g.body)
+			}
+		})
+	}
+	t.Run("expired id", func(t *testing.T) {
+		r := post(t, st.url, "/rpc/echo/echo", []byte(`1`), preferAsync)
+		waitUntil(t, 10*time.Second, func() error {
+			if g := get(t, st.url+"/rpc/calls/"+r.requestID); g.status != 404 || !strings.Contains(g.Error.Message, "expired") {
+				return fmt.Errorf("%d %s", g.status, g.body)
+			}
+			return nil
+		})
+	})
+}
+
+// TestCancelQueuedAndRunning cancels an async call before any consumer took
+// it (it never runs) and one that is running (its handler's context ends).
+func TestCancelQueuedAndRunning(t *testing.T) {
+	st := newStack(t, stackOptions{noConsume: true})
+	var runs atomic.Int64
+	st.register(t, consumers.Config{Handler: "counted"}, countingMux(&runs, 0))
+
+	queued := post(t, st.url, "/rpc/counted/run", []byte(`{}`), preferAsync)
+	d := del(t, st.url+"/rpc/calls/"+queued.requestID)
+	if d.status != http.StatusAccepted || !strings.Contains(string(d.body), `"state":"cancelled"`) {
+		t.Fatalf("cancel queued: %d %s", d.status, d.body)
+	}
+	var slowRuns atomic.Int64
+	srv := st.startConsumer(t, consumers.Config{Handler: "counted"}, countingMux(&slowRuns, time.Minute))
+	running := post(t, st.url, "/rpc/counted/run", []byte(`{}`), preferAsync)
+	waitUntil(t, 10*time.Second, func() error {
+		if g := get(t, st.url+"/rpc/calls/"+running.requestID); g.State != "running" {
+			return fmt.Errorf("state %q", g.State)
+		}
+		return nil
+	})
+	d = del(t, st.url+"/rpc/calls/"+running.requestID)
+	if d.status != http.StatusAccepted || !strings.Contains(string(d.body), `"state":"cancelling"`) {
+		t.Fatalf("cancel running: %d %s", d.status, d.body)
+	}
+	g := get(t, st.url+"/rpc/calls/"+running.requestID+"?wait=20s")
+	if g.State != "cancelled" || g.Error == nil || g.Error.Code != streams.CodeCancelled {
+		t.Fatalf("running call after cancel: %d %s", g.status, g.body)
+	}
+	if q := get(t, st.url+"/rpc/calls/"+queued.requestID); q.State != "cancelled" {
+		t.Fatalf("queued call after cancel: %s", q.body)
+	}
+	if slowRuns.Load() != 1 || runs.Load() != 0 {
+		t.Fatalf("runs: cancelled-while-queued ran %d times; running call ran %d times (want 0 and 1)", runs.Load(), slowRuns.Load())
+	}
+	if n, _ := st.streamsClient(t).Backlog(context.Background(), "counted"); n != 0 {
+		t.Fatalf("backlog %d after cancelling", n)
+	}
+	_ = srv
+	if d := del(t, st.url+"/rpc/calls/"+running.requestID); d.status != http.StatusConflict {
+		t.Fatalf("cancel a finished call: %d %s", d.status, d.body)
+	}
+}
+
+// TestClientAsync drives async calls through the Go client package.
+func TestClientAsync(t *testing.T) {
+	st := newStack(t, stackOptions{})
+	c := client.New(st.url)
+	ctx := context.Background()
+	id, err := c.CallAsync(ctx, "echo", "sleep", map[string]int{"ms": 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct{ Slept int }
+	state, err := c.Result(ctx, id, 20*time.Second, &out)
+	if err != nil || state != "done" || out.Slept != 300 {
+		t.Fatalf("Result: %q %+v %v", state, out, err)
+	}
+	failing, err := c.CallAsync(ctx, "echo", "fail", map[string]string{"message": "nope"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err = c.Result(ctx, failing, 20*time.Second, nil)
+	var ce *client.Error
+	if state != "failed" || !errors.As(err, &ce) || ce.Message != "nope" {
+		t.Fatalf("failed call: %q %v", state, err)
+	}
+	if _, err := c.Result(ctx, ulid.Make().String(), 0, nil); !errors.As(err, &ce) || ce.Code != streams.CodeNotFound {
+		t.Fatalf("unknown id: %v", err)
+	}
+	if got, err := c.Cancel(ctx, failing); !errors.As(err, &ce) || got != "" {
+		t.Fatalf("cancel of a finished call: %q %v", got, err)
+	}
+}

@@ -1,0 +1,420 @@
+package streams
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Heartbeat records that consumer c of handler is alive, with what it runs.
+// Consumers call it every ConsumerOnlineAfter/3; consumers silent for an hour
+// are forgotten.
+func (c *Client) Heartbeat(ctx context.Context, handler string, ci ConsumerInfo) error {
+	now := time.Now()
+	ci.LastHeartbeat = now
+	pipe := c.rdb.Pipeline()
+	pipe.ZAdd(ctx, consumersKey(handler), redis.Z{Score: float64(now.UnixMilli()), Member: ci.Name})
+	pipe.HSet(ctx, consumerInfoKey(handler), ci.Name, mustJSON(ci))
+	pipe.ZRemRangeByScore(ctx, consumersKey(handler), "-inf", strconv.FormatInt(now.Add(-time.Hour).UnixMilli(), 10))
+	_, err := pipe.Exec(ctx)
+	return unavailable(err)
+}
+
+// Deregister removes a stopping consumer from the handler's consumers.
+func (c *Client) Deregister(ctx context.Context, handler, consumer string) error {
+	pipe := c.rdb.Pipeline()
+	pipe.ZRem(ctx, consumersKey(handler), consumer)
+	pipe.HDel(ctx, consumerInfoKey(handler), consumer)
+	_, err := pipe.Exec(ctx)
+	return unavailable(err)
+}
+
+// rawStats are the commands read for one handler, in one pipeline.
+type rawStats struct {
+	stats, rate   *redis.MapStringStringCmd
+	infoJSON      *redis.StringCmd
+	methods       *redis.MapStringStringCmd
+	online        *redis.IntCmd
+	backlog, dead *redis.IntCmd
+	delayed       *redis.IntCmd
+	pending       *redis.XPendingCmd
+	consumers     *redis.ZSliceCmd
+	consumerInfo  *redis.MapStringStringCmd
+}
+
+func (c *Client) queueStats(ctx context.Context, pipe redis.Pipeliner, handler string, detail bool) *rawStats {
+	now := time.Now()
+	r := &rawStats{
+		infoJSON: pipe.Get(ctx, infoKey(handler)),
+		methods:  pipe.HGetAll(ctx, methodsKey(handler)),
+		online:   pipe.ZCount(ctx, consumersKey(handler), strconv.FormatInt(now.Add(-ConsumerOnlineAfter).UnixMilli(), 10), "+inf"),
+		backlog:  pipe.XLen(ctx, callsKey(handler)),
+		pending:  pipe.XPending(ctx, callsKey(handler), Group),
+		delayed:  pipe.ZCard(ctx, delayedKey(handler)),
+		dead:     pipe.XLen(ctx, deadKey(handler)),
+		stats:    pipe.HGetAll(ctx, statsKey(handler)),
+		rate:     pipe.HGetAll(ctx, rateKey(handler)),
+	}
+	if detail {
+		r.consumers = pipe.ZRangeWithScores(ctx, consumersKey(handler), 0, -1)
+		r.consumerInfo = pipe.HGetAll(ctx, consumerInfoKey(handler))
+	}
+	return r
+}
+
+// HandlerSummaries returns every registered handler at a glance, by name.
+func (c *Client) HandlerSummaries(ctx context.Context) ([]HandlerSummary, error) {
+	names, err := c.Handlers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	pipe := c.rdb.Pipeline()
+	raws := make([]*rawStats, len(names))
+	for i, n := range names {
+		raws[i] = c.queueStats(ctx, pipe, n, false)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !isSoftPipelineErr(err) {
+		return nil, unavailable(err)
+	}
+	out := make([]HandlerSummary, 0, len(names))
+	now := time.Now()
+	for i, n := range names {
+		d := buildDetail(n, raws[i], now)
+		out = append(out, d.HandlerSummary)
+	}
+	return out, nil
+}
+
+// HandlerDetail returns everything about one handler; ErrNotFound if no
+// consumer ever registered it.
+func (c *Client) HandlerDetail(ctx context.Context, handler string) (HandlerDetail, error) {
+	if err := ValidateName("handler", handler); err != nil {
+		return HandlerDetail{}, err
+	}
+	pipe := c.rdb.Pipeline()
+	raw := c.queueStats(ctx, pipe, handler, true)
+	if _, err := pipe.Exec(ctx); err != nil && !isSoftPipelineErr(err) {
+		return HandlerDetail{}, unavailable(err)
+	}
+	if len(raw.methods.Val()) == 0 {
+		return HandlerDetail{}, fmt.Errorf("%w: handler %q", ErrNotFound, handler)
+	}
+	return buildDetail(handler, raw, time.Now()), nil
+}
+
+// isSoftPipelineErr: a missing key (GET) or group (XPENDING) is not a failure.
+func isSoftPipelineErr(err error) bool {
+	return errors.Is(err, redis.Nil) || redis.HasErrorPrefix(err, "NOGROUP")
+}
+
+func buildDetail(name string, r *rawStats, now time.Time) HandlerDetail {
+	d := HandlerDetail{}
+	d.Name = name
+	if s, err := r.infoJSON.Result(); err == nil {
+		_ = json.Unmarshal([]byte(s), &d.Info)
+	}
+	d.Info.Name = name
+	d.Description, d.Kind = d.Info.Description, d.Info.Kind
+	methods := r.methods.Val()
+	var names []string
+	for m, js := range methods {
+		if strings.HasPrefix(m, "$") {
+			continue
+		}
+		names = append(names, m)
+		var mi MethodInfo
+		_ = json.Unmarshal([]byte(js), &mi)
+		mi.Name = m
+		d.Info.Methods = append(d.Info.Methods, mi)
+	}
+	sort.Strings(names)
+	sort.Slice(d.Info.Methods, func(i, j int) bool { return d.Info.Methods[i].Name < d.Info.Methods[j].Name })
+	d.HandlerSummary.Methods = len(names)
+	d.ConsumersOnline = int(r.online.Val())
+	d.Backlog = r.backlog.Val()
+	if p, err := r.pending.Result(); err == nil {
+		d.Pending = p.Count
+	}
+	d.Delayed, d.DeadLetters = r.delayed.Val(), r.dead.Val()
+
+	stats := r.stats.Val()
+	total := MethodStats{Method: "*", Histogram: make([]int64, len(DurationBuckets)+1)}
+	var totalRuns, totalUS int64
+	for _, m := range names {
+		ms, runs, us := methodStats(m, stats)
+		d.Methods = append(d.Methods, ms)
+		total.Calls += ms.Calls
+		total.Errors += ms.Errors
+		total.Retries += ms.Retries
+		total.DeadLetters += ms.DeadLetters
+		total.Timeouts += ms.Timeouts
+		for i, n := range ms.Histogram {
+			total.Histogram[i] += n
+		}
+		if ms.LastActivity.After(total.LastActivity) {
+			total.LastActivity = ms.LastActivity
+		}
+		totalRuns += runs
+		totalUS += us
+	}
+	finishStats(&total, totalRuns, totalUS)
+	d.Totals = total
+	d.LastActivity = total.LastActivity
+	d.Rate, d.CallsPerSecond = ratePoints("", r.rate.Val(), now)
+
+	if r.consumers != nil {
+		infos := r.consumerInfo.Val()
+		for _, z := range r.consumers.Val() {
+			name, _ := z.Member.(string)
+			var ci ConsumerInfo
+			_ = json.Unmarshal([]byte(infos[name]), &ci)
+			ci.Name = name
+			ci.LastHeartbeat = time.UnixMilli(int64(z.Score))
+			ci.Online = now.Sub(ci.LastHeartbeat) < ConsumerOnlineAfter
+			d.Consumers = append(d.Consumers, ci)
+		}
+		sort.Slice(d.Consumers, func(i, j int) bool { return d.Consumers[i].LastHeartbeat.After(d.Consumers[j].LastHeartbeat) })
+	}
+	return d
+}
+
+func methodStats(m string, stats map[string]string) (MethodStats, int64, int64) {
+	n := func(k string) int64 { v, _ := strconv.ParseInt(stats[m+":"+k], 10, 64); return v }
+	ms := MethodStats{
+		Method: m, Calls: n("calls"), Errors: n("errors"), Retries: n("retries"),
+		DeadLetters: n("dead"), Timeouts: n("timeouts"), Histogram: make([]int64, len(DurationBuckets)+1),
+	}
+	for i := range ms.Histogram {
+		ms.Histogram[i] = n("h" + strconv.Itoa(i))
+	}
+	if last := n("last"); last > 0 {
+		ms.LastActivity = time.UnixMilli(last)
+	}
+	runs, us := n("runs"), n("dur_us")
+	finishStats(&ms, runs, us)
+	return ms, runs, us
+}
+
+// finishStats derives the rates and the duration figures from the counters.
+func finishStats(ms *MethodStats, runs, us int64) {
+	ms.SuccessRate = 1
+	if ms.Calls > 0 {
+		ms.SuccessRate = float64(ms.Calls-ms.Errors) / float64(ms.Calls)
+	}
+	if runs > 0 {
+		ms.AvgMS = float64(us) / float64(runs) / 1000
+	}
+	ms.P50MS = Percentile(ms.Histogram, 0.50)
+	ms.P95MS = Percentile(ms.Histogram, 0.95)
+	ms.P99MS = Percentile(ms.Histogram, 0.99)
+}
+
+// Percentile estimates the q-quantile (0..1) of a DurationBuckets histogram,
+// in milliseconds, interpolating linearly within the bucket it falls in. The
+// overflow bucket is taken to end at twice the last bound. 0 when empty.
+func Percentile(hist []int64, q float64) float64 {
+	var total int64
+	for _, n := range hist {
+		total += n
+	}
+	if total == 0 {
+		return 0
+	}
+	rank := q * float64(total)
+	var cum float64
+	for i, n := range hist {
+		if n == 0 {
+			continue
+		}
+		lo, hi := 0.0, 2*DurationBuckets[len(DurationBuckets)-1]
+		if i > 0 {
+			lo = DurationBuckets[i-1]
+		}
+		if i < len(DurationBuckets) {
+			hi = DurationBuckets[i]
+		}
+		if cum+float64(n) >= rank {
+			return lo + (hi-lo)*(rank-cum)/float64(n)
+		}
+		cum += float64(n)
+	}
+	return 2 * DurationBuckets[len(DurationBuckets)-1]
+}
+
+// ratePoints turns the rate hash into RateBuckets points ending now, for
+// method ("" for the handler), and the calls per second over the last minute.
+func ratePoints(method string, rate map[string]string, now time.Time) ([]RatePoint, float64) {
+	cur := now.UnixMilli() / RateBucket.Milliseconds()
+	prefix := ""
+	if method != "" {
+		prefix = method + ":"
+	}
+	pts := make([]RatePoint, RateBuckets)
+	var lastMinute int64
+	for i := range pts {
+		b := cur - int64(RateBuckets-1-i)
+		n, _ := strconv.ParseInt(rate[prefix+strconv.FormatInt(b, 10)], 10, 64)
+		pts[i] = RatePoint{Start: time.UnixMilli(b * RateBucket.Milliseconds()), Calls: n}
+		if i >= RateBuckets-6 {
+			lastMinute += n
+		}
+	}
+	// The current bucket is partly elapsed: count the minute as the last
+	// five full buckets plus the elapsed part of this one.
+	elapsed := time.Duration(now.UnixMilli()%RateBucket.Milliseconds()) * time.Millisecond
+	window := 5*RateBucket + elapsed
+	return pts, float64(lastMinute) / window.Seconds()
+}
+
+// Activity returns the latest settled calls of handler ("" for all
+// handlers), newest first.
+func (c *Client) Activity(ctx context.Context, handler string, limit int64) ([]Activity, error) {
+	names := []string{handler}
+	if handler == "" {
+		var err error
+		if names, err = c.Handlers(ctx); err != nil {
+			return nil, err
+		}
+	} else if err := ValidateName("handler", handler); err != nil {
+		return nil, err
+	}
+	pipe := c.rdb.Pipeline()
+	cmds := make([]*redis.XMessageSliceCmd, len(names))
+	for i, n := range names {
+		cmds[i] = pipe.XRevRangeN(ctx, activityKey(n), "+", "-", limit)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, unavailable(err)
+	}
+	var out []Activity
+	for _, cmd := range cmds {
+		for _, m := range cmd.Val() {
+			if a, ok := decodeActivity(m); ok {
+				out = append(out, a)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Time.After(out[j].Time) })
+	if int64(len(out)) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+func decodeActivity(m redis.XMessage) (Activity, bool) {
+	s, _ := m.Values["a"].(string)
+	var a Activity
+	return a, json.Unmarshal([]byte(s), &a) == nil
+}
+
+// ActivityCursor reads activity after given stream ids, for a live feed: it
+// holds no connection between reads.
+type ActivityCursor struct {
+	c    *Client
+	last map[string]string // handler -> last stream id seen
+}
+
+// NewActivityCursor starts a cursor at the present: it returns only
+// activity that happens after it was made.
+func (c *Client) NewActivityCursor() *ActivityCursor {
+	return &ActivityCursor{c: c, last: map[string]string{}}
+}
+
+// Next returns the activity since the last call (oldest first), blocking up
+// to block for some; handlers registered since are picked up.
+func (a *ActivityCursor) Next(ctx context.Context, block time.Duration) ([]Activity, error) {
+	names, err := a.c.Handlers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	streamsArg := make([]string, 0, 2*len(names))
+	for _, n := range names {
+		streamsArg = append(streamsArg, activityKey(n))
+	}
+	for _, n := range names {
+		id, ok := a.last[n]
+		if !ok {
+			id = "$"
+		}
+		streamsArg = append(streamsArg, id)
+	}
+	res, err := a.c.rdb.XRead(ctx, &redis.XReadArgs{Streams: streamsArg, Count: 256, Block: block}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	var out []Activity
+	for _, s := range res {
+		handler := strings.TrimSuffix(strings.TrimPrefix(s.Stream, keyPrefix+"{"), "}:activity")
+		for _, m := range s.Messages {
+			a.last[handler] = m.ID
+			if act, ok := decodeActivity(m); ok {
+				out = append(out, act)
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	return out, nil
+}
+
+// Story returns the events recorded for call id (empty while it has not been
+// settled once).
+func (c *Client) Story(ctx context.Context, id string) ([]StoryEvent, error) {
+	if err := ValidateID(id); err != nil {
+		return nil, err
+	}
+	raw, err := c.rdb.LRange(ctx, storyKey(id), 0, -1).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	events := make([]StoryEvent, 0, len(raw))
+	for _, r := range raw {
+		var e StoryEvent
+		if json.Unmarshal([]byte(r), &e) == nil {
+			events = append(events, e)
+		}
+	}
+	return events, nil
+}
+
+// CallStory returns a call's status with its story; ErrNotFound as CallStatus.
+func (c *Client) CallStory(ctx context.Context, id string) (CallStory, error) {
+	st, err := c.CallStatus(ctx, id)
+	if err != nil {
+		return CallStory{}, err
+	}
+	events, err := c.Story(ctx, id)
+	if err != nil {
+		return CallStory{}, err
+	}
+	cs := CallStory{CallStatus: st, Events: events}
+	for _, e := range events {
+		if e.Event == "queued" {
+			cs.Params, cs.Method = e.Params, e.Method
+			if cs.Handler == "" {
+				cs.Handler = e.Handler
+			}
+		}
+	}
+	if st.Final() {
+		if st.Reply.OK {
+			cs.Result = st.Reply.Body
+		} else {
+			cs.Error = st.Reply.Err()
+		}
+	}
+	return cs, nil
+}

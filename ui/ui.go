@@ -1,0 +1,545 @@
+// Package ui is streamrpc's dashboard: server-rendered pages over the
+// registry, stats, activity and dead letters, served by the edge at /ui/.
+//
+// Pages are html/template, so every value that comes from a caller or a
+// handler is escaped; assets (CSS, JS, icon) are embedded. The pages are
+// complete with JS off; static/app.js adds live numbers and the activity feed
+// from the edge's /events stream, the try-it form, and the dead-letter
+// buttons. No inline script or style: the pages run under a CSP without
+// 'unsafe-inline'.
+package ui
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"html/template"
+	"io/fs"
+	"net/url"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/streamrpc/streamrpc/streams"
+)
+
+// Source is where the UI reads its data; the edge implements it over Redis.
+type Source interface {
+	Handlers(ctx context.Context) ([]streams.HandlerSummary, error)
+	// Handler returns an error wrapping streams.ErrNotFound for an unknown handler.
+	Handler(ctx context.Context, name string) (streams.HandlerDetail, error)
+	// Activity lists the latest settled calls, newest first; handler "" is all.
+	Activity(ctx context.Context, handler string, limit int) ([]streams.Activity, error)
+	// Call returns streams.ErrNotFound for an unknown or expired call.
+	Call(ctx context.Context, id string) (streams.CallStory, error)
+	// DeadLetters lists up to limit dead letters of handler, and their total.
+	DeadLetters(ctx context.Context, handler string, limit int) ([]streams.DeadLetter, int64, error)
+}
+
+// Options configure the UI; the zero value works.
+type Options struct {
+	// Title names the dashboard in the header and the tab. Default "streamrpc".
+	Title string
+	// ActivityLimit is how many calls the activity feeds show. Default 25.
+	ActivityLimit int
+	// DeadLetterLimit is how many dead letters the handler page lists. Default 50.
+	DeadLetterLimit int
+	// Timeout bounds the Source reads of one page. Default 5s.
+	Timeout time.Duration
+	// Now is the clock for relative times; default time.Now (for tests).
+	Now func() time.Time
+}
+
+// UI serves the dashboard pages.
+type UI struct {
+	src     Source
+	opts    Options
+	pages   map[string]*template.Template
+	static  fs.FS
+	version string // hash of the embedded assets, for cache busting
+}
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+//go:embed static
+var staticFS embed.FS
+
+// Where the dashboard lives and where the edge's API is, as the pages link them.
+const (
+	prefix = "/ui"
+	// csp allows only this origin's scripts, styles and connections: the pages
+	// have no inline script or style.
+	csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+		"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+// New returns the UI over src.
+func New(src Source, opts Options) *UI {
+	if opts.Title == "" {
+		opts.Title = "streamrpc"
+	}
+	if opts.ActivityLimit <= 0 {
+		opts.ActivityLimit = 25
+	}
+	if opts.DeadLetterLimit <= 0 {
+		opts.DeadLetterLimit = 50
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	static, err := fs.Sub(staticFS, "static")
+	if err != nil {
+		panic(err) // the embed directive guarantees the folder
+	}
+	u := &UI{src: src, opts: opts, static: static, version: assetVersion(static)}
+	u.pages = u.parsePages()
+	return u
+}
+
+// Register mounts the pages and assets on r:
+// GET /ui/, /ui/handlers/:name, /ui/handlers/:name/methods, /ui/calls/:id and /ui/static/*.
+func (u *UI) Register(r fiber.Router) {
+	r.Get(prefix+"/static/*", u.serveStatic)
+	r.Get(prefix, u.overview)
+	r.Get(prefix+"/", u.overview)
+	r.Get(prefix+"/handlers/:name", u.handler)
+	r.Get(prefix+"/handlers/:name/methods", u.methods)
+	r.Get(prefix+"/calls/:id", u.call)
+	r.Get(prefix+"/*", func(c *fiber.Ctx) error {
+		return u.notFound(c, "Page not found", "There is no dashboard page at "+c.Path()+".")
+	})
+}
+
+func (u *UI) parsePages() map[string]*template.Template {
+	funcs := template.FuncMap{
+		"rate":     fmtRate,
+		"int":      fmtInt,
+		"pct":      fmtPct,
+		"ms":       fmtMS,
+		"ago":      func(t time.Time) string { return ago(u.opts.Now(), t) },
+		"iso":      isoTime,
+		"clock":    clockTime,
+		"full":     fullTime,
+		"offset":   offset,
+		"human":    human,
+		"json":     func(raw []byte) []Token { return prettyJSON(raw) },
+		"compact":  func(raw []byte) string { return compactJSON(raw, 120) },
+		"trunc":    truncate,
+		"seg":      pathSeg,
+		"asset":    func(name string) string { return prefix + "/static/" + name + "?v=" + u.version },
+		"outcome":  outcomeClass,
+		"state":    stateClass,
+		"codename": codeName,
+		"spark": func(rate []streams.RatePoint) Sparkline {
+			return sparkline(rateValues(rate), sparkW, sparkH, 2)
+		},
+		"example": exampleParams,
+		"feed": func(list []streams.Activity) feedView {
+			return feedView{List: list, Limit: u.opts.ActivityLimit}
+		},
+		"crumbs": makeCrumbs,
+		"dlaction": func(handler, deadLetterID string) dlAction {
+			base := "/handlers/" + pathSeg(handler) + "/dead-letters/" + pathSeg(deadLetterID)
+			return dlAction{Replay: base + "/replay", Delete: base}
+		},
+		"meter": func(v, of int, w float64) float64 {
+			if of <= 0 || v <= 0 {
+				return 0
+			}
+			return round2(min(float64(v)/float64(of), 1) * w)
+		},
+		"compactex": func(s string) string { return strings.ReplaceAll(compactJSON([]byte(s), 1<<20), "'", `'\''`) },
+		"title":     func() string { return u.opts.Title },
+		"now":       func() time.Time { return u.opts.Now() },
+	}
+	base := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/parts.html"))
+	pages := map[string]*template.Template{}
+	for _, name := range []string{"overview", "handler", "methods", "call", "error"} {
+		t := template.Must(base.Clone())
+		pages[name] = template.Must(t.ParseFS(templateFS, "templates/"+name+".html"))
+	}
+	return pages
+}
+
+const (
+	sparkW, sparkH = 120, 28
+	chartW, chartH = 600, 120
+)
+
+// page is what every template gets: the layout's fields plus the page's own.
+type page struct {
+	Title   string // the tab's title, before the dashboard's
+	Nav     string // which top link is current
+	Handler string // the handler this page is about, for live updates ("" on the overview)
+	Data    any
+}
+
+func (u *UI) render(c *fiber.Ctx, status int, name string, p page) error {
+	var buf bytes.Buffer
+	if err := u.pages[name].ExecuteTemplate(&buf, "layout.html", p); err != nil {
+		return u.plainError(c, err)
+	}
+	u.headers(c)
+	c.Status(status).Type("html", "utf-8")
+	return c.Send(buf.Bytes())
+}
+
+func (u *UI) headers(c *fiber.Ctx) {
+	c.Set(fiber.HeaderContentSecurityPolicy, csp)
+	c.Set(fiber.HeaderXContentTypeOptions, "nosniff")
+	c.Set(fiber.HeaderReferrerPolicy, "same-origin")
+	c.Set(fiber.HeaderCacheControl, "no-store")
+}
+
+// plainError answers a template failure, which is a bug, without templates.
+func (u *UI) plainError(c *fiber.Ctx, err error) error {
+	u.headers(c)
+	c.Status(fiber.StatusInternalServerError).Type("txt", "utf-8")
+	return c.SendString("dashboard error: " + err.Error())
+}
+
+type errorData struct {
+	Status  int
+	Heading string
+	Message string
+}
+
+func (u *UI) notFound(c *fiber.Ctx, heading, msg string) error {
+	return u.render(c, fiber.StatusNotFound, "error", page{Title: heading, Data: errorData{404, heading, msg}})
+}
+
+// failed answers a Source error: 404 for streams.ErrNotFound, else 503 (the
+// data is in Redis, and Redis did not answer).
+func (u *UI) failed(c *fiber.Ctx, err error, what string) error {
+	if errors.Is(err, streams.ErrNotFound) {
+		return u.notFound(c, what+" not found", "")
+	}
+	return u.render(c, fiber.StatusServiceUnavailable, "error", page{
+		Title: "Unavailable",
+		Data:  errorData{503, "Could not load " + strings.ToLower(what), err.Error()},
+	})
+}
+
+func (u *UI) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), u.opts.Timeout)
+}
+
+func param(c *fiber.Ctx, name string) string {
+	v := c.Params(name)
+	if s, err := url.PathUnescape(v); err == nil {
+		return s
+	}
+	return v
+}
+
+// --- overview ---
+
+type overviewData struct {
+	Handlers []streams.HandlerSummary
+	Totals   overviewTotals
+	Activity []streams.Activity
+	FeedErr  string
+}
+
+type overviewTotals struct {
+	Handlers, ConsumersOnline int
+	CallsPerSecond            float64
+	Calls, Errors             int64
+	Backlog, DeadLetters      int64
+}
+
+func (u *UI) overview(c *fiber.Ctx) error {
+	ctx, cancel := u.ctx()
+	defer cancel()
+	hs, err := u.src.Handlers(ctx)
+	if err != nil {
+		return u.failed(c, err, "Handlers")
+	}
+	sort.SliceStable(hs, func(i, j int) bool { return hs[i].Name < hs[j].Name })
+	d := overviewData{Handlers: hs, Totals: overviewTotals{Handlers: len(hs)}}
+	for _, h := range hs {
+		d.Totals.ConsumersOnline += h.ConsumersOnline
+		d.Totals.CallsPerSecond += h.CallsPerSecond
+		d.Totals.Calls += h.Totals.Calls
+		d.Totals.Errors += h.Totals.Errors
+		d.Totals.Backlog += h.Backlog
+		d.Totals.DeadLetters += h.DeadLetters
+	}
+	if d.Activity, err = u.src.Activity(ctx, "", u.opts.ActivityLimit); err != nil {
+		d.FeedErr = err.Error()
+	}
+	return u.render(c, fiber.StatusOK, "overview", page{Title: "Handlers", Nav: "overview", Data: d})
+}
+
+// --- handler ---
+
+type handlerData struct {
+	D           streams.HandlerDetail
+	Rate        Chart
+	Histogram   Chart
+	Activity    []streams.Activity
+	FeedErr     string
+	DeadLetters []streams.DeadLetter
+	DeadTotal   int64
+	DeadMore    bool // more dead letters than listed
+	DeadErr     string
+	Online      []streams.ConsumerInfo
+	Offline     []streams.ConsumerInfo
+}
+
+func (u *UI) handler(c *fiber.Ctx) error {
+	name := param(c, "name")
+	ctx, cancel := u.ctx()
+	defer cancel()
+	d, err := u.src.Handler(ctx, name)
+	if err != nil {
+		if errors.Is(err, streams.ErrNotFound) {
+			return u.notFound(c, "Handler not found", "No consumer has registered a handler named “"+name+"”.")
+		}
+		return u.failed(c, err, "Handler")
+	}
+	hist := d.Totals.Histogram
+	if len(hist) == 0 {
+		hist = mergeHistograms(d.Methods)
+	}
+	hd := handlerData{D: d, Rate: rateChart(d.Rate, chartW, chartH), Histogram: histogramChart(hist, chartW, chartH)}
+	for _, ci := range d.Consumers {
+		if ci.Online {
+			hd.Online = append(hd.Online, ci)
+		} else {
+			hd.Offline = append(hd.Offline, ci)
+		}
+	}
+	if hd.Activity, err = u.src.Activity(ctx, name, u.opts.ActivityLimit); err != nil {
+		hd.FeedErr = err.Error()
+	}
+	if hd.DeadLetters, hd.DeadTotal, err = u.src.DeadLetters(ctx, name, u.opts.DeadLetterLimit); err != nil {
+		hd.DeadErr = err.Error()
+	}
+	hd.DeadMore = hd.DeadTotal > int64(len(hd.DeadLetters))
+	return u.render(c, fiber.StatusOK, "handler", page{Title: d.Name, Handler: d.Name, Data: hd})
+}
+
+// --- methods ---
+
+type methodView struct {
+	Info     streams.MethodInfo
+	Stats    streams.MethodStats
+	HasStats bool
+	Example  string
+	URL      string // POST here to call it
+}
+
+type methodsData struct {
+	D       streams.HandlerDetail
+	Base    string // this server's scheme://host, for the curl lines
+	Methods []methodView
+}
+
+func (u *UI) methods(c *fiber.Ctx) error {
+	name := param(c, "name")
+	ctx, cancel := u.ctx()
+	defer cancel()
+	d, err := u.src.Handler(ctx, name)
+	if err != nil {
+		if errors.Is(err, streams.ErrNotFound) {
+			return u.notFound(c, "Handler not found", "No consumer has registered a handler named “"+name+"”.")
+		}
+		return u.failed(c, err, "Handler")
+	}
+	stats := map[string]streams.MethodStats{}
+	for _, m := range d.Methods {
+		stats[m.Method] = m
+	}
+	md := methodsData{D: d, Base: c.BaseURL()}
+	seen := map[string]bool{}
+	for _, mi := range d.Info.Methods {
+		seen[mi.Name] = true
+		st, ok := stats[mi.Name]
+		md.Methods = append(md.Methods, methodView{Info: mi, Stats: st, HasStats: ok, Example: exampleParams(mi.ParamsSchema),
+			URL: "/rpc/" + pathSeg(d.Name) + "/" + pathSeg(mi.Name)})
+	}
+	// Methods with stats but no longer registered still get a card.
+	for _, st := range d.Methods {
+		if !seen[st.Method] {
+			md.Methods = append(md.Methods, methodView{Info: streams.MethodInfo{Name: st.Method}, Stats: st, HasStats: true,
+				Example: "{}", URL: "/rpc/" + pathSeg(d.Name) + "/" + pathSeg(st.Method)})
+		}
+	}
+	return u.render(c, fiber.StatusOK, "methods", page{Title: d.Name + " · methods", Handler: d.Name, Data: md})
+}
+
+// --- call ---
+
+type callData struct {
+	S          streams.CallStory
+	Handler    string
+	Params     []byte
+	Result     []byte // the result, when answered ok
+	Err        *streams.Error
+	ErrRaw     []byte // the error body when it does not decode
+	Start      time.Time
+	Took       string // first event to last
+	DeadLetter *streams.DeadLetter
+	DeadErr    string
+}
+
+func (u *UI) call(c *fiber.Ctx) error {
+	id := param(c, "id")
+	ctx, cancel := u.ctx()
+	defer cancel()
+	s, err := u.src.Call(ctx, id)
+	if err != nil {
+		if errors.Is(err, streams.ErrNotFound) {
+			return u.notFound(c, "Call not found", "No call “"+id+"” is known: the id is wrong, or its story has expired.")
+		}
+		return u.failed(c, err, "Call")
+	}
+	d := callData{S: s, Handler: s.Handler, Params: s.Params}
+	if len(d.Params) == 0 {
+		for _, ev := range s.Events {
+			if len(ev.Params) > 0 {
+				d.Params = ev.Params
+				break
+			}
+		}
+	}
+	if s.Final() && len(s.Reply.Body) > 0 {
+		if s.Reply.OK {
+			d.Result = s.Reply.Body
+		} else {
+			var e streams.Error
+			if json.Unmarshal(s.Reply.Body, &e) == nil {
+				d.Err = &e
+			} else {
+				d.ErrRaw = s.Reply.Body
+			}
+		}
+	}
+	if n := len(s.Events); n > 0 {
+		d.Start = s.Events[0].Time
+		if n > 1 {
+			d.Took = fmtMS(float64(s.Events[n-1].Time.Sub(d.Start)) / float64(time.Millisecond))
+		}
+	}
+	if s.State == streams.StateDead && d.Handler != "" {
+		dls, _, err := u.src.DeadLetters(ctx, d.Handler, 1000)
+		if err != nil {
+			d.DeadErr = err.Error()
+		}
+		for i := range dls {
+			if dls[i].ID == s.ID {
+				d.DeadLetter = &dls[i]
+				break
+			}
+		}
+	}
+	return u.render(c, fiber.StatusOK, "call", page{Title: "Call " + s.ID, Handler: d.Handler, Data: d})
+}
+
+// feedView is an activity table: its rows and, for static/app.js to clone
+// as new calls arrive, one blank row.
+type feedView struct {
+	List  []streams.Activity
+	Blank streams.Activity
+	Limit int
+}
+
+type crumb struct{ Label, Href string }
+
+// makeCrumbs pairs labels with links: crumbs("echo", "/ui/handlers/echo", "Methods", "").
+func makeCrumbs(pairs ...string) []crumb {
+	var out []crumb
+	for i := 0; i+1 < len(pairs); i += 2 {
+		out = append(out, crumb{Label: pairs[i], Href: pairs[i+1]})
+	}
+	return out
+}
+
+type dlAction struct{ Replay, Delete string }
+
+// --- assets ---
+
+func (u *UI) serveStatic(c *fiber.Ctx) error {
+	name := path.Clean(param(c, "*"))
+	b, err := fs.ReadFile(u.static, name)
+	if err != nil || strings.HasPrefix(name, ".") {
+		c.Status(fiber.StatusNotFound).Type("txt", "utf-8")
+		return c.SendString("not found")
+	}
+	c.Set(fiber.HeaderXContentTypeOptions, "nosniff")
+	if c.Query("v") == u.version {
+		c.Set(fiber.HeaderCacheControl, "public, max-age=31536000, immutable")
+	} else {
+		c.Set(fiber.HeaderCacheControl, "no-cache")
+	}
+	c.Type(strings.TrimPrefix(path.Ext(name), "."), "utf-8")
+	return c.Send(b)
+}
+
+func assetVersion(static fs.FS) string {
+	h := sha256.New()
+	_ = fs.WalkDir(static, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(static, p)
+		if err != nil {
+			return err
+		}
+		h.Write([]byte(p))
+		h.Write(b)
+		return nil
+	})
+	return hex.EncodeToString(h.Sum(nil))[:12]
+}
+
+// --- template helpers ---
+
+func outcomeClass(outcome string) string {
+	switch outcome {
+	case "ok":
+		return "ok"
+	case "error", "dead":
+		return "err"
+	case "timeout", "retry", "cancelled":
+		return "warn"
+	}
+	return "muted"
+}
+
+func stateClass(s streams.State) string {
+	switch s {
+	case streams.StateDone:
+		return "ok"
+	case streams.StateFailed, streams.StateDead:
+		return "err"
+	case streams.StateCancelled:
+		return "warn"
+	case streams.StateQueued, streams.StateRunning:
+		return "info"
+	}
+	return "muted"
+}
+
+// codeName is the name of a wire error code ("handler_error"), or "" for a
+// handler's own code.
+func codeName(code int) string {
+	for _, c := range streams.Codes {
+		if c.Code == code {
+			return c.Name
+		}
+	}
+	return ""
+}
