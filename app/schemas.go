@@ -26,8 +26,9 @@ type schemas struct {
 	streams *streams.Client
 	log     *slog.Logger
 
-	mu        sync.Mutex
-	byHandler map[string]*handlerSchemas
+	mu         sync.Mutex
+	byHandler  map[string]*handlerSchemas
+	refreshing map[string]bool // handlers whose stale schemas one caller is re-reading
 }
 
 type handlerSchemas struct {
@@ -36,7 +37,7 @@ type handlerSchemas struct {
 }
 
 func newSchemas(sc *streams.Client, log *slog.Logger) *schemas {
-	return &schemas{streams: sc, log: log, byHandler: map[string]*handlerSchemas{}}
+	return &schemas{streams: sc, log: log, byHandler: map[string]*handlerSchemas{}, refreshing: map[string]bool{}}
 }
 
 // check validates params against the method's schema, if it has one.
@@ -70,10 +71,25 @@ func (s *schemas) check(ctx context.Context, handler, method string, params json
 func (s *schemas) get(ctx context.Context, handler string) *handlerSchemas {
 	s.mu.Lock()
 	hs := s.byHandler[handler]
-	s.mu.Unlock()
 	if hs != nil && time.Since(hs.loaded) < schemaTTL {
+		s.mu.Unlock()
 		return hs
 	}
+	if hs != nil {
+		// Stale: one caller re-reads the schemas while the others go on with
+		// the ones it has, so that calls do not all read them at once.
+		if s.refreshing[handler] {
+			s.mu.Unlock()
+			return hs
+		}
+		s.refreshing[handler] = true
+		defer func() {
+			s.mu.Lock()
+			delete(s.refreshing, handler)
+			s.mu.Unlock()
+		}()
+	}
+	s.mu.Unlock()
 	methods, err := s.streams.Methods(ctx, handler)
 	if err != nil {
 		return hs

@@ -33,6 +33,7 @@ commands:
   healthcheck [--url URL]
           exit 0 if this host's edge (or consumer) answers GET /healthz with
           200, else 1; for a container HEALTHCHECK with no shell
+  bench [flags]  load an edge and report throughput and latency (-h for flags)
   help    show this text
 
 Settings are environment variables; see .env.example.
@@ -60,6 +61,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runConsumer(ctx, stderr)
 	case "healthcheck":
 		err = runHealthcheck(ctx, args[1:], stdout, stderr)
+	case "bench":
+		return runBench(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
