@@ -26,9 +26,9 @@ type schemas struct {
 	streams *streams.Client
 	log     *slog.Logger
 
-	mu         sync.Mutex
-	byHandler  map[string]*handlerSchemas
-	refreshing map[string]bool // handlers whose stale schemas one caller is re-reading
+	mu        sync.Mutex
+	byHandler map[string]*handlerSchemas
+	loading   map[string]chan struct{} // closed when the read of a handler's schemas in progress ends
 }
 
 type handlerSchemas struct {
@@ -37,7 +37,7 @@ type handlerSchemas struct {
 }
 
 func newSchemas(sc *streams.Client, log *slog.Logger) *schemas {
-	return &schemas{streams: sc, log: log, byHandler: map[string]*handlerSchemas{}, refreshing: map[string]bool{}}
+	return &schemas{streams: sc, log: log, byHandler: map[string]*handlerSchemas{}, loading: map[string]chan struct{}{}}
 }
 
 // check validates params against the method's schema, if it has one.
@@ -75,21 +75,32 @@ func (s *schemas) get(ctx context.Context, handler string) *handlerSchemas {
 		s.mu.Unlock()
 		return hs
 	}
-	if hs != nil {
-		// Stale: one caller re-reads the schemas while the others go on with
-		// the ones it has, so that calls do not all read them at once.
-		if s.refreshing[handler] {
-			s.mu.Unlock()
+	// One caller (re)reads a handler's schemas at a time: the others go on
+	// with the stale ones, or, when there are none yet, wait for that read,
+	// so that concurrent calls do not all read the registry at once.
+	if loading, ok := s.loading[handler]; ok {
+		s.mu.Unlock()
+		if hs != nil {
 			return hs
 		}
-		s.refreshing[handler] = true
-		defer func() {
-			s.mu.Lock()
-			delete(s.refreshing, handler)
-			s.mu.Unlock()
-		}()
+		select {
+		case <-loading:
+		case <-ctx.Done():
+		}
+		s.mu.Lock()
+		hs = s.byHandler[handler]
+		s.mu.Unlock()
+		return hs
 	}
+	loaded := make(chan struct{})
+	s.loading[handler] = loaded
 	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.loading, handler)
+		s.mu.Unlock()
+		close(loaded)
+	}()
 	methods, err := s.streams.Methods(ctx, handler)
 	if err != nil {
 		return hs

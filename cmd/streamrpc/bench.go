@@ -79,6 +79,14 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	if c.Concurrency <= 0 || c.Duration <= 0 || c.Conns <= 0 || c.Timeout <= 0 || c.MaxInFlight <= 0 || c.IdleConns < 0 || c.ConsumerConcurrency < 0 {
 		return f, usageError(fs, stderr, "-c, -d, -conns, -timeout and -max-inflight must be positive")
 	}
+	if c.IdleConns > 0 {
+		// The idle sockets are opened by this same binary, in a child process.
+		exe, err := os.Executable()
+		if err != nil {
+			return f, err
+		}
+		c.IdleClient = []string{exe, "bench", "-idle-client"}
+	}
 	if err := c.Validate(); err != nil {
 		return f, usageError(fs, stderr, err.Error())
 	}
@@ -106,14 +114,6 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			return 1
 		}
 		return 0
-	}
-	if f.cfg.IdleConns > 0 {
-		exe, err := os.Executable()
-		if err != nil {
-			fmt.Fprintf(stderr, "streamrpc bench: %v\n", err)
-			return 1
-		}
-		f.cfg.IdleClient = []string{exe, "bench", "-idle-client"}
 	}
 	if f.cpuProfile != "" {
 		pf, err := os.Create(f.cpuProfile)

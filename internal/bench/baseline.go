@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
@@ -69,6 +70,6 @@ func startBaseline() (*baseline, error) {
 }
 
 func (b *baseline) stop() {
-	_ = b.app.Shutdown()
+	_ = b.app.ShutdownWithTimeout(5 * time.Second)
 	<-b.done
 }

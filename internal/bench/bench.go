@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -185,6 +186,7 @@ type caller interface {
 
 type httpCaller struct {
 	c               *client.Client
+	t               *http.Transport
 	handler, method string
 	params          json.RawMessage
 	check           bool
@@ -201,7 +203,9 @@ func (h *httpCaller) call(ctx context.Context, _ int) error {
 	return nil
 }
 
-func (h *httpCaller) close() {}
+// close drops the kept-alive connections, so that the server's shutdown does
+// not wait for them to time out.
+func (h *httpCaller) close() { h.t.CloseIdleConnections() }
 
 type wsCaller struct {
 	conns  []*client.WS
@@ -240,7 +244,7 @@ func newCaller(ctx context.Context, cfg Config, base string) (caller, error) {
 		t := client.NewTransport()
 		t.MaxIdleConnsPerHost = max(t.MaxIdleConnsPerHost, cfg.Concurrency)
 		t.MaxIdleConns = max(t.MaxIdleConns, cfg.Concurrency)
-		return &httpCaller{c: client.New(base, client.WithHTTPClient(newHTTPClient(t))), handler: cfg.Handler, method: cfg.Method, params: params, check: check}, nil
+		return &httpCaller{c: client.New(base, client.WithHTTPClient(newHTTPClient(t))), t: t, handler: cfg.Handler, method: cfg.Method, params: params, check: check}, nil
 	}
 	w := &wsCaller{method: cfg.Handler + "." + cfg.Method, params: params, check: check}
 	for range cfg.Conns {
