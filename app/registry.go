@@ -14,11 +14,13 @@ import (
 //
 //	GET /handlers                      every handler at a glance
 //	GET /handlers/{name}               one handler: info, methods, stats, consumers
+//	DELETE /handlers/{name}            forget a handler with no consumer online and no call waiting
 //	GET /activity?handler=&limit=      the latest settled calls, newest first
 //	GET /events                        Server-Sent Events: activity and stats, live
 func (e *Edge) registryRoutes() {
 	e.fiber.Get("/handlers", e.listHandlers)
 	e.fiber.Get("/handlers/:handler", e.getHandler)
+	e.fiber.Delete("/handlers/:handler", e.forgetHandler)
 	e.fiber.Get("/activity", e.listActivity)
 	e.fiber.Get("/events", e.serveEvents)
 }
@@ -51,6 +53,27 @@ func (e *Edge) getHandler(c *fiber.Ctx) error {
 		return writeError(c, unavailableError(err))
 	}
 	return c.JSON(d)
+}
+
+// forgetHandler serves DELETE /handlers/{name}: the handler leaves the
+// registry and its calls answer 404 again. Refused (409) while a consumer is
+// online or calls wait: they would be stranded.
+func (e *Edge) forgetHandler(c *fiber.Ctx) error {
+	h, bad := handlerParam(c)
+	if bad != nil {
+		return writeError(c, bad)
+	}
+	ctx, cancel := apiContext()
+	defer cancel()
+	err := e.streams.Forget(ctx, h)
+	if errors.Is(err, streams.ErrHandlerBusy) {
+		c.Status(fiber.StatusConflict)
+		return c.JSON(fiber.Map{"error": fiber.Map{"code": streams.CodeInvalidRequest, "message": "cannot forget " + strconv.Quote(h) + ": " + err.Error()}})
+	}
+	if err != nil {
+		return writeError(c, unavailableError(err))
+	}
+	return c.JSON(fiber.Map{"forgotten": h})
 }
 
 func (e *Edge) listActivity(c *fiber.Ctx) error {

@@ -418,3 +418,40 @@ func (c *Client) CallStory(ctx context.Context, id string) (CallStory, error) {
 	}
 	return cs, nil
 }
+
+// ErrHandlerBusy is returned by Forget for a handler that still has consumers
+// online or calls waiting.
+var ErrHandlerBusy = errors.New("handler has consumers online or calls waiting")
+
+// forgetScript removes a handler's registration if nothing depends on it.
+//
+//	KEYS[1] consumers zset, KEYS[2] calls stream, KEYS[3] methods hash,
+//	KEYS[4] info, KEYS[5] consumer info hash
+//	ARGV[1] online cutoff (ms)
+//	returns 1; errors ONLINE, BACKLOG
+var forgetScript = redis.NewScript(`
+if redis.call('ZCOUNT', KEYS[1], ARGV[1], '+inf') > 0 then return redis.error_reply('ONLINE') end
+if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('XLEN', KEYS[2]) > 0 then return redis.error_reply('BACKLOG') end
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[1], KEYS[5])
+return 1
+`)
+
+// Forget removes handler from the registry, so that the edge answers 404 for
+// it again, when no consumer is online and no call waits. Its stats, dead
+// letters and stream stay until a consumer registers it again.
+func (c *Client) Forget(ctx context.Context, handler string) error {
+	if err := ValidateName("handler", handler); err != nil {
+		return err
+	}
+	cutoff := time.Now().Add(-ConsumerOnlineAfter).UnixMilli()
+	err := forgetScript.Run(ctx, c.rdb, []string{consumersKey(handler), callsKey(handler), methodsKey(handler), infoKey(handler), consumerInfoKey(handler)}, cutoff).Err()
+	switch {
+	case redis.HasErrorPrefix(err, "ONLINE"):
+		return fmt.Errorf("%w: %q has consumers online", ErrHandlerBusy, handler)
+	case redis.HasErrorPrefix(err, "BACKLOG"):
+		return fmt.Errorf("%w: %q has calls waiting", ErrHandlerBusy, handler)
+	case err != nil:
+		return unavailable(err)
+	}
+	return unavailable(c.rdb.SRem(ctx, handlersKey(), handler).Err())
+}
