@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -101,10 +102,10 @@ func docker(t *testing.T, args ...string) string {
 }
 
 // TestComposeStack builds the images from the Dockerfiles, brings up
-// compose.yaml (Redis, edge, example upstream and its sidecar consumer) and
-// calls the upstream through the published edge: results, a 422, retries, a
-// dead letter, a WebSocket call, and a call whose sidecar is killed while it
-// runs. Then it checks the image is small and runs as non-root.
+// compose.yaml (Redis, edge, example upstream and its two sidecar consumers)
+// and calls the upstream through the published edge: echo.echo byte for byte
+// and app methods over HTTP and WebSocket, a 422, retries, a dead letter, and a
+// call whose sidecar is killed while it runs. Then it checks the image is small and runs as non-root.
 func TestComposeStack(t *testing.T) {
 	requireDocker(t)
 	cc := composeCmd(t)
@@ -151,7 +152,7 @@ func TestComposeStack(t *testing.T) {
 	})
 	upStart := time.Now()
 	p.must(composeUpTimeout, "up", "-d", "--no-build")
-	for _, svc := range []string{"redis", "upstream", "edge", "app-consumer"} {
+	for _, svc := range []string{"redis", "upstream", "edge", "app-consumer", "echo-consumer"} {
 		id := p.container(svc)
 		waitUntil(t, composeUpTimeout, func() error {
 			status := docker(t, "inspect", "-f", "{{.State.Health.Status}}", id)
@@ -177,6 +178,11 @@ func TestComposeStack(t *testing.T) {
 		{"/rpc/app/flaky", `{"fail_attempts":2}`, 200, `{"attempt":3}`, 0}, // 503, 503, then an answer
 		{"/rpc/app/fail", `{}`, 502, "", streams.CodeDeadLettered},         // 503 on every attempt
 	}
+	// echo.echo: the params come back byte for byte, through the echo sidecar and the app.
+	const echoParams = "{ \"s\" :\t\"h\u00e9llo \U0001F680 \\u00e9\" , \"n\": 1.50e3, \"a\": [1, null] }"
+	if r := post(t, url, "/rpc/echo/echo", []byte(echoParams), nil); r.status != 200 || string(r.Result) != echoParams {
+		t.Errorf("POST /rpc/echo/echo %s: got %d %s; want 200 and the params byte for byte", echoParams, r.status, r.body)
+	}
 	for _, tc := range cases {
 		r := post(t, url, tc.path, []byte(tc.body), nil)
 		if r.status != tc.status || (tc.result != "" && string(r.Result) != tc.result) || (tc.code != 0 && (r.Error == nil || r.Error.Code != tc.code)) {
@@ -193,9 +199,14 @@ func TestComposeStack(t *testing.T) {
 	}
 	var greeting struct{ Greeting string }
 	err = ws.Call(ctx, "app.greet", map[string]string{"name": "WebSocket"}, &greeting)
-	_ = ws.Close()
 	if err != nil || greeting.Greeting != "Hello, WebSocket!" {
 		t.Errorf("app.greet over WebSocket: %+v %v", greeting, err)
+	}
+	var echoed json.RawMessage
+	err = ws.Call(ctx, "echo.echo", json.RawMessage(echoParams), &echoed)
+	_ = ws.Close()
+	if err != nil || string(echoed) != echoParams {
+		t.Errorf("echo.echo over WebSocket: %s %v; want the params byte for byte", echoed, err)
 	}
 
 	// Kill the sidecar while it runs a call: the call stays pending in Redis and

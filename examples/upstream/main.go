@@ -10,10 +10,11 @@
 //	  4xx + {"error":{"code":N,"message":"…","data":…}}   a final error
 //	  5xx (or no answer)     a retryable error: the call is tried again later
 //
-// Methods: greet {"name":"Ada"} → {"greeting":"Hello, Ada!"}; add {"a":1,"b":2}
-// → {"sum":3}; fail → always 503 (retried, then dead-lettered); flaky
-// {"fail_attempts":N} → 503 on attempts 1..N, then {"attempt":A}; slow
-// {"ms":N} → sleeps N ms (until the call's deadline at most).
+// Methods: echo → its params, byte for byte; greet {"name":"Ada"} →
+// {"greeting":"Hello, Ada!"}; add {"a":1,"b":2} → {"sum":3}; fail → always 503
+// (retried, then dead-lettered); flaky {"fail_attempts":N} → 503 on attempts
+// 1..N, then {"attempt":A}; slow {"ms":N} → sleeps N ms (until the call's
+// deadline at most).
 //
 //	UPSTREAM_ADDR=:3000 go run ./examples/upstream
 //	go run ./examples/upstream healthcheck   # exit 0 if /healthz answers 200 (for a container HEALTHCHECK)
@@ -24,6 +25,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -67,6 +69,16 @@ func newMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
+		// The params, byte for byte: the sidecar sends the caller's JSON as is.
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 1<<20))
+		if err != nil {
+			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]any{"error": map[string]any{"code": -32602, "message": "params too large: " + err.Error()}})
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
 	})
 	mux.HandleFunc("POST /greet", func(w http.ResponseWriter, r *http.Request) {
 		var p struct {
