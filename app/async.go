@@ -121,21 +121,7 @@ func (e *Edge) enqueueAsync(id string, req callRequest) (streams.Enqueued, *stre
 	now := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if bad := e.schemas.check(ctx, req.handler, req.method, req.params); bad != nil {
-		return streams.Enqueued{}, bad
-	}
-	var idem *streams.Idempotency
-	if req.idemKey != "" {
-		idem = &streams.Idempotency{Key: req.idemKey, TTL: e.cfg.CallTimeout + e.cfg.ResultTTL}
-	}
-	enq, err := e.streams.Enqueue(ctx, &streams.Call{
-		ID: id, Handler: req.handler, Method: req.method, Params: req.params,
-		ReplyTo: e.id, Deadline: now.Add(req.timeout), Attempt: 1, EnqueuedAt: now, ResultTTL: e.cfg.ResultTTL, Caller: req.caller,
-	}, streams.EnqueueOptions{BacklogLimit: e.cfg.BacklogLimit, Idempotency: idem, Async: true})
-	if err != nil {
-		return enq, enqueueError(err, req)
-	}
-	return enq, nil
+	return e.enqueue(ctx, id, req, now, now.Add(req.timeout), true)
 }
 
 // answerAsync answers POST /rpc/{h}/{m} with Prefer: respond-async.

@@ -172,21 +172,11 @@ func (e *Edge) call(id string, req callRequest) (streams.Reply, *streams.Error) 
 	ctx, cancel := context.WithDeadline(req.parent(), deadline)
 	defer cancel()
 
-	if bad := e.schemas.check(ctx, req.handler, req.method, req.params); bad != nil {
-		return streams.Reply{}, bad
-	}
-	var idem *streams.Idempotency
-	if req.idemKey != "" {
-		idem = &streams.Idempotency{Key: req.idemKey, TTL: e.cfg.CallTimeout + e.cfg.ResultTTL}
-	}
 	ch := e.waiters.add(id)
-	enq, err := e.streams.Enqueue(ctx, &streams.Call{
-		ID: id, Handler: req.handler, Method: req.method, Params: req.params,
-		ReplyTo: e.id, Deadline: deadline, Attempt: 1, EnqueuedAt: now, ResultTTL: e.cfg.ResultTTL, Caller: req.caller,
-	}, streams.EnqueueOptions{BacklogLimit: e.cfg.BacklogLimit, Idempotency: idem})
-	if err != nil {
+	enq, rerr := e.enqueue(ctx, id, req, now, deadline, false)
+	if rerr != nil {
 		e.waiters.remove(id)
-		return streams.Reply{}, enqueueError(err, req)
+		return streams.Reply{}, rerr
 	}
 	if enq.Duplicate {
 		e.waiters.remove(id)
@@ -214,6 +204,26 @@ func (e *Edge) call(id string, req callRequest) (streams.Reply, *streams.Error) 
 // errCallerCancelled is the cause of a call's context when its caller
 // cancelled it ($/cancel).
 var errCallerCancelled = errors.New("cancelled by the caller")
+
+// enqueue checks the params against the method's schema and enqueues the
+// call: the one path for sync, async and JSON-RPC calls.
+func (e *Edge) enqueue(ctx context.Context, id string, req callRequest, now, deadline time.Time, async bool) (streams.Enqueued, *streams.Error) {
+	if bad := e.schemas.check(ctx, req.handler, req.method, req.params); bad != nil {
+		return streams.Enqueued{}, bad
+	}
+	var idem *streams.Idempotency
+	if req.idemKey != "" {
+		idem = &streams.Idempotency{Key: req.idemKey, TTL: e.cfg.CallTimeout + e.cfg.ResultTTL}
+	}
+	enq, err := e.streams.Enqueue(ctx, &streams.Call{
+		ID: id, Handler: req.handler, Method: req.method, Params: req.params,
+		ReplyTo: e.id, Deadline: deadline, Attempt: 1, EnqueuedAt: now, ResultTTL: e.cfg.ResultTTL, Caller: req.caller,
+	}, streams.EnqueueOptions{BacklogLimit: e.cfg.BacklogLimit, Idempotency: idem, Async: async})
+	if err != nil {
+		return enq, enqueueError(err, req)
+	}
+	return enq, nil
+}
 
 // awaitResult waits for the result of a call this edge did not enqueue (a
 // repeat of an idempotent call), by reading its result key with backoff: such

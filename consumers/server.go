@@ -18,6 +18,10 @@ import (
 	"github.com/streamrpc/streamrpc/streams"
 )
 
+// abandonAfter is how long Shutdown waits, after the grace period, for
+// handlers whose context it cancelled.
+const abandonAfter = 5 * time.Second
+
 // ErrServerClosed is returned by Start after Shutdown or Close.
 var ErrServerClosed = errors.New("consumers: server closed")
 
@@ -204,7 +208,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			case <-ctx.Done():
 				err = fmt.Errorf("consumers: calls still running at the end of the grace period: %w", ctx.Err())
 				s.cancelRun()
-				<-drained // handlers see their context cancelled
+				// Handlers see their context cancelled; one that ignores it is
+				// abandoned after abandonAfter (its call stays pending and is
+				// redelivered) rather than holding the process forever.
+				select {
+				case <-drained:
+				case <-time.After(abandonAfter):
+					s.log.Warn("handlers ignored their cancelled context; abandoning them", "after", abandonAfter)
+				}
 			}
 			s.lease.shutdown()
 			s.watcher.shutdown()

@@ -107,7 +107,7 @@ func TestErrorCases(t *testing.T) {
 		wantText   string
 	}{
 		{"malformed JSON", "/rpc/echo/echo", `{"a":`, nil, 400, streams.CodeParseError, "not valid JSON"},
-		{"body over the limit", "/rpc/echo/echo", `"` + strings.Repeat("x", 70<<10) + `"`, nil, 413, streams.CodeBodyTooLarge, "over the limit"},
+		{"body over the limit", "/rpc/echo/echo", `"` + strings.Repeat("x", 70<<10) + `"`, map[string]string{"Expect": "100-continue"}, 413, streams.CodeBodyTooLarge, "over the limit"},
 		{"wrong content type", "/rpc/echo/echo", `{"a":1}`, map[string]string{"Content-Type": "text/plain"}, 415, streams.CodeUnsupportedMedia, "application/json"},
 		{"unknown handler", "/rpc/nobody/echo", `{}`, nil, 404, streams.CodeMethodNotFound, "no consumer has registered it"},
 		{"unknown method", "/rpc/echo/nothing", `{}`, nil, 404, streams.CodeMethodNotFound, "has no method"},
