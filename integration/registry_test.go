@@ -53,8 +53,17 @@ func TestStatsMatchTheCalls(t *testing.T) {
 		t.Fatalf("flaky: %d %s", retried.status, retried.body)
 	}
 
-	var d streams.HandlerDetail
-	getJSON(t, st.url+"/handlers/echo", &d)
+	// Consumers write stats a few times a second, not in each call's round
+	// trip: wait for both handlers' to land, then check them exactly.
+	var d, fd streams.HandlerDetail
+	waitUntil(t, 10*time.Second, func() error {
+		getJSON(t, st.url+"/handlers/echo", &d)
+		getJSON(t, st.url+"/handlers/flaky", &fd)
+		if d.Totals.Calls < 7 || fd.Totals.Calls < 1 {
+			return fmt.Errorf("stats not written yet: echo %d calls, flaky %d", d.Totals.Calls, fd.Totals.Calls)
+		}
+		return nil
+	})
 	if d.ConsumersOnline != 1 || len(d.Consumers) != 1 || d.Consumers[0].Name != st.consumer.Name() || !d.Consumers[0].Online {
 		t.Fatalf("consumers: %d online, %+v", d.ConsumersOnline, d.Consumers)
 	}
@@ -71,8 +80,6 @@ func TestStatsMatchTheCalls(t *testing.T) {
 		t.Fatalf("rate: last buckets %+v, %.2f/s", d.Rate[len(d.Rate)-2:], d.CallsPerSecond)
 	}
 
-	var fd streams.HandlerDetail
-	getJSON(t, st.url+"/handlers/flaky", &fd)
 	if s := methodStat(fd, "flaky"); s.Calls != 1 || s.Retries != 1 || s.Errors != 0 || sum(s.Histogram) != 2 || fd.Info.Version != "1.2.3" {
 		t.Fatalf("flaky stats %+v (version %q)", s, fd.Info.Version)
 	}

@@ -4,49 +4,67 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// batcher sends script calls from many goroutines to Redis in pipelines. Its
-// loop takes whatever is queued when it is free, up to max, so a lone call goes
-// out at once and calls that arrive while a pipeline is in flight share the next
-// one: no added delay at low load, few round trips under load.
-type batcher struct {
-	rdb     redis.UniversalClient
-	queue   chan *scriptCall
+// batcher sends operations from many goroutines to Redis in batches. Its loop
+// takes whatever is queued when it is free, up to max, so a lone operation goes
+// out at once and operations that arrive while a batch is in flight share the
+// next one: no added delay at low load, few round trips (and few script runs)
+// under load. What a batch becomes on the wire is send's choice: one pipeline
+// of script calls, or one script call carrying many operations.
+type batcher[T op] struct {
+	queue   chan T
 	max     int
 	timeout time.Duration
+	send    func(ctx context.Context, batch []T) // completes every op it is given
+
+	// inflight counts batches being sent, by the loop or by callers.
+	inflight atomic.Int32
 
 	stop chan struct{} // closed by shutdown: stop taking work
 	done chan struct{} // closed when the loop has returned
 	once sync.Once
 }
 
-type scriptCall struct {
-	ctx    context.Context
-	script *redis.Script
-	keys   []string
-	args   []any
-	cmd    *redis.Cmd
-	done   chan struct{}
+// op is one operation waiting in a batcher: a type that embeds pending.
+type op interface{ base() *pending }
+
+// pending is the part of an operation the batcher manages: its caller's
+// context, and its completion.
+type pending struct {
+	ctx  context.Context
+	err  error
+	done chan struct{}
+}
+
+func (p *pending) base() *pending { return p }
+
+func (p *pending) init(ctx context.Context) { p.ctx, p.done = ctx, make(chan struct{}) }
+
+// complete ends the operation with err (nil: its results are set).
+func (p *pending) complete(err error) {
+	p.err = err
+	close(p.done)
 }
 
 var errClosed = errors.New("streams: client closed")
 
-func newBatcher(rdb redis.UniversalClient, max int, timeout time.Duration) *batcher {
-	return &batcher{
-		rdb:     rdb,
-		queue:   make(chan *scriptCall, max),
+func newBatcher[T op](max int, timeout time.Duration, send func(ctx context.Context, batch []T)) *batcher[T] {
+	return &batcher[T]{
+		queue:   make(chan T, max),
 		max:     max,
 		timeout: timeout,
+		send:    send,
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
 }
 
-func (b *batcher) start(wg *sync.WaitGroup) {
+func (b *batcher[T]) start(wg *sync.WaitGroup) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -55,107 +73,150 @@ func (b *batcher) start(wg *sync.WaitGroup) {
 	}()
 }
 
-// shutdown stops the loop after the pipeline in flight; calls still queued fail
-// with errClosed. Safe to call more than once.
-func (b *batcher) shutdown() {
+// shutdown stops the loop after the batch in flight; operations still queued
+// fail with errClosed. Safe to call more than once.
+func (b *batcher[T]) shutdown() {
 	b.once.Do(func() { close(b.stop) })
 	<-b.done
 }
 
-// run queues one script call and waits for its reply or for ctx.
-func (b *batcher) run(ctx context.Context, s *redis.Script, keys []string, args ...any) (any, error) {
-	sc := &scriptCall{ctx: ctx, script: s, keys: keys, args: args, done: make(chan struct{})}
-	select {
-	case b.queue <- sc:
-	case <-b.stop:
-		return nil, errClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
+// do queues o (initialised with ctx) and waits until it is complete or ctx
+// ends. When no batch is in flight, o is sent at once from the caller's
+// goroutine: a lone call pays no hand-off to the loop and back (two goroutine
+// wake-ups, a large part of a round trip on loopback).
+func (b *batcher[T]) do(ctx context.Context, o T) error {
+	p := o.base()
+	p.init(ctx)
+	if b.inflight.CompareAndSwap(0, 1) {
+		select {
+		case <-b.stop:
+			b.inflight.Add(-1)
+			return errClosed
+		default:
+		}
+		b.sendLive([]T{o})
+		b.inflight.Add(-1)
+		return p.err
 	}
 	select {
-	case <-sc.done:
-		return sc.cmd.Result()
+	case b.queue <- o:
+	case <-b.stop:
+		return errClosed
 	case <-ctx.Done():
-		// The call may still be sent: the caller cannot know if it took effect.
-		return nil, ctx.Err()
+		return ctx.Err()
+	}
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		// The operation may still be sent: the caller cannot know if it took effect.
+		return ctx.Err()
 	}
 }
 
-func (b *batcher) loop() {
-	batch := make([]*scriptCall, 0, b.max)
+func (b *batcher[T]) loop() {
+	batch := make([]T, 0, b.max)
 	for {
 		select {
 		case <-b.stop:
 			b.failQueued()
 			return
-		case sc := <-b.queue:
-			batch = append(batch[:0], sc)
+		case o := <-b.queue:
+			batch = append(batch[:0], o)
 		}
 	fill:
 		for len(batch) < b.max {
 			select {
-			case sc := <-b.queue:
-				batch = append(batch, sc)
+			case o := <-b.queue:
+				batch = append(batch, o)
 			default:
 				break fill
 			}
 		}
-		b.send(batch)
+		b.inflight.Add(1)
+		b.sendLive(batch)
+		b.inflight.Add(-1)
 	}
 }
 
-func (b *batcher) failQueued() {
+// sendLive sends the operations whose caller is still waiting, so that an
+// operation the caller saw fail is not sent after the fact.
+func (b *batcher[T]) sendLive(batch []T) {
+	live := batch[:0:0]
+	for _, o := range batch {
+		if err := o.base().ctx.Err(); err != nil {
+			o.base().complete(err)
+			continue
+		}
+		live = append(live, o)
+	}
+	if len(live) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
+	defer cancel()
+	b.send(ctx, live)
+}
+
+func (b *batcher[T]) failQueued() {
 	for {
 		select {
-		case sc := <-b.queue:
-			sc.cmd = redis.NewCmd(sc.ctx)
-			sc.cmd.SetErr(errClosed)
-			close(sc.done)
+		case o := <-b.queue:
+			o.base().complete(errClosed)
 		default:
 			return
 		}
 	}
 }
 
-// send runs one batch as a pipeline of EVALSHAs. Calls whose caller has given up
-// are left out, so that a call the caller saw fail is not sent after the fact.
-// Scripts unknown to Redis (NOSCRIPT, after a restart or failover) are sent
-// again with EVAL, which also loads them.
-func (b *batcher) send(batch []*scriptCall) {
-	ctx, cancel := context.WithTimeout(context.Background(), b.timeout)
-	defer cancel()
-	pipe := b.rdb.Pipeline()
-	live := batch[:0:0]
-	for _, sc := range batch {
-		if err := sc.ctx.Err(); err != nil {
-			sc.cmd = redis.NewCmd(sc.ctx)
-			sc.cmd.SetErr(err)
-			close(sc.done)
-			continue
+// scriptCall is one script run through a pipelining batcher.
+type scriptCall struct {
+	pending
+	script *redis.Script
+	keys   []string
+	args   []any
+	cmd    *redis.Cmd
+}
+
+// newScriptBatcher sends each batch of script calls as one pipeline of EVALSHAs.
+func newScriptBatcher(rdb redis.UniversalClient, max int, timeout time.Duration) *batcher[*scriptCall] {
+	return newBatcher(max, timeout, func(ctx context.Context, batch []*scriptCall) {
+		runScripts(ctx, rdb, batch)
+		for _, sc := range batch {
+			sc.complete(sc.cmd.Err())
 		}
-		sc.cmd = sc.script.EvalSha(ctx, pipe, sc.keys, sc.args...)
-		live = append(live, sc)
+	})
+}
+
+// run queues one script call and returns its reply.
+func runScript(ctx context.Context, b *batcher[*scriptCall], s *redis.Script, keys []string, args ...any) (any, error) {
+	sc := &scriptCall{script: s, keys: keys, args: args}
+	if err := b.do(ctx, sc); err != nil {
+		return nil, err
 	}
-	if len(live) == 0 {
-		return
+	return sc.cmd.Result()
+}
+
+// runScripts runs calls as one pipeline of EVALSHAs; errors are left on each
+// call's cmd. Scripts unknown to Redis (NOSCRIPT, after a restart or
+// failover) are sent again with EVAL, which also loads them.
+func runScripts(ctx context.Context, rdb redis.UniversalClient, calls []*scriptCall) {
+	pipe := rdb.Pipeline()
+	for _, sc := range calls {
+		sc.cmd = sc.script.EvalSha(ctx, pipe, sc.keys, sc.args...)
 	}
 	_, _ = pipe.Exec(ctx) // errors are on each command
 	var retry []*scriptCall
-	for _, sc := range live {
+	for _, sc := range calls {
 		if redis.HasErrorPrefix(sc.cmd.Err(), "NOSCRIPT") {
 			retry = append(retry, sc)
-			continue
 		}
-		close(sc.done)
 	}
 	if len(retry) > 0 {
-		pipe = b.rdb.Pipeline()
+		pipe = rdb.Pipeline()
 		for _, sc := range retry {
 			sc.cmd = sc.script.Eval(ctx, pipe, sc.keys, sc.args...)
 		}
 		_, _ = pipe.Exec(ctx)
-		for _, sc := range retry {
-			close(sc.done)
-		}
 	}
 }

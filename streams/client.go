@@ -22,7 +22,7 @@ type Options struct {
 	ResultTTL time.Duration
 	// ReplyStreamMaxLen caps each edge's reply stream (approximate trim). Default 10000.
 	ReplyStreamMaxLen int64
-	// MaxBatch is the most script calls one pipeline carries. Default 256.
+	// MaxBatch is the most calls one batch carries (enqueues, answers). Default 256.
 	MaxBatch int
 	// BatchTimeout bounds one pipeline's round trip. Default 5s.
 	BatchTimeout time.Duration
@@ -51,33 +51,42 @@ const ReplyStreamTTL = 60 * time.Second
 // Client runs the protocol over one go-redis client. It is safe for concurrent
 // use; Close stops its pipeline loops (the go-redis client stays the caller's).
 type Client struct {
-	rdb     redis.UniversalClient
-	opts    Options
-	enqueue *batcher
-	finish  *batcher
-	wg      sync.WaitGroup
-	once    sync.Once
+	rdb      redis.UniversalClient
+	opts     Options
+	enqueue  *batcher[*enqueueOp]  // enqueue scripts, one run per handler per batch
+	answers  *batcher[*answerOp]   // answered calls, one run per handler per batch
+	finish   *batcher[*scriptCall] // retries and dead letters, pipelined
+	recorder *recorder             // stats, activity and stories, written in the background
+	wg       sync.WaitGroup
+	once     sync.Once
 }
 
 // New returns a Client over rdb.
 func New(rdb redis.UniversalClient, opts Options) *Client {
 	opts = opts.withDefaults()
 	c := &Client{
-		rdb:     rdb,
-		opts:    opts,
-		enqueue: newBatcher(rdb, opts.MaxBatch, opts.BatchTimeout),
-		finish:  newBatcher(rdb, opts.MaxBatch, opts.BatchTimeout),
+		rdb:      rdb,
+		opts:     opts,
+		finish:   newScriptBatcher(rdb, opts.MaxBatch, opts.BatchTimeout),
+		recorder: newRecorder(rdb),
 	}
+	c.enqueue = newBatcher(opts.MaxBatch, opts.BatchTimeout, sendEnqueues(rdb))
+	c.answers = newBatcher(opts.MaxBatch, opts.BatchTimeout, c.sendAnswers)
 	c.enqueue.start(&c.wg)
+	c.answers.start(&c.wg)
 	c.finish.start(&c.wg)
+	c.recorder.start(&c.wg)
 	return c
 }
 
-// Close stops the pipeline loops. Safe to call more than once.
+// Close stops the pipeline loops, after writing the stats recorded so far.
+// Safe to call more than once.
 func (c *Client) Close() error {
 	c.once.Do(func() {
 		c.enqueue.shutdown()
+		c.answers.shutdown()
 		c.finish.shutdown()
+		c.recorder.shutdown()
 		c.wg.Wait()
 	})
 	return nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -192,83 +193,159 @@ func (c *Client) ExtendLease(ctx context.Context, handler, consumer string, ids 
 	return unavailable(err)
 }
 
-// settleScript settles a call in one round trip: ack and delete its entry (so
-// the stream's length is the backlog), then by mode:
+// answerScript settles a batch of answered calls of one handler, taken by one
+// consumer, in one run: it keeps each reply under its call id and hands the
+// replies to the edges waiting for them, one stream entry per edge.
 //
-//	answer  keep the reply under the call id and hand it to the waiting edge
-//	        (if that edge's reply stream still exists);
+// A call is settled only if it is still pending (XCLAIM JUSTID returns just
+// those, without counting a delivery; they are acked at once). One that is
+// not was settled by another consumer after a redelivery: its reply is dropped
+// here, so a caller never gets a second reply. Entries are then deleted, so the
+// stream's length is the backlog. Stats are not written here: the recorder
+// adds them up and writes them a few times a second (see recorder.go).
+//
+//	KEYS[1] calls stream, KEYS[1+c] call c's result key,
+//	KEYS[1+n+e] reply stream of edge e (1-based)
+//	ARGV[1] group, ARGV[2] consumer, ARGV[3] n, ARGV[4] reply stream max length,
+//	then per call 5 values: entry id, call id, encoded reply, result TTL ms, edge e
+//	returns per call 1 (settled here) or 0 (already settled elsewhere)
+//
+// A reply stream that no longer exists (its edge is gone) is not recreated
+// (NOMKSTREAM): the result stays readable by id.
+var answerScript = redis.NewScript(`
+local n = tonumber(ARGV[3])
+local claim = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], '0'}
+local ids = {}
+for c = 1, n do
+  ids[c] = ARGV[5 * c]
+  claim[5 + c] = ARGV[5 * c]
+end
+claim[6 + n] = 'JUSTID'
+local pending = redis.call(unpack(claim))
+local mine = {}
+for _, id in ipairs(pending) do mine[id] = true end
+if #pending > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(pending)) end
+redis.call('XDEL', KEYS[1], unpack(ids))
+local out, per = {}, {}
+for c = 1, n do
+  local a = 5 * c
+  if mine[ARGV[a]] then
+    redis.call('SET', KEYS[1 + c], ARGV[a + 2], 'PX', ARGV[a + 3])
+    local e = tonumber(ARGV[a + 4])
+    local f = per[e]
+    if not f then f = {}; per[e] = f end
+    f[#f + 1] = ARGV[a + 1]
+    f[#f + 1] = ARGV[a + 2]
+    out[c] = 1
+  else
+    out[c] = 0
+  end
+end
+for e, f in pairs(per) do
+  redis.call('XADD', KEYS[1 + n + e], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[4], '*', unpack(f))
+end
+return out
+`)
+
+// answerOp is one answered call waiting in the answer batcher.
+type answerOp struct {
+	pending
+	d     *Delivery
+	reply []byte // encoded
+	ttl   int64  // ms
+	group string // handler and consumer: the ops one script run can carry
+	// set by sendAnswers
+	settled bool
+}
+
+// sendAnswers runs one answerScript per handler and consumer in the batch,
+// all in one pipeline.
+func (c *Client) sendAnswers(ctx context.Context, batch []*answerOp) {
+	groups := make(map[string][]*answerOp)
+	var order []string
+	for _, o := range batch {
+		if _, ok := groups[o.group]; !ok {
+			order = append(order, o.group)
+		}
+		groups[o.group] = append(groups[o.group], o)
+	}
+	calls := make([]*scriptCall, len(order))
+	for i, g := range order {
+		ops := groups[g]
+		handler, consumer, _ := strings.Cut(g, "\x00")
+		keys := make([]string, 1, 2+len(ops))
+		keys[0] = callsKey(handler)
+		edges := make(map[string]int)
+		var edgeKeys []string
+		args := make([]any, 0, 4+5*len(ops))
+		args = append(args, Group, consumer, len(ops), c.opts.ReplyStreamMaxLen)
+		for _, o := range ops {
+			keys = append(keys, resultKey(o.d.Call.ID))
+			e, ok := edges[o.d.Call.ReplyTo]
+			if !ok {
+				edgeKeys = append(edgeKeys, replyKey(o.d.Call.ReplyTo))
+				e = len(edgeKeys)
+				edges[o.d.Call.ReplyTo] = e
+			}
+			args = append(args, o.d.StreamID, o.d.Call.ID, o.reply, o.ttl, e)
+		}
+		keys = append(keys, edgeKeys...)
+		calls[i] = &scriptCall{script: answerScript, keys: keys, args: args}
+	}
+	runScripts(ctx, c.rdb, calls)
+	for i, g := range order {
+		ops := groups[g]
+		res, err := calls[i].cmd.Int64Slice()
+		if err == nil && len(res) != len(ops) {
+			err = fmt.Errorf("streams: answer: unexpected reply %v", res)
+		}
+		for j, o := range ops {
+			if err == nil {
+				o.settled = res[j] == 1
+			}
+			o.complete(err)
+		}
+	}
+}
+
+// settleScript settles one call that is not simply answered, in one round
+// trip: ack and delete its entry, add this attempt to the call's story, then
+// by mode:
+//
 //	retry   schedule the call again: add it to the delayed set at its due time;
-//	dead    add it to the dead letters, then answer as above.
-//
-// In the same script it counts the outcome in the handler's stats and rate
-// buckets, appends it to the activity stream, and to the call's story.
+//	dead    add it to the dead letters, keep the dead_lettered reply under the
+//	        call id and hand it to the waiting edge.
 //
 //	KEYS[1] calls stream, KEYS[2] result key, KEYS[3] edge reply stream,
-//	KEYS[4] delayed set, KEYS[5] dead-letter stream, KEYS[6] stats hash,
-//	KEYS[7] rate hash, KEYS[8] activity stream, KEYS[9] story list
+//	KEYS[4] delayed set, KEYS[5] dead-letter stream, KEYS[6] story list
 //	ARGV[1] group, ARGV[2] entry id, ARGV[3] mode, ARGV[4] call id,
 //	ARGV[5] encoded reply, ARGV[6] result TTL ms, ARGV[7] reply stream max length,
-//	ARGV[8] method, ARGV[9] outcome (ok error timeout cancelled retry dead),
-//	ARGV[10] run time µs ('' if not run), ARGV[11] histogram bucket ('' if not run),
-//	ARGV[12] now ms, ARGV[13] rate bucket number, ARGV[14] activity JSON,
-//	ARGV[15] the story's "queued" event (pushed if the story is empty),
-//	ARGV[16] k, ARGV[17..16+k] this settle's story events,
-//	ARGV[17+k] retry: due time ms         | dead: first of the dead letter's field/value pairs
-//	ARGV[18+k] retry: the envelope (JSON array of field/value strings)
+//	ARGV[8] the story's "queued" event (pushed if the story is empty),
+//	ARGV[9] k, ARGV[10..9+k] this settle's story events,
+//	ARGV[10+k] retry: due time ms         | dead: first of the dead letter's field/value pairs
+//	ARGV[11+k] retry: the envelope (JSON array of field/value strings)
 //	returns 1 if this settled the call, 0 if it was already settled (acked by
-//	another consumer after a redelivery): then nothing else is done, so a
-//	caller never gets a second reply.
+//	another consumer after a redelivery): then nothing else is done.
 //
-// On Redis Cluster KEYS[2], KEYS[3] and KEYS[9] are in other slots; see the README.
+// On Redis Cluster KEYS[2], KEYS[3] and KEYS[6] are in other slots; see the README.
 var settleScript = redis.NewScript(`
 local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 if acked == 0 then return 0 end
-local m, outcome, k = ARGV[8], ARGV[9], tonumber(ARGV[16])
-local x = 17 + k
-if outcome == 'retry' then
-  redis.call('HINCRBY', KEYS[6], m .. ':retries', 1)
-else
-  redis.call('HINCRBY', KEYS[6], m .. ':calls', 1)
-  if outcome ~= 'ok' and outcome ~= 'cancelled' then redis.call('HINCRBY', KEYS[6], m .. ':errors', 1) end
-  if outcome == 'timeout' then redis.call('HINCRBY', KEYS[6], m .. ':timeouts', 1) end
-  if outcome == 'dead' then redis.call('HINCRBY', KEYS[6], m .. ':dead', 1) end
-  local b = ARGV[13]
-  if redis.call('HINCRBY', KEYS[7], b, 1) == 1 then
-    local cutoff = tonumber(b) - ` + strconv.Itoa(RateBuckets+1) + `
-    for _, f in ipairs(redis.call('HKEYS', KEYS[7])) do
-      local fb = tonumber(string.match(f, '(%d+)$'))
-      if fb and fb < cutoff then redis.call('HDEL', KEYS[7], f) end
-    end
-  end
-  redis.call('HINCRBY', KEYS[7], m .. ':' .. b, 1)
-end
-if ARGV[10] ~= '' then
-  redis.call('HINCRBY', KEYS[6], m .. ':runs', 1)
-  redis.call('HINCRBY', KEYS[6], m .. ':dur_us', ARGV[10])
-  redis.call('HINCRBY', KEYS[6], m .. ':h' .. ARGV[11], 1)
-end
-redis.call('HSET', KEYS[6], m .. ':last', ARGV[12])
-redis.call('XADD', KEYS[8], 'MAXLEN', '~', ` + strconv.Itoa(activityMaxLen) + `, '*', 'a', ARGV[14])
-if redis.call('LLEN', KEYS[9]) == 0 then redis.call('RPUSH', KEYS[9], ARGV[15]) end
-if k > 0 then redis.call('RPUSH', KEYS[9], unpack(ARGV, 17, 16 + k)) end
-redis.call('PEXPIRE', KEYS[9], ARGV[6])
+local k = tonumber(ARGV[9])
+local x = 10 + k
+if redis.call('LLEN', KEYS[6]) == 0 then redis.call('RPUSH', KEYS[6], ARGV[8]) end
+if k > 0 then redis.call('RPUSH', KEYS[6], unpack(ARGV, 10, 9 + k)) end
+redis.call('PEXPIRE', KEYS[6], ARGV[6])
 if ARGV[3] == 'retry' then
   redis.call('ZADD', KEYS[4], ARGV[x], ARGV[x + 1])
   return 1
 end
-if ARGV[3] == 'dead' then
-  redis.call('XADD', KEYS[5], '*', unpack(ARGV, x))
-end
+redis.call('XADD', KEYS[5], '*', unpack(ARGV, x))
 redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6])
-if redis.call('EXISTS', KEYS[3]) == 1 then
-  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[7], '*', 'id', ARGV[4], 'v', ARGV[5])
-end
+redis.call('XADD', KEYS[3], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[7], '*', ARGV[4], ARGV[5])
 return 1
 `)
-
-// activityMaxLen caps each handler's activity stream (approximately).
-const activityMaxLen = 1000
 
 // Run describes the attempt being settled, for the stats, the activity
 // record and the call's story.
@@ -322,64 +399,51 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
-func (c *Client) settle(ctx context.Context, d *Delivery, mode string, reply Reply, run Run, detail string, extra ...any) (bool, error) {
-	ttl := d.Call.ResultTTL
-	if ttl <= 0 {
-		ttl = c.opts.ResultTTL
+func (c *Client) resultTTL(d *Delivery) time.Duration {
+	if d.Call.ResultTTL > 0 {
+		return d.Call.ResultTTL
 	}
-	now := time.Now()
-	outcome := outcomeOf(mode, reply)
-	runUS, bucket := "", ""
-	if !run.Started.IsZero() {
-		runUS = strconv.FormatInt(run.Took.Microseconds(), 10)
-		bucket = strconv.Itoa(bucketOf(run.Took))
-	}
-	errText := ""
-	if !reply.OK && reply.Body != nil {
-		errText = truncate(reply.Err().Message, 200)
-	}
-	if detail == "" {
-		detail = errText
-	}
-	activity := mustJSON(Activity{
-		ID: d.Call.ID, Handler: d.Handler, Method: d.Call.Method, Outcome: outcome,
-		DurationMS: float64(run.Took.Microseconds()) / 1000, Attempt: d.Attempt(), Consumer: run.Consumer,
-		Caller: d.Call.Caller, Time: now, Error: errText,
-	})
-	queued := mustJSON(StoryEvent{Time: d.Call.EnqueuedAt, Event: "queued", Params: d.Call.Params, Detail: d.Call.Caller,
-		Handler: d.Handler, Method: d.Call.Method})
-	var events [][]byte
-	if !run.Started.IsZero() {
-		events = append(events, mustJSON(StoryEvent{Time: run.Started, Event: "started", Attempt: d.Attempt(), Consumer: run.Consumer}))
-	}
-	final := map[string]string{"retry": "retried", "dead": "dead_lettered"}[mode]
-	if final == "" {
-		final = "finished"
-	}
-	events = append(events, mustJSON(StoryEvent{Time: now, Event: final, Attempt: d.Attempt(), Consumer: run.Consumer, Outcome: outcome, Detail: detail}))
+	return c.opts.ResultTTL
+}
 
-	args := make([]any, 0, 20+len(extra))
+// settle runs settleScript for a retry or a dead letter.
+func (c *Client) settle(ctx context.Context, d *Delivery, mode string, reply Reply, run Run, detail string, extra ...any) (bool, error) {
+	ttl := c.resultTTL(d)
+	rec := settledOf(d, mode, reply, run, detail, ttl)
+	events := rec.runEvents()
+	args := make([]any, 0, 12+len(events)+len(extra))
 	args = append(args, Group, d.StreamID, mode, d.Call.ID, reply.encode(), ttl.Milliseconds(), c.opts.ReplyStreamMaxLen,
-		d.Call.Method, outcome, runUS, bucket, now.UnixMilli(), now.UnixMilli()/RateBucket.Milliseconds(), activity, queued, len(events))
+		mustJSON(rec.queuedEvent()), len(events))
 	for _, e := range events {
-		args = append(args, e)
+		args = append(args, mustJSON(e))
 	}
 	args = append(args, extra...)
-	res, err := c.finish.run(ctx, settleScript,
-		[]string{callsKey(d.Handler), resultKey(d.Call.ID), replyKey(d.Call.ReplyTo), delayedKey(d.Handler), deadKey(d.Handler),
-			statsKey(d.Handler), rateKey(d.Handler), activityKey(d.Handler), storyKey(d.Call.ID)},
+	res, err := runScript(ctx, c.finish, settleScript,
+		[]string{callsKey(d.Handler), resultKey(d.Call.ID), replyKey(d.Call.ReplyTo), delayedKey(d.Handler), deadKey(d.Handler), storyKey(d.Call.ID)},
 		args...)
 	if err != nil {
 		return false, unavailable(err)
 	}
 	n, _ := res.(int64)
+	if n == 1 {
+		c.recorder.record(rec)
+	}
 	return n == 1, nil
 }
 
-// Finish acks the delivery and publishes its reply, in one script call. It
-// reports whether this consumer settled the call (false: someone else had).
+// Finish acks the delivery and publishes its reply. Calls finished at the
+// same time share one script run. It reports whether this consumer settled
+// the call (false: someone else had).
 func (c *Client) Finish(ctx context.Context, d *Delivery, reply Reply, run Run) (bool, error) {
-	return c.settle(ctx, d, "answer", reply, run, "")
+	ttl := c.resultTTL(d)
+	o := &answerOp{d: d, reply: reply.encode(), ttl: ttl.Milliseconds(), group: d.Handler + "\x00" + run.Consumer}
+	if err := c.answers.do(ctx, o); err != nil {
+		return false, unavailable(err)
+	}
+	if o.settled {
+		c.recorder.record(settledOf(d, "answer", reply, run, "", ttl))
+	}
+	return o.settled, nil
 }
 
 // Retry acks the delivery and schedules the call's next attempt at due. The

@@ -23,47 +23,134 @@ var ErrBacklogFull = errors.New("handler backlog is full")
 // reused with a different method or params.
 var ErrIdempotencyMismatch = errors.New("idempotency key reused with different params")
 
-// enqueueScript appends a call to its handler's stream if a consumer has
-// registered the handler and method, the backlog has room, and the call's
-// idempotency key (if any) has not been used.
+// enqueueScript appends a batch of calls to one handler's stream: each one
+// whose method a consumer has registered, if the backlog has room and its
+// idempotency key (if any) has not been used. One run serves every call the
+// edge's batcher took together: one registry read and one backlog read per
+// batch, one XADD per call.
 //
 //	KEYS[1] the handler's calls stream
 //	KEYS[2] the handler's methods hash
-//	KEYS[3] the idempotency key (unused when ARGV[3] is '')
-//	KEYS[4] the call's result key, only for an async call: its state is
-//	        recorded there at once ("queued", with where to find the entry)
-//	ARGV[1] method
-//	ARGV[2] the edge's backlog limit (0: none); the handler's registered one wins
-//	ARGV[3] idempotency value "<call id> <fingerprint>", or ''
-//	ARGV[4] idempotency TTL, ms
-//	ARGV[5] async state value, or ''
-//	ARGV[6] result TTL, ms
-//	ARGV[7..] envelope field/value pairs
-//	returns {'new', entry id} or {'dup', first call id};
-//	errors NOHANDLER, NOMETHOD, BACKLOG, IDEMMISMATCH
+//	KEYS[1+2c] call c's idempotency key (a placeholder when it has none)
+//	KEYS[2+2c] call c's result key, where an async call's state is recorded
+//	           at once ("queued", with where to find the entry)
+//	ARGV[1] the edge's backlog limit (0: none); the handler's registered one wins
+//	ARGV[2] n, the number of calls
+//	then per call: method, idempotency value "<call id> <fingerprint>" or '',
+//	idempotency TTL ms, async state value or '', result TTL ms, k, and the k
+//	envelope field/value strings
+//	returns per call {'new', entry id}, {'dup', first call id} or {'err', code}
+//	with code NOHANDLER, NOMETHOD, BACKLOG or IDEMMISMATCH
 var enqueueScript = redis.NewScript(`
-local reg = redis.call('HMGET', KEYS[2], ARGV[1], '` + settingMaxBacklog + `')
-if not reg[1] then
-  if redis.call('EXISTS', KEYS[2]) == 0 then return redis.error_reply('NOHANDLER') end
-  return redis.error_reply('NOMETHOD')
+local n = tonumber(ARGV[2])
+local at, methods, seen = {}, {}, {}
+local a = 3
+for c = 1, n do
+  at[c] = a
+  if not seen[ARGV[a]] then seen[ARGV[a]] = true; table.insert(methods, ARGV[a]) end
+  a = a + 6 + tonumber(ARGV[a + 5])
 end
-if ARGV[3] ~= '' then
-  local prev = redis.call('GET', KEYS[3])
-  if prev then
-    local sp = string.find(prev, ' ', 1, true)
-    if string.sub(prev, sp + 1) ~= string.sub(ARGV[3], string.find(ARGV[3], ' ', 1, true) + 1) then
-      return redis.error_reply('IDEMMISMATCH')
+local reg = redis.call('HMGET', KEYS[2], '` + settingMaxBacklog + `', unpack(methods))
+local known = {}
+for j, m in ipairs(methods) do if reg[j + 1] then known[m] = true end end
+local limit = tonumber(reg[1] or ARGV[1])
+local backlog = nil
+if limit > 0 then backlog = redis.call('XLEN', KEYS[1]) end
+local exists = nil
+local out = {}
+for c = 1, n do
+  local a = at[c]
+  local idv = ARGV[a + 1]
+  local ik, rk = KEYS[1 + 2 * c], KEYS[2 + 2 * c]
+  if not known[ARGV[a]] then
+    if exists == nil then exists = redis.call('EXISTS', KEYS[2]) end
+    if exists == 0 then out[c] = {'err', 'NOHANDLER'} else out[c] = {'err', 'NOMETHOD'} end
+  else
+    if idv ~= '' then
+      local prev = redis.call('GET', ik)
+      if prev then
+        local sp = string.find(prev, ' ', 1, true)
+        if string.sub(prev, sp + 1) ~= string.sub(idv, string.find(idv, ' ', 1, true) + 1) then
+          out[c] = {'err', 'IDEMMISMATCH'}
+        else
+          out[c] = {'dup', string.sub(prev, 1, sp - 1)}
+        end
+      end
     end
-    return {'dup', string.sub(prev, 1, sp - 1)}
+    if out[c] == nil then
+      if backlog and backlog >= limit then
+        out[c] = {'err', 'BACKLOG'}
+      else
+        local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, a + 6, a + 5 + tonumber(ARGV[a + 5])))
+        if backlog then backlog = backlog + 1 end
+        if idv ~= '' then redis.call('SET', ik, idv, 'PX', ARGV[a + 2]) end
+        if ARGV[a + 3] ~= '' then redis.call('SET', rk, ARGV[a + 3] .. id, 'PX', ARGV[a + 4]) end
+        out[c] = {'new', id}
+      end
+    end
   end
 end
-local limit = tonumber(reg[2] or ARGV[2])
-if limit > 0 and redis.call('XLEN', KEYS[1]) >= limit then return redis.error_reply('BACKLOG') end
-local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 7))
-if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4]) end
-if KEYS[4] then redis.call('SET', KEYS[4], ARGV[5] .. id, 'PX', ARGV[6]) end
-return {'new', id}
+return out
 `)
+
+// enqueueOp is one call waiting in the enqueue batcher.
+type enqueueOp struct {
+	pending
+	handler string
+	keys    [2]string // idempotency key, result key
+	args    []any     // this call's part of enqueueScript's ARGV
+	limit   int64     // the edge's backlog limit
+	// set by sendEnqueues
+	kind, value string
+}
+
+// sendEnqueues runs one enqueueScript per handler in the batch, all in one
+// pipeline.
+func sendEnqueues(rdb redis.UniversalClient) func(ctx context.Context, batch []*enqueueOp) {
+	return func(ctx context.Context, batch []*enqueueOp) {
+		groups := make(map[string][]*enqueueOp)
+		var order []string
+		for _, o := range batch {
+			if _, ok := groups[o.handler]; !ok {
+				order = append(order, o.handler)
+			}
+			groups[o.handler] = append(groups[o.handler], o)
+		}
+		calls := make([]*scriptCall, len(order))
+		for i, h := range order {
+			ops := groups[h]
+			keys := make([]string, 0, 2+2*len(ops))
+			keys = append(keys, callsKey(h), methodsKey(h))
+			args := make([]any, 0, 2+len(ops)*len(ops[0].args))
+			args = append(args, ops[0].limit, len(ops))
+			for _, o := range ops {
+				keys = append(keys, o.keys[0], o.keys[1])
+				args = append(args, o.args...)
+			}
+			calls[i] = &scriptCall{script: enqueueScript, keys: keys, args: args}
+		}
+		runScripts(ctx, rdb, calls)
+		for i, h := range order {
+			ops := groups[h]
+			res, err := calls[i].cmd.Slice()
+			if err == nil && len(res) != len(ops) {
+				err = fmt.Errorf("streams: enqueue: unexpected reply %v", res)
+			}
+			for j, o := range ops {
+				if err != nil {
+					o.complete(err)
+					continue
+				}
+				pair, _ := res[j].([]any)
+				if len(pair) == 2 {
+					o.kind, _ = pair[0].(string)
+					o.value, _ = pair[1].(string)
+				}
+				o.complete(nil)
+			}
+		}
+	}
+}
 
 // Idempotency asks Enqueue to run a call at most once per key while the key
 // is kept: a repeat with the same key returns the first call's id.
@@ -93,13 +180,15 @@ type Enqueued struct {
 	Duplicate bool   // an idempotency key seen before: nothing was enqueued
 }
 
-// Enqueue appends call to its handler's stream.
+// Enqueue appends call to its handler's stream. Concurrent calls share one
+// script run per handler.
 func (c *Client) Enqueue(ctx context.Context, call *Call, opts EnqueueOptions) (Enqueued, error) {
-	keys := []string{callsKey(call.Handler), methodsKey(call.Handler), idemKey(call.Handler, "")}
+	o := &enqueueOp{handler: call.Handler, limit: opts.BacklogLimit}
+	o.keys = [2]string{idemKey(call.Handler, ""), idemKey(call.Handler, "")}
 	idemValue, idemTTL, state := "", int64(0), ""
 	if idem := opts.Idempotency; idem != nil {
 		k := sha256.Sum256([]byte(idem.Key))
-		keys[2] = idemKey(call.Handler, hex.EncodeToString(k[:]))
+		o.keys[0] = idemKey(call.Handler, hex.EncodeToString(k[:]))
 		fp := sha256.New()
 		fp.Write([]byte(call.Method))
 		fp.Write([]byte{0})
@@ -108,39 +197,44 @@ func (c *Client) Enqueue(ctx context.Context, call *Call, opts EnqueueOptions) (
 		idemTTL = max(idem.TTL.Milliseconds(), 1)
 	}
 	if opts.Async {
-		keys = append(keys, resultKey(call.ID))
+		o.keys[1] = resultKey(call.ID)
 		state = queuedState(call.Handler, "")
 	}
 	ttl := call.ResultTTL
 	if ttl <= 0 {
 		ttl = c.opts.ResultTTL
 	}
-	args := make([]any, 0, 22)
-	args = append(args, call.Method, opts.BacklogLimit, idemValue, idemTTL, state, ttl.Milliseconds())
-	args = call.appendFields(args)
-	res, err := c.enqueue.run(ctx, enqueueScript, keys, args...)
-	switch {
-	case err == nil:
-		out, _ := res.([]any)
-		if len(out) == 2 {
-			v, _ := out[1].(string)
-			if out[0] == "dup" {
-				return Enqueued{ID: v, Duplicate: true}, nil
-			}
-			return Enqueued{ID: call.ID, StreamID: v}, nil
+	o.args = make([]any, 0, 26)
+	o.args = append(o.args, call.Method, idemValue, idemTTL, state, ttl.Milliseconds(), 0)
+	o.args = call.appendFields(o.args)
+	o.args[5] = len(o.args) - 6
+	err := c.enqueue.do(ctx, o)
+	if err == nil && o.kind == "err" {
+		switch o.value {
+		case "NOHANDLER":
+			return Enqueued{}, fmt.Errorf("%w: %q", ErrNoHandler, call.Handler)
+		case "NOMETHOD":
+			return Enqueued{}, fmt.Errorf("%w: %q has no method %q", ErrNoMethod, call.Handler, call.Method)
+		case "BACKLOG":
+			return Enqueued{}, fmt.Errorf("%w: %q", ErrBacklogFull, call.Handler)
+		case "IDEMMISMATCH":
+			return Enqueued{}, ErrIdempotencyMismatch
 		}
-		return Enqueued{}, fmt.Errorf("streams: enqueue: unexpected reply %v", res)
-	case redis.HasErrorPrefix(err, "NOHANDLER"):
-		return Enqueued{}, fmt.Errorf("%w: %q", ErrNoHandler, call.Handler)
-	case redis.HasErrorPrefix(err, "NOMETHOD"):
-		return Enqueued{}, fmt.Errorf("%w: %q has no method %q", ErrNoMethod, call.Handler, call.Method)
-	case redis.HasErrorPrefix(err, "BACKLOG"):
-		return Enqueued{}, fmt.Errorf("%w: %q", ErrBacklogFull, call.Handler)
-	case redis.HasErrorPrefix(err, "IDEMMISMATCH"):
-		return Enqueued{}, ErrIdempotencyMismatch
+		return Enqueued{}, fmt.Errorf("streams: enqueue: unexpected error code %q", o.value)
 	}
-	return Enqueued{}, unavailable(err)
+	switch {
+	case err != nil:
+		return Enqueued{}, unavailable(err)
+	case o.kind == "dup":
+		return Enqueued{ID: o.value, Duplicate: true}, nil
+	case o.kind == "new":
+		return Enqueued{ID: call.ID, StreamID: o.value}, nil
+	}
+	return Enqueued{}, fmt.Errorf("streams: enqueue: unexpected reply %q %q", o.kind, o.value)
 }
+
+// replyStreamMarker is the field of the entry that creates a reply stream.
+const replyStreamMarker = "open"
 
 // OpenReplyStream creates the reply stream of edge edgeID (with a marker entry
 // that ReadReplies skips) and gives it ReplyStreamTTL. Consumers only write to
@@ -148,7 +242,7 @@ func (c *Client) Enqueue(ctx context.Context, call *Call, opts EnqueueOptions) (
 func (c *Client) OpenReplyStream(ctx context.Context, edgeID string) error {
 	key := replyKey(edgeID)
 	pipe := c.rdb.Pipeline()
-	pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, MaxLen: c.opts.ReplyStreamMaxLen, Approx: true, Values: []any{"open", "1"}})
+	pipe.XAdd(ctx, &redis.XAddArgs{Stream: key, MaxLen: c.opts.ReplyStreamMaxLen, Approx: true, Values: []any{replyStreamMarker, "1"}})
 	pipe.Expire(ctx, key, ReplyStreamTTL)
 	_, err := pipe.Exec(ctx)
 	return unavailable(err)
@@ -186,16 +280,17 @@ func (c *Client) ReadReplies(ctx context.Context, edgeID, after string, count in
 	for _, s := range res {
 		for _, m := range s.Messages {
 			after = m.ID
-			id, _ := m.Values["id"].(string)
-			v, _ := m.Values["v"].(string)
-			if id == "" {
-				continue // the marker entry
+			// An entry holds the replies one consumer settled together:
+			// call id -> encoded reply. The marker entry holds "open".
+			for id, raw := range m.Values {
+				v, _ := raw.(string)
+				if id == replyStreamMarker {
+					continue
+				}
+				if r, err := decodeReply(id, v); err == nil {
+					replies = append(replies, r)
+				}
 			}
-			r, err := decodeReply(id, v)
-			if err != nil {
-				continue
-			}
-			replies = append(replies, r)
 		}
 	}
 	return replies, after, nil

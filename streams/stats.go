@@ -6,8 +6,8 @@ import (
 )
 
 // The registry, statistics and activity that consumers keep in Redis, as the
-// edge's API and the UI read them. Counters are maintained by the settle
-// script, in the round trip that settles each call.
+// edge's API and the UI read them. Consumers add them up and write them a
+// few times a second (recorder.go).
 
 // DurationBuckets are the upper bounds, in milliseconds, of the duration
 // histogram kept per method; a last bucket counts everything slower.
