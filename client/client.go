@@ -47,6 +47,8 @@ const (
 	CodeDeadLettered        = -32007
 	CodeNotFound            = -32008
 	CodeIdempotencyMismatch = -32009
+	CodeUnauthenticated     = -32010
+	CodeForbidden           = -32011
 )
 
 // Error is an error the edge or the handler answered a call with.
