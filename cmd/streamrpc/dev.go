@@ -53,6 +53,12 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	}
 	defer srv.Close()
 
+	// dev may run open, for trying streamrpc on a laptop; it says so.
+	if s.Edge.AuthEnabled() {
+		log.Info("authentication on")
+	} else {
+		warnOpen(log)
+	}
 	s.Edge.Logger = log
 	edge, err := app.New(rdb, s.Edge)
 	if err != nil {
