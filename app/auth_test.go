@@ -23,6 +23,7 @@ import (
 	"time"
 
 	fastws "github.com/fasthttp/websocket"
+	"github.com/gofiber/fiber/v2"
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/streamrpc/streamrpc/streams"
@@ -520,4 +521,30 @@ func send(t *testing.T, e *Edge, req *http.Request) *http.Response {
 	}
 	t.Cleanup(func() { _ = resp.Body.Close() })
 	return resp
+}
+
+// Middleware registered after the edge's routes (a rate limiter, say) finds
+// the principal id under PrincipalIDLocal.
+func TestAuthPrincipalIDLocal(t *testing.T) {
+	f := newAuthFixture(t)
+	f.e.Fiber().Get("/test/whoami", func(c *fiber.Ctx) error {
+		id, _ := c.Locals(PrincipalIDLocal).(string)
+		return c.SendString(id)
+	})
+	jwtCaller := sign(t, jwt.SigningMethodHS256, []byte(hs256Secret), "", goodClaims("read"))
+	cases := []struct{ name, cred, want string }{
+		{"API key id", f.keys.reader, "reader"},
+		{"JWT sub", jwtCaller, "user-1"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest("GET", "/test/whoami", nil)
+			req.Header.Set("Authorization", "Bearer "+tc.cred)
+			resp := send(t, f.e, req)
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != http.StatusOK || string(b) != tc.want {
+				t.Fatalf("%d %q, want 200 %q", resp.StatusCode, b, tc.want)
+			}
+		})
+	}
 }

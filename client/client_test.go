@@ -294,3 +294,31 @@ func TestEncodeRequest(t *testing.T) {
 		})
 	}
 }
+
+func TestWithToken(t *testing.T) {
+	var got atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Store(r.Header.Get("Authorization"))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"result":null}`)
+	}))
+	t.Cleanup(srv.Close)
+	cases := []struct {
+		name string
+		opts []Option
+		want string
+	}{
+		{name: "none", want: ""},
+		{name: "token", opts: []Option{WithToken("srpc_k")}, want: "Bearer srpc_k"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := New(srv.URL, tc.opts...).Call(t.Context(), "echo", "echo", nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			if got.Load() != tc.want {
+				t.Fatalf("Authorization %q, want %q", got.Load(), tc.want)
+			}
+		})
+	}
+}
