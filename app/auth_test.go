@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"io"
 	"log/slog"
 	"math/big"
@@ -544,6 +545,45 @@ func TestAuthPrincipalIDLocal(t *testing.T) {
 			b, _ := io.ReadAll(resp.Body)
 			if resp.StatusCode != http.StatusOK || string(b) != tc.want {
 				t.Fatalf("%d %q, want 200 %q", resp.StatusCode, b, tc.want)
+			}
+		})
+	}
+}
+
+// Key files that cannot be read stop New with an ErrConfig naming the setting.
+func TestAuthKeyFilesRefused(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "not.pem")
+	writeFile(t, notPEM, []byte("hello"))
+	emptyJWKS := filepath.Join(dir, "empty.json")
+	writeFile(t, emptyJWKS, []byte(`{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}`))
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&p384.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p384PEM := filepath.Join(dir, "p384.pem")
+	writeFile(t, p384PEM, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	cases := []struct {
+		name    string
+		cfg     Config
+		mention string
+	}{
+		{"missing PEM file", Config{JWTPublicKeyFile: filepath.Join(dir, "nope.pem")}, "STREAMRPC_JWT_PUBLIC_KEY_FILE"},
+		{"not a PEM key", Config{JWTPublicKeyFile: notPEM}, "not an RSA or EC public key"},
+		{"a P-384 key", Config{JWTPublicKeyFile: p384PEM}, "P-256"},
+		{"missing JWKS file", Config{JWTJWKSFile: filepath.Join(dir, "nope.json")}, "STREAMRPC_JWT_JWKS_FILE"},
+		{"a JWKS without signing keys", Config{JWTJWKSFile: emptyJWKS}, "no RS256 or ES256"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.JWTIssuer, tc.cfg.JWTAudience = "i", "a"
+			e, err := New(nil, tc.cfg)
+			if e != nil || !errors.Is(err, ErrConfig) || !errors.Is(err, ErrJWTKeys) || !strings.Contains(err.Error(), tc.mention) {
+				t.Fatalf("New: %v; want an ErrConfig and ErrJWTKeys mentioning %q", err, tc.mention)
 			}
 		})
 	}
