@@ -36,8 +36,12 @@ func (e *Edge) uiSignIn(c *fiber.Ctx, credential string) error {
 		return errors.Join(ErrSignIn, errors.New("this credential lacks the read scope the dashboard needs"))
 	}
 	expires := time.Now().Add(sessionMaxAge)
-	if !p.Expires.IsZero() && p.Expires.Before(expires) {
-		expires = p.Expires
+	if !p.Expires.IsZero() {
+		// Principal.Expires includes the leeway for clock skew; the cookie
+		// ends at the token's own exp.
+		if exp := p.Expires.Add(-e.cfg.JWTLeeway); exp.Before(expires) {
+			expires = exp
+		}
 	}
 	c.Cookie(&fiber.Cookie{
 		Name: SessionCookie, Value: credential, Path: "/", Expires: expires,

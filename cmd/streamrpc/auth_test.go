@@ -49,18 +49,21 @@ func TestEdgeRefusesToStartOpen(t *testing.T) {
 	}
 }
 
-func TestEdgeStarts(t *testing.T) {
+func TestStartsAndSaysWhetherAuthIsOn(t *testing.T) {
 	_, hash, err := app.NewAPIKey()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {
 		name     string
+		command  string
 		env      map[string]string
 		wantLine string // a log line before "edge listening"
 	}{
-		{name: "open on purpose, and warns", env: map[string]string{"STREAMRPC_AUTH": "none"}, wantLine: "level=WARN msg=\"AUTHENTICATION IS OFF"},
-		{name: "with API keys", env: map[string]string{"STREAMRPC_API_KEYS": "ci:" + hash + ":read"}, wantLine: "authentication on"},
+		{name: "edge open on purpose warns", command: "edge", env: map[string]string{"STREAMRPC_AUTH": "none"}, wantLine: `level=WARN msg="AUTHENTICATION IS OFF`},
+		{name: "edge with API keys", command: "edge", env: map[string]string{"STREAMRPC_API_KEYS": "ci:" + hash + ":read"}, wantLine: "authentication on"},
+		{name: "dev open warns", command: "dev", env: map[string]string{"REDIS_URL": ""}, wantLine: `level=WARN msg="AUTHENTICATION IS OFF`},
+		{name: "dev with API keys", command: "dev", env: map[string]string{"REDIS_URL": "", "STREAMRPC_API_KEYS": "ci:" + hash + ":read"}, wantLine: "authentication on"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -68,51 +71,57 @@ func TestEdgeStarts(t *testing.T) {
 			for k, v := range tc.env {
 				t.Setenv(k, v)
 			}
-			ctx, cancel := context.WithCancel(t.Context())
-			defer cancel()
-			pr, pw := io.Pipe()
-			code := make(chan int, 1)
-			go func() {
-				code <- run(ctx, []string{"edge"}, io.Discard, pw)
-				_ = pw.Close()
-			}()
-			lines := make(chan string, 100)
-			go func() {
-				defer close(lines)
-				sc := bufio.NewScanner(pr)
-				for sc.Scan() {
-					select {
-					case lines <- sc.Text():
-					default: // the test stopped reading; keep draining
-					}
-				}
-			}()
-			var seen []string
-			timeout := time.After(20 * time.Second)
-		read:
-			for {
-				select {
-				case l, ok := <-lines:
-					if !ok {
-						t.Fatalf("the edge stopped before listening (code %d): %q", <-code, seen)
-					}
-					seen = append(seen, l)
-					if strings.Contains(l, "edge listening") {
-						break read
-					}
-				case <-timeout:
-					t.Fatalf("the edge did not start listening: %q", seen)
-				}
-			}
+			seen := runUntilListening(t, tc.command)
 			if !strings.Contains(strings.Join(seen, "\n"), tc.wantLine) {
 				t.Fatalf("no %q before listening: %q", tc.wantLine, seen)
 			}
-			cancel()
-			if c := <-code; c != 0 {
-				t.Fatalf("the edge exited with %d after its context ended, want 0", c)
-			}
 		})
 	}
+}
+
+// runUntilListening runs a command until it logs "edge listening", then
+// stops it (as SIGTERM would) and checks it exits 0. It returns the log
+// lines up to there.
+func runUntilListening(t *testing.T, command string) []string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	pr, pw := io.Pipe()
+	code := make(chan int, 1)
+	go func() {
+		code <- run(ctx, []string{command}, io.Discard, pw)
+		_ = pw.Close()
+	}()
+	lines := make(chan string, 100)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			default: // the test stopped reading; keep draining
+			}
+		}
+	}()
+	var seen []string
+	timeout := time.After(20 * time.Second)
+	for listening := false; !listening; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("%s stopped before listening (code %d): %q", command, <-code, seen)
+			}
+			seen = append(seen, l)
+			listening = strings.Contains(l, "edge listening")
+		case <-timeout:
+			t.Fatalf("%s did not start listening: %q", command, seen)
+		}
+	}
+	cancel()
+	if c := <-code; c != 0 {
+		t.Fatalf("%s exited with %d after its context ended, want 0", command, c)
+	}
+	return seen
 }
 
 func TestHashKey(t *testing.T) {

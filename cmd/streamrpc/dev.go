@@ -64,7 +64,11 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "streamrpc dev is up. Call it:\n  curl -s -X POST http://%s/rpc/echo/echo -H 'content-type: application/json' -d '{\"msg\":\"hi\"}'\n", callHost(s.Edge.Addr))
+	authHeader := ""
+	if s.Edge.AuthEnabled() {
+		authHeader = " -H 'Authorization: Bearer <your API key or token>'"
+	}
+	fmt.Fprintf(stdout, "streamrpc dev is up. Call it:\n  curl -s -X POST http://%s/rpc/echo/echo -H 'content-type: application/json'%s -d '{\"msg\":\"hi\"}'\n", callHost(s.Edge.Addr), authHeader)
 	return serveUntil(ctx, edge, s.Edge.ShutdownGrace, log)
 }
 
