@@ -158,7 +158,7 @@ func (e *Edge) authenticate(c *fiber.Ctx) error {
 	if fromCookie && !safeMethod(c.Method()) && !csrfValid(c.Get(CSRFHeader), cred) {
 		return writeError(c, newError(streams.CodeForbidden, ErrCSRF.Error()))
 	}
-	c.Locals(PrincipalIDLocal, p.ID)
+	c.Locals(PrincipalIDLocal, p.idLocal)
 	c.Locals(principalLocal, p)
 	return c.Next()
 }

@@ -116,7 +116,7 @@ func (v *jwtVerifier) verify(token string) (*Principal, error) {
 	}
 	scopes := strings.Fields(claims.Scope)
 	scopes = append(scopes, claims.Scopes...)
-	p := &Principal{ID: claims.Subject, Method: "jwt", Scopes: scopesFromToken(scopes)}
+	p := newPrincipal(claims.Subject, "jwt", scopesFromToken(scopes))
 	if claims.ExpiresAt != nil {
 		p.Expires = claims.ExpiresAt.Add(v.leeway)
 	}

@@ -64,7 +64,7 @@ func parseAPIKeys(spec string) ([]apiKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: STREAMRPC_API_KEYS: key %q: %w", ErrConfig, id, err)
 		}
-		k := apiKey{principal: &Principal{ID: id, Method: "api_key", Scopes: scopes}}
+		k := apiKey{principal: newPrincipal(id, "api_key", scopes)}
 		copy(k.hash[:], raw)
 		keys = append(keys, k)
 	}
@@ -76,7 +76,9 @@ func parseAPIKeys(spec string) ([]apiKey, error) {
 // a match, so that timing tells nothing about which hash (or how much of it)
 // matched.
 func lookupAPIKey(keys []apiKey, key string) *Principal {
-	sum := sha256.Sum256([]byte(key))
+	// Keys fit the stack buffer: hashing them then does not allocate.
+	var buf [128]byte
+	sum := sha256.Sum256(append(buf[:0], key...))
 	var found *Principal
 	for i := range keys {
 		if subtle.ConstantTimeCompare(sum[:], keys[i].hash[:]) == 1 {

@@ -121,9 +121,16 @@ type Principal struct {
 	// Method is how it authenticated: "api_key" or "jwt".
 	Method string
 	Scopes Scopes
-	// Expires is when the credential stops being valid (a JWT's exp); zero
-	// for API keys.
+	// Expires is when the credential stops being valid (a JWT's exp plus
+	// the leeway); zero for API keys.
 	Expires time.Time
+	// idLocal is ID as an interface value, made once: storing a string in
+	// Fiber's locals would otherwise allocate on every request.
+	idLocal any
+}
+
+func newPrincipal(id, method string, scopes Scopes) *Principal {
+	return &Principal{ID: id, Method: method, Scopes: scopes, idLocal: id}
 }
 
 // expired reports whether the credential ran out (long-lived WebSockets
