@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 
 	"github.com/streamrpc/streamrpc/streams"
@@ -105,8 +106,8 @@ func (a *authenticator) check(cred string) (*Principal, error) {
 }
 
 // credential finds the request's credential; fromCookie tells whether it
-// came from the session cookie.
-func credential(c *fiber.Ctx, ws bool) (cred string, fromCookie bool) {
+// came from the session cookie. upgrade: the request asks for a WebSocket.
+func credential(c *fiber.Ctx, upgrade bool) (cred string, fromCookie bool) {
 	if h := c.Get(fiber.HeaderAuthorization); h != "" {
 		if scheme, v, ok := strings.Cut(h, " "); ok && strings.EqualFold(scheme, "Bearer") {
 			return strings.TrimSpace(v), false
@@ -115,7 +116,7 @@ func credential(c *fiber.Ctx, ws bool) (cred string, fromCookie bool) {
 	if v := c.Get("X-API-Key"); v != "" {
 		return v, false
 	}
-	if ws {
+	if upgrade {
 		for p := range strings.SplitSeq(c.Get(fiber.HeaderSecWebSocketProtocol), ",") {
 			if v, ok := strings.CutPrefix(strings.TrimSpace(p), WSAuthProtocolPrefix); ok {
 				return v, false
@@ -145,7 +146,9 @@ func (e *Edge) authenticate(c *fiber.Ctx) error {
 	if publicPath(path) {
 		return c.Next()
 	}
-	cred, fromCookie := credential(c, path == "/ws")
+	// Any upgrade, not just the path "/ws": routing ignores case and a
+	// trailing slash, and the cookie must never open a socket.
+	cred, fromCookie := credential(c, websocket.IsWebSocketUpgrade(c))
 	if cred == "" {
 		return e.unauthenticated(c, ErrNoCredentials, false)
 	}

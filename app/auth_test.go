@@ -408,6 +408,7 @@ func TestAuthWebSocket(t *testing.T) {
 		{name: "no credentials", url: wsURL(base), wantOpen: false},
 		{name: "bad key", url: wsURL(base), header: http.Header{"Authorization": {"Bearer srpc_nope"}}, wantOpen: false},
 		{name: "session cookie is not enough", url: wsURL(base), header: http.Header{"Cookie": {SessionCookie + "=" + f.keys.echoCaller}}, wantOpen: false},
+		{name: "session cookie is not enough on /WS/ either", url: strings.TrimSuffix(wsURL(base), "/ws") + "/WS/", header: http.Header{"Cookie": {SessionCookie + "=" + f.keys.echoCaller}}, wantOpen: false},
 		{name: "Authorization header", url: wsURL(base), header: http.Header{"Authorization": {"Bearer " + f.keys.echoCaller}}, wantOpen: true},
 		{name: "subprotocol", url: wsURL(base), header: http.Header{"Sec-WebSocket-Protocol": {WSProtocol + ", " + WSAuthProtocolPrefix + f.keys.echoCaller}}, wantOpen: true, wantProt: WSProtocol},
 		{name: "access_token query", url: wsURL(base) + "?access_token=" + f.keys.echoCaller, wantOpen: true},
