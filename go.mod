@@ -16,6 +16,8 @@ require (
 
 require go.uber.org/goleak v1.3.0
 
+require github.com/golang-jwt/jwt/v5 v5.3.1
+
 require (
 	dario.cat/mergo v1.0.2 // indirect
 	github.com/Azure/go-ansiterm v0.0.0-20261006220739-8c912ac31dd4 // indirect

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -50,6 +51,29 @@ type Config struct {
 	// WSPongTimeout: a peer that sends nothing (no pong, no message) for
 	// WSPingInterval+WSPongTimeout is dead and its connection is dropped. Default 10s.
 	WSPongTimeout time.Duration `env:"STREAMRPC_WS_PONG_TIMEOUT"`
+	// Auth is "" or "none". "" (the default): authentication is on exactly
+	// when API keys or a JWT key are configured below, and off otherwise, so
+	// that the library's zero Config stays open. "none": run open on purpose;
+	// `streamrpc edge` refuses to start open without it. See README "Security model".
+	Auth string `env:"STREAMRPC_AUTH"`
+	// APIKeys are the accepted API keys, hashed: entries "id:sha256hex:scopes"
+	// separated by ";" or newlines, scopes space-separated (`streamrpc
+	// hash-key` prints a new key and its entry). Default: none.
+	APIKeys string `env:"STREAMRPC_API_KEYS"`
+	// JWTHS256Secret verifies HS256 JWTs; 32 bytes or more. Default: none.
+	JWTHS256Secret string `env:"STREAMRPC_JWT_HS256_SECRET"`
+	// JWTPublicKeyFile is a PEM public key that verifies RS256 (RSA) or
+	// ES256 (P-256) JWTs. Default: none.
+	JWTPublicKeyFile string `env:"STREAMRPC_JWT_PUBLIC_KEY_FILE"`
+	// JWTJWKSFile is a JWKS file whose RSA and P-256 keys verify RS256 and
+	// ES256 JWTs, chosen by kid; read once at start. Default: none.
+	JWTJWKSFile string `env:"STREAMRPC_JWT_JWKS_FILE"`
+	// JWTIssuer is the iss every JWT must carry; required with a JWT key.
+	JWTIssuer string `env:"STREAMRPC_JWT_ISSUER"`
+	// JWTAudience must be among every JWT's aud; required with a JWT key.
+	JWTAudience string `env:"STREAMRPC_JWT_AUDIENCE"`
+	// JWTLeeway is the clock skew allowed on exp and nbf, at most 5m. Default 30s.
+	JWTLeeway time.Duration `env:"STREAMRPC_JWT_LEEWAY"`
 	// Logger receives the edge's logs. Default slog.Default().
 	Logger *slog.Logger `env:"-"`
 }
@@ -85,6 +109,39 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: STREAMRPC_WS_PING_INTERVAL %s is negative", ErrConfig, c.WSPingInterval)
 	case c.WSPongTimeout < 0:
 		return fmt.Errorf("%w: STREAMRPC_WS_PONG_TIMEOUT %s is negative", ErrConfig, c.WSPongTimeout)
+	}
+	return c.validateAuth()
+}
+
+// AuthNone is the STREAMRPC_AUTH value that runs the edge open on purpose.
+const AuthNone = "none"
+
+// AuthEnabled reports whether the edge authenticates requests: API keys or a
+// JWT key are configured (and STREAMRPC_AUTH is not "none").
+func (c Config) AuthEnabled() bool {
+	return c.Auth != AuthNone && (strings.TrimSpace(c.APIKeys) != "" || c.jwtConfigured())
+}
+
+func (c Config) jwtConfigured() bool {
+	return c.JWTHS256Secret != "" || c.JWTPublicKeyFile != "" || c.JWTJWKSFile != ""
+}
+
+func (c Config) validateAuth() error {
+	configured := strings.TrimSpace(c.APIKeys) != "" || c.jwtConfigured()
+	switch {
+	case c.Auth != "" && c.Auth != AuthNone:
+		return fmt.Errorf("%w: STREAMRPC_AUTH %q: want empty (on when keys are configured) or %q", ErrConfig, c.Auth, AuthNone)
+	case c.Auth == AuthNone && configured:
+		return fmt.Errorf("%w: STREAMRPC_AUTH=none but API keys or JWT keys are configured: choose one", ErrConfig)
+	case c.JWTLeeway < 0 || c.JWTLeeway > 5*time.Minute:
+		return fmt.Errorf("%w: STREAMRPC_JWT_LEEWAY %s: want 0 to 5m", ErrConfig, c.JWTLeeway)
+	case c.JWTHS256Secret != "" && len(c.JWTHS256Secret) < 32:
+		return fmt.Errorf("%w: STREAMRPC_JWT_HS256_SECRET is %d bytes; HS256 needs 32 or more", ErrConfig, len(c.JWTHS256Secret))
+	case c.jwtConfigured() && (c.JWTIssuer == "" || c.JWTAudience == ""):
+		return fmt.Errorf("%w: a JWT key is configured: set STREAMRPC_JWT_ISSUER and STREAMRPC_JWT_AUDIENCE too (tokens minted for other services must not pass)", ErrConfig)
+	}
+	if _, err := parseAPIKeys(c.APIKeys); err != nil {
+		return err
 	}
 	return nil
 }
@@ -128,6 +185,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WSPongTimeout == 0 {
 		c.WSPongTimeout = 10 * time.Second
+	}
+	if c.JWTLeeway == 0 {
+		c.JWTLeeway = 30 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -31,6 +31,19 @@ func TestConfigValidate(t *testing.T) {
 		{name: "negative ws write timeout", cfg: Config{WSWriteTimeout: -time.Second}, mention: "STREAMRPC_WS_WRITE_TIMEOUT"},
 		{name: "negative ws ping interval", cfg: Config{WSPingInterval: -time.Second}, mention: "STREAMRPC_WS_PING_INTERVAL"},
 		{name: "negative ws pong timeout", cfg: Config{WSPongTimeout: -time.Second}, mention: "STREAMRPC_WS_PONG_TIMEOUT"},
+		{name: "auth none", cfg: Config{Auth: "none"}},
+		{name: "api keys", cfg: Config{APIKeys: "ci:" + strings.Repeat("ab", 32) + ":call:echo.* read;\nops:" + strings.Repeat("cd", 32) + ":admin"}},
+		{name: "auth neither none nor empty", cfg: Config{Auth: "off"}, mention: "STREAMRPC_AUTH"},
+		{name: "auth none with keys", cfg: Config{Auth: "none", APIKeys: "ci:" + strings.Repeat("ab", 32) + ":read"}, mention: "choose one"},
+		{name: "api key without scopes field", cfg: Config{APIKeys: "ci:" + strings.Repeat("ab", 32)}, mention: "id:sha256hex:scopes"},
+		{name: "api key hash too short", cfg: Config{APIKeys: "ci:abcd:read"}, mention: "64 hex digits"},
+		{name: "api key bad id", cfg: Config{APIKeys: "c i:" + strings.Repeat("ab", 32) + ":read"}, mention: "API key id"},
+		{name: "api key listed twice", cfg: Config{APIKeys: "ci:" + strings.Repeat("ab", 32) + ":read;ci:" + strings.Repeat("cd", 32) + ":read"}, mention: "twice"},
+		{name: "api key bad call pattern", cfg: Config{APIKeys: "ci:" + strings.Repeat("ab", 32) + ":call:echo"}, mention: "call:<handler>.<method>"},
+		{name: "api key bad glob", cfg: Config{APIKeys: "ci:" + strings.Repeat("ab", 32) + ":call:echo.[x"}, mention: "syntax error"},
+		{name: "hs256 secret too short", cfg: Config{JWTHS256Secret: "short", JWTIssuer: "i", JWTAudience: "a"}, mention: "32 or more"},
+		{name: "jwt without issuer", cfg: Config{JWTHS256Secret: strings.Repeat("s", 32), JWTAudience: "a"}, mention: "STREAMRPC_JWT_ISSUER"},
+		{name: "jwt leeway too long", cfg: Config{JWTLeeway: time.Hour}, mention: "STREAMRPC_JWT_LEEWAY"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -60,6 +73,7 @@ var setConfig = Config{
 	Addr: "127.0.0.1:0", CallTimeout: time.Second, MaxBody: 7, ResultTTL: time.Hour, ShutdownGrace: time.Millisecond,
 	BacklogLimit: 3, JSONRPCMaxBatch: 2, WSMaxMessage: 100, WSMaxInFlight: 4, WSMaxConns: 5, WSWriteQueue: 600,
 	WSWriteTimeout: time.Minute, WSPingInterval: 2 * time.Second, WSPongTimeout: 3 * time.Second,
+	JWTLeeway: time.Second,
 }
 
 func TestConfigWithDefaults(t *testing.T) {
@@ -75,6 +89,7 @@ func TestConfigWithDefaults(t *testing.T) {
 				Addr: ":8080", CallTimeout: 30 * time.Second, MaxBody: 1 << 20, ResultTTL: 10 * time.Minute, ShutdownGrace: 30 * time.Second,
 				JSONRPCMaxBatch: 1000, WSMaxMessage: 1 << 20, WSMaxInFlight: 1024, WSMaxConns: 10000, WSWriteQueue: 8 << 20,
 				WSWriteTimeout: 10 * time.Second, WSPingInterval: 30 * time.Second, WSPongTimeout: 10 * time.Second,
+				JWTLeeway: 30 * time.Second,
 			},
 		},
 		{

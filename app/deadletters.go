@@ -23,12 +23,13 @@ import (
 // of STREAMRPC_CALL_TIMEOUT, and nobody waits for it: its result is read with
 // GET /rpc/calls/{id}.
 func (e *Edge) deadLetterRoutes() {
+	read, admin := e.need(ScopeRead), e.need(ScopeAdmin)
 	g := e.fiber.Group("/handlers/:handler/dead-letters")
-	g.Get("/", e.listDeadLetters)
-	g.Post("/replay", e.replayDeadLetters)
-	g.Post("/:dlid/replay", e.replayDeadLetter)
-	g.Delete("/:dlid", e.deleteDeadLetter)
-	g.Delete("/", e.deleteDeadLetters)
+	g.Get("/", read, e.listDeadLetters)
+	g.Post("/replay", admin, e.replayDeadLetters)
+	g.Post("/:dlid/replay", admin, e.replayDeadLetter)
+	g.Delete("/:dlid", admin, e.deleteDeadLetter)
+	g.Delete("/", admin, e.deleteDeadLetters)
 }
 
 func apiContext() (context.Context, context.CancelFunc) {

@@ -29,9 +29,10 @@ type Edge struct {
 	replies  *replyReader
 	fiber    *fiber.App
 	log      *slog.Logger
-	ws       *wsHub    // open WebSocket connections; Shutdown closes them
-	events   *eventHub // the live feed behind GET /events
-	schemas  *schemas  // params schemas the consumers registered
+	ws       *wsHub         // open WebSocket connections; Shutdown closes them
+	events   *eventHub      // the live feed behind GET /events
+	schemas  *schemas       // params schemas the consumers registered
+	auth     *authenticator // nil: auth is off
 
 	wg       sync.WaitGroup
 	mu       sync.Mutex
@@ -46,7 +47,12 @@ func New(rdb redis.UniversalClient, cfg Config) (*Edge, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	auth, err := newAuthenticator(cfg)
+	if err != nil {
+		return nil, err
+	}
 	e := &Edge{
+		auth:     auth,
 		cfg:      cfg,
 		id:       ulid.Make().String(),
 		streams:  streams.New(rdb, streams.Options{ResultTTL: cfg.ResultTTL}),

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
@@ -321,6 +322,7 @@ func (e *Edge) handleJSONRPC(c *fiber.Ctx) error {
 	for i := range reqs {
 		reqs[i].caller = caller
 	}
+	authorizeCalls(PrincipalOf(c), reqs, time.Now())
 	var body []byte
 	switch {
 	case perr != nil:

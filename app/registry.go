@@ -18,11 +18,12 @@ import (
 //	GET /activity?handler=&limit=      the latest settled calls, newest first
 //	GET /events                        Server-Sent Events: activity and stats, live
 func (e *Edge) registryRoutes() {
-	e.fiber.Get("/handlers", e.listHandlers)
-	e.fiber.Get("/handlers/:handler", e.getHandler)
-	e.fiber.Delete("/handlers/:handler", e.forgetHandler)
-	e.fiber.Get("/activity", e.listActivity)
-	e.fiber.Get("/events", e.serveEvents)
+	read, admin := e.need(ScopeRead), e.need(ScopeAdmin)
+	e.fiber.Get("/handlers", read, e.listHandlers)
+	e.fiber.Get("/handlers/:handler", read, e.getHandler)
+	e.fiber.Delete("/handlers/:handler", admin, e.forgetHandler)
+	e.fiber.Get("/activity", read, e.listActivity)
+	e.fiber.Get("/events", read, e.serveEvents)
 }
 
 func (e *Edge) listHandlers(c *fiber.Ctx) error {

@@ -20,14 +20,24 @@ import (
 )
 
 func (e *Edge) routes() {
+	if e.auth != nil {
+		// Ahead of every route: what is not public needs a credential. Each
+		// route below names the scope it needs (README "Security model").
+		e.fiber.Use(e.authenticate)
+	}
 	e.fiber.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	e.fiber.Get("/readyz", e.handleReady)
-	e.fiber.Post("/rpc/:handler/:method", e.handleCall)
-	e.fiber.Get("/rpc/calls/:id", e.handleCallStatus)
-	e.fiber.Delete("/rpc/calls/:id", e.handleCancel)
+	e.fiber.Post("/rpc/:handler/:method", e.needCall, e.handleCall)
+	e.fiber.Get("/rpc/calls/:id", e.needCallOrRead, e.handleCallStatus)
+	e.fiber.Delete("/rpc/calls/:id", e.needCallOrRead, e.handleCancel)
 	e.deadLetterRoutes()
 	e.registryRoutes()
-	ui.New(uiSource{e}, ui.Options{}).Register(e.fiber)
+	uiOpts := ui.Options{}
+	if e.auth != nil {
+		uiOpts.SignIn, uiOpts.SignOut, uiOpts.CSRFToken = e.uiSignIn, e.uiSignOut, e.uiCSRFToken
+		uiOpts.Guard = e.need(ScopeRead)
+	}
+	ui.New(uiSource{e}, uiOpts).Register(e.fiber)
 	e.jsonrpcRoutes()
 }
 

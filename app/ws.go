@@ -43,6 +43,9 @@ var errDraining = errors.New("app: the edge is shutting down")
 func (e *Edge) jsonrpcRoutes() {
 	e.fiber.Post(jsonrpcPath, e.handleJSONRPC)
 	e.fiber.Get("/ws", e.wsUpgrade, websocket.New(e.serveWS, websocket.Config{
+		// Selected when offered: a browser that offers its credential as
+		// "bearer.<token>" must also offer a protocol the edge answers with.
+		Subprotocols: []string{WSProtocol},
 		RecoverHandler: func(c *websocket.Conn) {
 			if r := recover(); r != nil {
 				e.log.Error("websocket handler panicked", "panic", r)
@@ -89,6 +92,9 @@ func (e *Edge) wsUpgrade(c *fiber.Ctx) error {
 func (e *Edge) serveWS(conn *websocket.Conn) {
 	c := newWSConn(e, conn.Conn)
 	c.cancelOnClose, _ = strconv.ParseBool(conn.Query("cancel_on_close"))
+	// Authenticated at the upgrade (authenticate); each call is checked
+	// against its scopes in dispatch.
+	c.principal, _ = conn.Locals(principalLocal).(*Principal)
 	if err := e.ws.add(c); err != nil {
 		code, text := CloseTryAgainLater, "too many WebSocket connections"
 		if errors.Is(err, errDraining) {
@@ -202,7 +208,9 @@ type wsConn struct {
 	callsMu  sync.Mutex
 	calls    map[string]*wsCall // edge call id -> the call in flight
 	remote   string             // the peer's address
-	running  sync.WaitGroup     // goroutines of calls and batches
+	// principal is who opened the socket; nil when auth is off.
+	principal *Principal
+	running   sync.WaitGroup // goroutines of calls and batches
 
 	out        wsQueue
 	closeOnce  sync.Once
@@ -366,6 +374,7 @@ func (c *wsConn) dispatch(msg []byte) {
 	for i := range reqs {
 		reqs[i].caller = c.remote
 	}
+	authorizeCalls(c.principal, reqs, time.Now())
 	if !batch {
 		r := &reqs[0]
 		switch {

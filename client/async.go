@@ -85,7 +85,7 @@ func (c *Client) Cancel(ctx context.Context, id string) (string, error) {
 // do sends req and decodes a JSON answer of status want into out, or returns
 // the edge's error.
 func (c *Client) do(req *http.Request, want int, out any) error {
-	res, err := c.http.Do(req)
+	res, err := c.send(req)
 	if err != nil {
 		return fmt.Errorf("streamrpc: %w", err)
 	}

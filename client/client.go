@@ -47,6 +47,8 @@ const (
 	CodeDeadLettered        = -32007
 	CodeNotFound            = -32008
 	CodeIdempotencyMismatch = -32009
+	CodeUnauthenticated     = -32010
+	CodeForbidden           = -32011
 )
 
 // Error is an error the edge or the handler answered a call with.
@@ -64,8 +66,9 @@ func (e *Error) Error() string {
 
 // Client calls an edge over HTTP. It is safe for concurrent use.
 type Client struct {
-	base string
-	http *http.Client
+	base  string
+	http  *http.Client
+	token string // sent as Authorization: Bearer; "" for none
 }
 
 // Option configures a Client.
@@ -73,6 +76,19 @@ type Option func(*Client)
 
 // WithHTTPClient makes the Client send its requests with hc.
 func WithHTTPClient(hc *http.Client) Option { return func(c *Client) { c.http = hc } }
+
+// WithToken makes the Client authenticate every request with an API key or a
+// JWT, as Authorization: Bearer. (Over WebSocket, pass the same header to
+// DialWS with WithHeader.)
+func WithToken(token string) Option { return func(c *Client) { c.token = token } }
+
+// send sends req, authenticated when the Client has a token.
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return c.http.Do(req)
+}
 
 // New returns a Client of the edge at baseURL (e.g. "http://localhost:8080").
 // By default it keeps up to 256 idle connections to the edge, so that many
@@ -122,7 +138,7 @@ func (c *Client) Call(ctx context.Context, handler, method string, params, out a
 		}
 		req.Header.Set("Request-Timeout", strconv.FormatFloat(secs, 'f', 3, 64))
 	}
-	res, err := c.http.Do(req)
+	res, err := c.send(req)
 	if err != nil {
 		return fmt.Errorf("streamrpc: %w", err)
 	}

@@ -31,6 +31,7 @@ func TestCodesMatchTheEdge(t *testing.T) {
 		"timeout": CodeTimeout, "unavailable": CodeUnavailable, "body_too_large": CodeBodyTooLarge,
 		"unsupported_media_type": CodeUnsupportedMedia, "overloaded": CodeOverloaded, "cancelled": CodeCancelled,
 		"dead_lettered": CodeDeadLettered, "not_found": CodeNotFound, "idempotency_mismatch": CodeIdempotencyMismatch,
+		"unauthenticated": CodeUnauthenticated, "forbidden": CodeForbidden,
 	}
 	for _, c := range streams.Codes {
 		if got, ok := mine[c.Name]; !ok || got != c.Code {
@@ -289,6 +290,34 @@ func TestEncodeRequest(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := string(encodeRequest(tc.id, tc.method, tc.params)); got != tc.want {
 				t.Fatalf("got  %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestWithToken(t *testing.T) {
+	var got atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Store(r.Header.Get("Authorization"))
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"result":null}`)
+	}))
+	t.Cleanup(srv.Close)
+	cases := []struct {
+		name string
+		opts []Option
+		want string
+	}{
+		{name: "none", want: ""},
+		{name: "token", opts: []Option{WithToken("srpc_k")}, want: "Bearer srpc_k"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := New(srv.URL, tc.opts...).Call(t.Context(), "echo", "echo", nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			if got.Load() != tc.want {
+				t.Fatalf("Authorization %q, want %q", got.Load(), tc.want)
 			}
 		})
 	}

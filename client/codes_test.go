@@ -25,6 +25,8 @@ func TestCodesMatchTheEdgeTable(t *testing.T) {
 		"dead_lettered":          {CodeDeadLettered, streams.CodeDeadLettered},
 		"not_found":              {CodeNotFound, streams.CodeNotFound},
 		"idempotency_mismatch":   {CodeIdempotencyMismatch, streams.CodeIdempotencyMismatch},
+		"unauthenticated":        {CodeUnauthenticated, streams.CodeUnauthenticated},
+		"forbidden":              {CodeForbidden, streams.CodeForbidden},
 	}
 	if len(ours) != len(streams.Codes) {
 		t.Fatalf("the client knows %d codes, the edge's table has %d", len(ours), len(streams.Codes))

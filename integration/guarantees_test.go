@@ -372,7 +372,7 @@ func TestConsumerSIGTERMDrain(t *testing.T) {
 func TestEdgeSIGTERMDrain(t *testing.T) {
 	rs := startRedis(t)
 	addr := freeAddr(t)
-	edge := startProcess(t, binary(t, "streamrpc"), []string{"REDIS_URL=" + rs.URL, "STREAMRPC_ADDR=" + addr}, "edge")
+	edge := startProcess(t, binary(t, "streamrpc"), []string{"REDIS_URL=" + rs.URL, "STREAMRPC_ADDR=" + addr, "STREAMRPC_AUTH=none"}, "edge")
 	c := startProcess(t, binary(t, "echo"), []string{"REDIS_URL=" + rs.URL, "ECHO_TRACE=1"})
 	url := "http://" + addr
 	waitForEcho(t, url)

@@ -179,7 +179,7 @@ func TestDevModeEmbedded(t *testing.T) {
 func TestEdgeAndConsumerProcesses(t *testing.T) {
 	rs := startRedis(t)
 	addr := freeAddr(t)
-	edge := startProcess(t, binary(t, "streamrpc"), []string{"REDIS_URL=" + rs.URL, "STREAMRPC_ADDR=" + addr}, "edge")
+	edge := startProcess(t, binary(t, "streamrpc"), []string{"REDIS_URL=" + rs.URL, "STREAMRPC_ADDR=" + addr, "STREAMRPC_AUTH=none"}, "edge")
 	consumer := startProcess(t, binary(t, "echo"), []string{"REDIS_URL=" + rs.URL})
 	url := "http://" + addr
 	waitForEcho(t, url)

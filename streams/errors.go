@@ -37,6 +37,8 @@ const (
 	CodeDeadLettered        = -32007
 	CodeNotFound            = -32008
 	CodeIdempotencyMismatch = -32009
+	CodeUnauthenticated     = -32010
+	CodeForbidden           = -32011
 )
 
 // CodeInfo describes one wire error code: its name and the HTTP status the edge
@@ -65,6 +67,8 @@ var Codes = []CodeInfo{
 	{CodeDeadLettered, "dead_lettered", http.StatusBadGateway, "the call failed on every attempt and was moved to the dead letters"},
 	{CodeNotFound, "not_found", http.StatusNotFound, "no call or result with that id (unknown, or expired after the result TTL)"},
 	{CodeIdempotencyMismatch, "idempotency_mismatch", http.StatusUnprocessableEntity, "an Idempotency-Key was reused with different params"},
+	{CodeUnauthenticated, "unauthenticated", http.StatusUnauthorized, "no credentials, or an API key or token the edge does not accept (unknown, expired, wrong audience or issuer)"},
+	{CodeForbidden, "forbidden", http.StatusForbidden, "the credentials are good but their scopes do not allow this route or method (or a CSRF token is missing)"},
 }
 
 var codeStatus = func() map[int]int {

@@ -55,6 +55,21 @@ type Options struct {
 	Timeout time.Duration
 	// Now is the clock for relative times; default time.Now (for tests).
 	Now func() time.Time
+
+	// SignIn turns sign-in on: the dashboard gets a sign-in page at
+	// /ui/sign-in where a person pastes an API key or token; SignIn checks it
+	// and starts the session (sets its cookie), or returns why not, which the
+	// page shows. nil: the dashboard is open and has no sign-in.
+	SignIn func(c *fiber.Ctx, credential string) error
+	// SignOut ends the session (POST /ui/sign-out).
+	SignOut func(c *fiber.Ctx)
+	// CSRFToken is the request's session's anti-CSRF token; the pages carry
+	// it in <meta name="csrf-token"> and static/app.js sends it as
+	// X-CSRF-Token with every POST and DELETE. nil or "": none.
+	CSRFToken func(c *fiber.Ctx) string
+	// Guard runs before every page (not the assets nor the sign-in): the edge
+	// checks there that the session may read the dashboard. nil: none.
+	Guard fiber.Handler
 }
 
 // UI serves the dashboard pages.
@@ -108,15 +123,25 @@ func New(src Source, opts Options) *UI {
 }
 
 // Register mounts the pages and assets on r:
-// GET /ui/, /ui/handlers/:name, /ui/handlers/:name/methods, /ui/calls/:id and /ui/static/*.
+// GET /ui/, /ui/handlers/:name, /ui/handlers/:name/methods, /ui/calls/:id and
+// /ui/static/*; with sign-in on, GET and POST /ui/sign-in and POST /ui/sign-out.
 func (u *UI) Register(r fiber.Router) {
+	guard := u.opts.Guard
+	if guard == nil {
+		guard = func(c *fiber.Ctx) error { return c.Next() }
+	}
 	r.Get(prefix+"/static/*", u.serveStatic)
-	r.Get(prefix, u.overview)
-	r.Get(prefix+"/", u.overview)
-	r.Get(prefix+"/handlers/:name", u.handler)
-	r.Get(prefix+"/handlers/:name/methods", u.methods)
-	r.Get(prefix+"/calls/:id", u.call)
-	r.Get(prefix+"/*", func(c *fiber.Ctx) error {
+	if u.opts.SignIn != nil {
+		r.Get(prefix+"/sign-in", u.signInPage)
+		r.Post(prefix+"/sign-in", u.signIn)
+		r.Post(prefix+"/sign-out", u.signOut)
+	}
+	r.Get(prefix, guard, u.overview)
+	r.Get(prefix+"/", guard, u.overview)
+	r.Get(prefix+"/handlers/:name", guard, u.handler)
+	r.Get(prefix+"/handlers/:name/methods", guard, u.methods)
+	r.Get(prefix+"/calls/:id", guard, u.call)
+	r.Get(prefix+"/*", guard, func(c *fiber.Ctx) error {
 		return u.notFound(c, "Page not found", "There is no dashboard page at "+c.Path()+".")
 	})
 }
@@ -165,7 +190,7 @@ func (u *UI) parsePages() map[string]*template.Template {
 	}
 	base := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/parts.html"))
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"overview", "handler", "methods", "call", "error"} {
+	for _, name := range []string{"overview", "handler", "methods", "call", "error", "signin"} {
 		t := template.Must(base.Clone())
 		pages[name] = template.Must(t.ParseFS(templateFS, "templates/"+name+".html"))
 	}
@@ -183,9 +208,17 @@ type page struct {
 	Nav     string // which top link is current
 	Handler string // the handler this page is about, for live updates ("" on the overview)
 	Data    any
+	// CSRF is the session's anti-CSRF token, for static/app.js ("" when none).
+	CSRF string
+	// SignedIn shows the sign-out button.
+	SignedIn bool
 }
 
 func (u *UI) render(c *fiber.Ctx, status int, name string, p page) error {
+	if u.opts.CSRFToken != nil {
+		p.CSRF = u.opts.CSRFToken(c)
+		p.SignedIn = p.CSRF != "" && name != "signin"
+	}
 	var buf bytes.Buffer
 	if err := u.pages[name].ExecuteTemplate(&buf, "layout.html", p); err != nil {
 		return u.plainError(c, err)
@@ -197,6 +230,9 @@ func (u *UI) render(c *fiber.Ctx, status int, name string, p page) error {
 
 func (u *UI) headers(c *fiber.Ctx) {
 	c.Set(fiber.HeaderContentSecurityPolicy, csp)
+	// frame-ancestors 'none' in the CSP, and X-Frame-Options for browsers
+	// that predate it: no page of the dashboard can be framed (clickjacking).
+	c.Set(fiber.HeaderXFrameOptions, "DENY")
 	c.Set(fiber.HeaderXContentTypeOptions, "nosniff")
 	c.Set(fiber.HeaderReferrerPolicy, "same-origin")
 	c.Set(fiber.HeaderCacheControl, "no-store")

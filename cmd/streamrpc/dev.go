@@ -53,12 +53,22 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	}
 	defer srv.Close()
 
+	// dev may run open, for trying streamrpc on a laptop; it says so.
+	if s.Edge.AuthEnabled() {
+		log.Info("authentication on")
+	} else {
+		warnOpen(log)
+	}
 	s.Edge.Logger = log
 	edge, err := app.New(rdb, s.Edge)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "streamrpc dev is up. Call it:\n  curl -s -X POST http://%s/rpc/echo/echo -H 'content-type: application/json' -d '{\"msg\":\"hi\"}'\n", callHost(s.Edge.Addr))
+	authHeader := ""
+	if s.Edge.AuthEnabled() {
+		authHeader = " -H 'Authorization: Bearer <your API key or token>'"
+	}
+	fmt.Fprintf(stdout, "streamrpc dev is up. Call it:\n  curl -s -X POST http://%s/rpc/echo/echo -H 'content-type: application/json'%s -d '{\"msg\":\"hi\"}'\n", callHost(s.Edge.Addr), authHeader)
 	return serveUntil(ctx, edge, s.Edge.ShutdownGrace, log)
 }
 

@@ -24,6 +24,9 @@ func runEdge(ctx context.Context, stderr io.Writer) error {
 	if s.Redis.URL == "" {
 		return errors.New("REDIS_URL is not set (streamrpc dev runs without one, on an embedded Redis)")
 	}
+	if err := checkEdgeAuth(s.Edge, log); err != nil {
+		return err
+	}
 	rdb, err := streams.Connect(s.Redis)
 	if err != nil {
 		return err
@@ -35,6 +38,30 @@ func runEdge(ctx context.Context, stderr io.Writer) error {
 		return err
 	}
 	return serveUntil(ctx, edge, s.Edge.ShutdownGrace, log)
+}
+
+// ErrNoAuth: the edge would run open without having been told to.
+var ErrNoAuth = errors.New("no authentication configured: set STREAMRPC_API_KEYS (see streamrpc hash-key) or a JWT key (STREAMRPC_JWT_*), or STREAMRPC_AUTH=none to run open on purpose")
+
+// checkEdgeAuth is the edge's safe default: it refuses to run open unless
+// the operator says so, and then says so at every start. (The library's zero
+// Config stays open, for tests and embedding; the binary is what gets
+// deployed.)
+func checkEdgeAuth(cfg app.Config, log *slog.Logger) error {
+	switch {
+	case cfg.AuthEnabled():
+		log.Info("authentication on", "api_keys", cfg.APIKeys != "", "jwt", cfg.JWTHS256Secret != "" || cfg.JWTPublicKeyFile != "" || cfg.JWTJWKSFile != "")
+		return nil
+	case cfg.Auth == app.AuthNone:
+		warnOpen(log)
+		return nil
+	}
+	return ErrNoAuth
+}
+
+// warnOpen is the loud line of an edge that runs without authentication.
+func warnOpen(log *slog.Logger) {
+	log.Warn("AUTHENTICATION IS OFF: anyone who can reach this edge can call every handler, read the dashboard and replay or delete dead letters; configure STREAMRPC_API_KEYS or a JWT key (README \"Security model\")")
 }
 
 // serveUntil serves the edge until ctx ends, then drains it.

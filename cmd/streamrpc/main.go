@@ -6,6 +6,7 @@
 //	streamrpc consumer  a sidecar consumer: forwards a handler's calls to a
 //	                  local HTTP service (STREAMRPC_UPSTREAM_URL)
 //	streamrpc healthcheck  exit 0 if this host's edge or consumer is healthy
+//	streamrpc hash-key  print a new API key and its STREAMRPC_API_KEYS entry
 //
 // Every setting comes from the environment; see .env.example.
 package main
@@ -26,13 +27,18 @@ usage: streamrpc <command>
 commands:
   dev     run the edge and the example echo handler in one process; with no
           REDIS_URL it uses an embedded in-memory Redis (not durable)
-  edge    run the edge; REDIS_URL names the Redis
+  edge    run the edge; REDIS_URL names the Redis. It refuses to start
+          without authentication (STREAMRPC_API_KEYS or a JWT key) unless
+          STREAMRPC_AUTH=none
   consumer
           run a sidecar consumer: serve STREAMRPC_HANDLER by forwarding each
           call to POST $STREAMRPC_UPSTREAM_URL/{method} (see README)
   healthcheck [--url URL]
           exit 0 if this host's edge (or consumer) answers GET /healthz with
           200, else 1; for a container HEALTHCHECK with no shell
+  hash-key -id ID -scopes 'SCOPES'
+          print a new random API key and its STREAMRPC_API_KEYS entry
+          (only the key's SHA-256 is configured; the key is shown once)
   bench [flags]  load an edge and report throughput and latency (-h for flags)
   help    show this text
 
@@ -63,6 +69,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runHealthcheck(ctx, args[1:], stdout, stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
+	case "hash-key":
+		return runHashKey(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -5,6 +5,15 @@
 (function () {
   'use strict';
 
+  // With sign-in on, the page carries its session's anti-CSRF token; the edge
+  // refuses a POST or DELETE authenticated by the session cookie without it.
+  var csrfMeta = document.querySelector('meta[name="csrf-token"]');
+  function unsafeHeaders(h) {
+    h = h || {};
+    if (csrfMeta && csrfMeta.content) h['X-CSRF-Token'] = csrfMeta.content;
+    return h;
+  }
+
   // --- formats: the same as ui/format.go ---
   function trimZeros(s) { return s.indexOf('.') < 0 ? s : s.replace(/0+$/, '').replace(/\.$/, ''); }
   function fmtRate(r) {
@@ -319,7 +328,7 @@
       if (timeout && timeout.value) headers['Request-Timeout'] = timeout.value;
       btn.disabled = true;
       var t0 = performance.now();
-      fetch(form.getAttribute('action'), { method: 'POST', headers: headers, body: params, credentials: 'same-origin' })
+      fetch(form.getAttribute('action'), { method: 'POST', headers: unsafeHeaders(headers), body: params, credentials: 'same-origin' })
         .then(function (res) {
           return res.text().then(function (text) {
             var ms = performance.now() - t0;
@@ -362,7 +371,7 @@
       var btn = form.querySelector('button');
       btn.disabled = true;
       status(container, '', 'replaying…');
-      fetch(form.getAttribute('action'), { method: 'POST', credentials: 'same-origin' }).then(function (res) {
+      fetch(form.getAttribute('action'), { method: 'POST', headers: unsafeHeaders(), credentials: 'same-origin' }).then(function (res) {
         if (res.ok) {
           settle(container, 'replayed');
           var callout = document.querySelector('.dead-callout');
@@ -385,7 +394,7 @@
       }
       clearTimeout(armed); armed = null;
       btn.disabled = true;
-      fetch(btn.dataset.delete, { method: 'DELETE', credentials: 'same-origin' }).then(function (res) {
+      fetch(btn.dataset.delete, { method: 'DELETE', headers: unsafeHeaders(), credentials: 'same-origin' }).then(function (res) {
         if (res.ok || res.status === 204) { btn.textContent = 'Delete'; settle(container, 'deleted'); return; }
         btn.disabled = false; btn.textContent = 'Delete';
         return answerText(res).then(function (t) { status(container, 'err', t); });
