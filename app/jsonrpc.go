@@ -83,33 +83,51 @@ func decodeJSONRPC(msg []byte, maxBatch int) (reqs []rpcRequest, batch bool, err
 	return reqs, true, nil
 }
 
-// decodeRequest decodes one request object; raw is valid JSON.
+// decodeRequest decodes one request object; raw is valid JSON and UTF-8.
 func decodeRequest(raw json.RawMessage) rpcRequest {
-	var r rpcRequest
-	// A map, not a struct: members are matched exactly (encoding/json matches
-	// struct fields case-insensitively) and a member present as null is told
-	// apart from one that is absent. Each value is a copy of the caller's bytes.
+	m, ok := scanRequest(raw)
+	if !ok {
+		// Not an object, or escapes in member names: let encoding/json do it.
+		if m, ok = mapRequest(raw); !ok {
+			return rpcRequest{err: newError(streams.CodeInvalidRequest, "invalid request: a request must be a JSON object")}
+		}
+	}
+	return m.request()
+}
+
+// mapRequest finds a request's members with encoding/json: members are
+// matched exactly (encoding/json matches struct fields case-insensitively)
+// and a member present as null is told apart from one that is absent.
+func mapRequest(raw json.RawMessage) (requestMembers, bool) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
-		r.err = newError(streams.CodeInvalidRequest, "invalid request: a request must be a JSON object")
-		return r
+		return requestMembers{}, false
 	}
-	if id, ok := m["id"]; ok {
+	return requestMembers{id: m["id"], jsonrpc: m["jsonrpc"], method: m["method"], params: m["params"]}, true
+}
+
+// request checks the members and builds the request. Everything it keeps is
+// a copy: the message's buffer may be reused once it is decoded.
+func (m requestMembers) request() rpcRequest {
+	var r rpcRequest
+	if id := m.id; id != nil {
 		switch id[0] {
 		case '"', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', 'n':
-			r.id = id
+			r.id = bytes.Clone(id)
 		default:
 			r.err = newError(streams.CodeInvalidRequest, `invalid request: "id" must be a string, a number or null`)
 			return r
 		}
 	}
-	var version string
-	if v, ok := m["jsonrpc"]; !ok || json.Unmarshal(v, &version) != nil || version != "2.0" {
-		r.err = newError(streams.CodeInvalidRequest, `invalid request: "jsonrpc" must be "2.0"`)
-		return r
+	if !bytes.Equal(m.jsonrpc, []byte(`"2.0"`)) {
+		var version string
+		if m.jsonrpc == nil || json.Unmarshal(m.jsonrpc, &version) != nil || version != "2.0" {
+			r.err = newError(streams.CodeInvalidRequest, `invalid request: "jsonrpc" must be "2.0"`)
+			return r
+		}
 	}
-	var name string
-	if v, ok := m["method"]; !ok || json.Unmarshal(v, &name) != nil {
+	name, ok := plainString(m.method)
+	if !ok && (m.method == nil || json.Unmarshal(m.method, &name) != nil) {
 		r.err = newError(streams.CodeInvalidRequest, `invalid request: "method" must be a string`)
 		return r
 	}
@@ -117,7 +135,7 @@ func decodeRequest(raw json.RawMessage) rpcRequest {
 		var p struct {
 			ID json.RawMessage `json:"id"`
 		}
-		if json.Unmarshal(m["params"], &p) != nil || len(p.ID) == 0 || (p.ID[0] != '"' && p.ID[0] != '-' && (p.ID[0] < '0' || p.ID[0] > '9')) {
+		if json.Unmarshal(m.params, &p) != nil || len(p.ID) == 0 || (p.ID[0] != '"' && p.ID[0] != '-' && (p.ID[0] < '0' || p.ID[0] > '9')) {
 			r.err = newError(streams.CodeInvalidParams, `invalid params: $/cancel takes {"id": <the JSON-RPC id of the call to cancel>}`)
 			return r
 		}
@@ -127,11 +145,11 @@ func decodeRequest(raw json.RawMessage) rpcRequest {
 	if r.err = r.setMethod(name); r.err != nil {
 		return r
 	}
-	switch p, ok := m["params"]; {
-	case !ok || string(p) == "null":
+	switch p := m.params; {
+	case p == nil || string(p) == "null":
 		r.params = jsonNull
 	case p[0] == '{' || p[0] == '[':
-		r.params = p
+		r.params = bytes.Clone(p)
 	default:
 		r.err = newError(streams.CodeInvalidRequest, `invalid request: "params" must be an object or an array (or omitted)`)
 	}

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"io"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/streamrpc/streamrpc/streams"
 )
@@ -237,7 +239,28 @@ func FuzzDecodeJSONRPC(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	for _, s := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"a.b","params":{"s":"x\"}"},"id":2}`,
+		`{ "params" : [ {"a":[1,"]"]} ] , "method":"a\u002eb", "jsonrpc":"2\u002e0", "id":-1.5e3 }`,
+		`{"\u0069d":1,"jsonrpc":"2.0","method":"a.b"}`,
+		`{"id":true,"jsonrpc":"2.0","method":"a.b"}`,
+		`{}`,
+	} {
+		f.Add([]byte(s))
+	}
 	f.Fuzz(func(t *testing.T, msg []byte) {
+		// The one-pass scanner must read every request as encoding/json does.
+		if json.Valid(msg) && utf8.Valid(msg) {
+			if fast, ok := scanRequest(msg); ok {
+				slow, ok := mapRequest(msg)
+				if !ok {
+					t.Fatalf("scanned as an object, encoding/json disagrees: %q", msg)
+				}
+				if a, b := fast.request(), slow.request(); !reflect.DeepEqual(a, b) {
+					t.Fatalf("scanner %+v, encoding/json %+v for %q", a, b, msg)
+				}
+			}
+		}
 		orig := bytes.Clone(msg)
 		reqs, batch, err := decodeJSONRPC(msg, 50)
 		if !bytes.Equal(msg, orig) {
