@@ -6,6 +6,7 @@
 //	streamrpc consumer  a sidecar consumer: forwards a handler's calls to a
 //	                  local HTTP service (STREAMRPC_UPSTREAM_URL)
 //	streamrpc healthcheck  exit 0 if this host's edge or consumer is healthy
+//	streamrpc acl     print the least-privilege Redis ACL of an edge or consumer
 //
 // Every setting comes from the environment; see .env.example.
 package main
@@ -33,6 +34,10 @@ commands:
   healthcheck [--url URL]
           exit 0 if this host's edge (or consumer) answers GET /healthz with
           200, else 1; for a container HEALTHCHECK with no shell
+  acl [-user NAME] [-password-stdin] edge | consumer <handler>
+          print the ACL SETUSER command that gives an edge, or a consumer of
+          one handler, only the Redis commands and keys it needs (see README,
+          "Redis ACLs"); pipe it into redis-cli
   bench [flags]  load an edge and report throughput and latency (-h for flags)
   help    show this text
 
@@ -61,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runConsumer(ctx, stderr)
 	case "healthcheck":
 		err = runHealthcheck(ctx, args[1:], stdout, stderr)
+	case "acl":
+		err = runACL(args[1:], os.Stdin, stdout, stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
