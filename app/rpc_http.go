@@ -20,6 +20,12 @@ import (
 )
 
 func (e *Edge) routes() {
+	// Rate limits come first, so a refused request costs nothing more; but
+	// after authentication, whose principal they count by: register an
+	// authentication middleware before this.
+	if e.limiter.enabled() {
+		e.fiber.Use(e.limiter.middleware)
+	}
 	e.fiber.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	e.fiber.Get("/readyz", e.handleReady)
 	e.fiber.Post("/rpc/:handler/:method", e.handleCall)

@@ -47,6 +47,7 @@ const (
 	CodeDeadLettered        = -32007
 	CodeNotFound            = -32008
 	CodeIdempotencyMismatch = -32009
+	CodeRateLimited         = -32010
 )
 
 // Error is an error the edge or the handler answered a call with.

@@ -31,6 +31,7 @@ func TestCodesMatchTheEdge(t *testing.T) {
 		"timeout": CodeTimeout, "unavailable": CodeUnavailable, "body_too_large": CodeBodyTooLarge,
 		"unsupported_media_type": CodeUnsupportedMedia, "overloaded": CodeOverloaded, "cancelled": CodeCancelled,
 		"dead_lettered": CodeDeadLettered, "not_found": CodeNotFound, "idempotency_mismatch": CodeIdempotencyMismatch,
+		"rate_limited": CodeRateLimited,
 	}
 	for _, c := range streams.Codes {
 		if got, ok := mine[c.Name]; !ok || got != c.Code {

@@ -25,6 +25,7 @@ func TestCodesMatchTheEdgeTable(t *testing.T) {
 		"dead_lettered":          {CodeDeadLettered, streams.CodeDeadLettered},
 		"not_found":              {CodeNotFound, streams.CodeNotFound},
 		"idempotency_mismatch":   {CodeIdempotencyMismatch, streams.CodeIdempotencyMismatch},
+		"rate_limited":           {CodeRateLimited, streams.CodeRateLimited},
 	}
 	if len(ours) != len(streams.Codes) {
 		t.Fatalf("the client knows %d codes, the edge's table has %d", len(ours), len(streams.Codes))

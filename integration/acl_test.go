@@ -66,7 +66,9 @@ func TestACLLeastPrivilege(t *testing.T) {
 	otherURL := aclUser(t, r, "other-consumer", consumerRules("other"))
 
 	st := &stack{redis: &RedisServer{URL: edgeURL}, cmds: &commandCounter{}}
-	edge := st.startEdge(t, app.Config{})
+	// A rate limit high enough never to refuse, so that its script runs
+	// under the edge's ACL too.
+	edge := st.startEdge(t, app.Config{RateLimitIP: 1000, RateLimitIPBurst: 1000})
 	(&stack{redis: &RedisServer{URL: echoURL}, cmds: st.cmds}).startConsumer(t,
 		consumers.Config{MaxAttempts: 2, RetryBaseDelay: 10 * time.Millisecond}, echo.Mux())
 	(&stack{redis: &RedisServer{URL: otherURL}, cmds: st.cmds}).startConsumer(t,
@@ -78,6 +80,9 @@ func TestACLLeastPrivilege(t *testing.T) {
 	sync := post(t, st.url, "/rpc/echo/echo", []byte(`{"n":1}`), nil)
 	if sync.status != http.StatusOK || string(sync.Result) != `{"n":1}` {
 		t.Fatalf("sync call: %d %s", sync.status, sync.body)
+	}
+	if sync.header.Get("RateLimit-Remaining") == "" {
+		t.Fatal("no RateLimit-Remaining: the rate limit script did not run under the edge's ACL")
 	}
 	otherCall := post(t, st.url, "/rpc/other/echo", []byte(`{"secret":"of other"}`), nil)
 	if otherCall.status != http.StatusOK {

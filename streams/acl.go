@@ -43,6 +43,8 @@ var edgeCommands = []string{
 	"+smembers", "+srem", "+hgetall", "+hmget", "+zcard", "+zcount", "+zrange", "+lrange",
 	// cancelScript tells consumers about cancelled calls
 	"+publish",
+	// rateLimitScript reads Redis's clock
+	"+time",
 }
 
 // EdgeACL returns the ACL SETUSER rules (without the user name, "on" and a

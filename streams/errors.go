@@ -37,6 +37,7 @@ const (
 	CodeDeadLettered        = -32007
 	CodeNotFound            = -32008
 	CodeIdempotencyMismatch = -32009
+	CodeRateLimited         = -32010
 )
 
 // CodeInfo describes one wire error code: its name and the HTTP status the edge
@@ -65,6 +66,7 @@ var Codes = []CodeInfo{
 	{CodeDeadLettered, "dead_lettered", http.StatusBadGateway, "the call failed on every attempt and was moved to the dead letters"},
 	{CodeNotFound, "not_found", http.StatusNotFound, "no call or result with that id (unknown, or expired after the result TTL)"},
 	{CodeIdempotencyMismatch, "idempotency_mismatch", http.StatusUnprocessableEntity, "an Idempotency-Key was reused with different params"},
+	{CodeRateLimited, "rate_limited", http.StatusTooManyRequests, "the caller (principal or IP address) is over its rate limit, or has too many connections; retry after Retry-After"},
 }
 
 var codeStatus = func() map[int]int {

@@ -29,6 +29,7 @@ func TestCodesUnique(t *testing.T) {
 		CodeParseError, CodeInvalidRequest, CodeMethodNotFound, CodeInvalidParams, CodeInternal,
 		CodeHandlerError, CodeTimeout, CodeUnavailable, CodeBodyTooLarge, CodeUnsupportedMedia,
 		CodeOverloaded, CodeCancelled, CodeDeadLettered, CodeNotFound, CodeIdempotencyMismatch,
+		CodeRateLimited,
 	} {
 		if _, ok := codes[code]; !ok {
 			t.Errorf("code %d is not in Codes", code)
@@ -57,6 +58,7 @@ func TestHTTPStatus(t *testing.T) {
 		{name: "dead lettered", code: CodeDeadLettered, want: http.StatusBadGateway},
 		{name: "not found", code: CodeNotFound, want: http.StatusNotFound},
 		{name: "idempotency mismatch", code: CodeIdempotencyMismatch, want: http.StatusUnprocessableEntity},
+		{name: "rate limited", code: CodeRateLimited, want: http.StatusTooManyRequests},
 		{name: "handler's own code", code: 4001, want: http.StatusUnprocessableEntity},
 		{name: "zero", code: 0, want: http.StatusUnprocessableEntity},
 		{name: "unused server range code", code: -32099, want: http.StatusUnprocessableEntity},
