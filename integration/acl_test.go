@@ -136,6 +136,16 @@ func TestACLLeastPrivilege(t *testing.T) {
 			t.Fatalf("GET %s: %d %s", path, g.status, g.body)
 		}
 	}
+	for _, path := range []string{"/ui/", "/ui/handlers/echo", "/ui/calls/" + sync.requestID} { // HTML, not JSON
+		res, err := httpClient.Get(st.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d", path, res.StatusCode)
+		}
+	}
 	if l := aclLog(t, r); len(l) != 0 {
 		t.Fatalf("the edge or a consumer was refused something: ACL LOG %v", l)
 	}
