@@ -187,3 +187,47 @@ func rawGet(t *testing.T, c net.Conn) int {
 	_ = res.Body.Close()
 	return res.StatusCode
 }
+
+// TestRateLimitScript checks the GCRA script's arithmetic on a real Redis:
+// the burst, the remaining count, the wait, the refill, independent
+// subjects, and a key that expires once it limits nothing.
+func TestRateLimitScript(t *testing.T) {
+	r := startRedis(t)
+	rdb := r.Client(t)
+	c := streams.New(rdb, streams.Options{})
+	t.Cleanup(func() { _ = c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	limit := streams.RateLimit{Rate: 20, Burst: 3} // one per 50ms, 3 at once
+
+	for i, want := range []int{2, 1, 0} {
+		d, err := c.RateLimit(ctx, "ip:192.0.2.1", limit)
+		if err != nil || !d.Allowed || d.Remaining != want {
+			t.Fatalf("request %d: %+v %v, want allowed with %d remaining", i, d, err, want)
+		}
+	}
+	d, err := c.RateLimit(ctx, "ip:192.0.2.1", limit)
+	if err != nil || d.Allowed || d.RetryAfter <= 0 || d.RetryAfter > 50*time.Millisecond {
+		t.Fatalf("past the burst: %+v %v, want refused for at most 50ms", d, err)
+	}
+	if d, err := c.RateLimit(ctx, "ip:192.0.2.2", limit); err != nil || !d.Allowed {
+		t.Fatalf("another address: %+v %v, want allowed", d, err)
+	}
+	ttl, err := rdb.PTTL(ctx, "srpc:{rl:ip:192.0.2.1}").Result()
+	if err != nil || ttl <= 0 || ttl > 150*time.Millisecond {
+		t.Fatalf("key TTL %s %v, want at most the burst's 150ms", ttl, err)
+	}
+	waitUntil(t, 2*time.Second, func() error {
+		d, err := c.RateLimit(ctx, "ip:192.0.2.1", limit)
+		if err != nil || !d.Allowed {
+			return fmt.Errorf("%+v %v", d, err)
+		}
+		return nil
+	})
+	waitUntil(t, 2*time.Second, func() error {
+		if n, err := rdb.Exists(ctx, "srpc:{rl:ip:192.0.2.1}", "srpc:{rl:ip:192.0.2.2}").Result(); err != nil || n != 0 {
+			return fmt.Errorf("%d keys left (%v)", n, err)
+		}
+		return nil
+	})
+}
