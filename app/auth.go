@@ -150,13 +150,13 @@ func (e *Edge) authenticate(c *fiber.Ctx) error {
 	// trailing slash, and the cookie must never open a socket.
 	cred, fromCookie := credential(c, websocket.IsWebSocketUpgrade(c))
 	if cred == "" {
-		return e.unauthenticated(c, ErrNoCredentials, false)
+		return e.limitByIP(c, func() error { return e.unauthenticated(c, ErrNoCredentials, false) })
 	}
 	p, err := e.auth.check(cred)
 	if err != nil {
 		// The reason, never the credential: it would be a secret in the logs.
 		e.log.Debug("authentication failed", "path", path, "ip", c.IP(), "err", err)
-		return e.unauthenticated(c, err, true)
+		return e.limitByIP(c, func() error { return e.unauthenticated(c, err, true) })
 	}
 	if fromCookie && !safeMethod(c.Method()) && !csrfValid(c.Get(CSRFHeader), cred) {
 		return writeError(c, newError(streams.CodeForbidden, ErrCSRF.Error()))
@@ -164,6 +164,16 @@ func (e *Edge) authenticate(c *fiber.Ctx) error {
 	c.Locals(PrincipalIDLocal, p.idLocal)
 	c.Locals(principalLocal, p)
 	return c.Next()
+}
+
+// limitByIP counts a request that failed authentication against its IP
+// address's rate limit (it never reaches the limiter's middleware), so that
+// guessing keys is as limited as any other anonymous traffic.
+func (e *Edge) limitByIP(c *fiber.Ctx, answer func() error) error {
+	if !e.limiter.enabled() {
+		return answer()
+	}
+	return e.limiter.check(c, answer)
 }
 
 // unauthenticated answers 401 with WWW-Authenticate (RFC 6750), or sends a

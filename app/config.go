@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 )
@@ -74,6 +75,39 @@ type Config struct {
 	JWTAudience string `env:"STREAMRPC_JWT_AUDIENCE"`
 	// JWTLeeway is the clock skew allowed on exp and nbf, at most 5m. Default 30s.
 	JWTLeeway time.Duration `env:"STREAMRPC_JWT_LEEWAY"`
+
+	// Rate limits, shared by every edge on the same Redis (README "Rate
+	// limits and limits"). A request whose authentication set a principal
+	// (Fiber local "streamrpc.principal_id") counts against the principal's
+	// limit, any other against its client IP address's. /healthz, /readyz
+	// and the dashboard's static files are not limited. A request over the
+	// limit is answered 429 rate_limited with Retry-After.
+
+	// RateLimitPrincipal is the requests per second allowed to each
+	// principal, on average. Default 0: no limit.
+	RateLimitPrincipal float64 `env:"STREAMRPC_RATE_LIMIT_PRINCIPAL"`
+	// RateLimitPrincipalBurst is how many requests a principal may make at
+	// once after a quiet spell. Default: one second's worth (at least 1).
+	RateLimitPrincipalBurst int `env:"STREAMRPC_RATE_LIMIT_PRINCIPAL_BURST"`
+	// RateLimitIP is the requests per second allowed to each client IP
+	// address without a principal. Default 0: no limit.
+	RateLimitIP float64 `env:"STREAMRPC_RATE_LIMIT_IP"`
+	// RateLimitIPBurst is the burst per IP address. Default: one second's
+	// worth (at least 1).
+	RateLimitIPBurst int `env:"STREAMRPC_RATE_LIMIT_IP_BURST"`
+	// MaxHeaderBytes bounds a request's line and headers; a larger one is
+	// answered 431. Default 8 KiB.
+	MaxHeaderBytes int `env:"STREAMRPC_MAX_HEADER_BYTES"`
+	// MaxConnsPerIP bounds the TCP connections (HTTP keep-alive and
+	// WebSocket alike) one client IP address holds to this edge; past it a
+	// new connection is answered 429 rate_limited and closed. Default 0: no
+	// limit.
+	MaxConnsPerIP int `env:"STREAMRPC_MAX_CONNS_PER_IP"`
+	// WSMaxConnsPerIP bounds the WebSocket connections one client IP address
+	// holds to this edge; an upgrade past it is refused with 429
+	// rate_limited. Default 0: no limit.
+	WSMaxConnsPerIP int `env:"STREAMRPC_WS_MAX_CONNS_PER_IP"`
+
 	// Logger receives the edge's logs. Default slog.Default().
 	Logger *slog.Logger `env:"-"`
 }
@@ -109,6 +143,22 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: STREAMRPC_WS_PING_INTERVAL %s is negative", ErrConfig, c.WSPingInterval)
 	case c.WSPongTimeout < 0:
 		return fmt.Errorf("%w: STREAMRPC_WS_PONG_TIMEOUT %s is negative", ErrConfig, c.WSPongTimeout)
+	case c.RateLimitPrincipal < 0 || math.IsNaN(c.RateLimitPrincipal) || math.IsInf(c.RateLimitPrincipal, 0):
+		return fmt.Errorf("%w: STREAMRPC_RATE_LIMIT_PRINCIPAL %v is not a rate", ErrConfig, c.RateLimitPrincipal)
+	case c.RateLimitIP < 0 || math.IsNaN(c.RateLimitIP) || math.IsInf(c.RateLimitIP, 0):
+		return fmt.Errorf("%w: STREAMRPC_RATE_LIMIT_IP %v is not a rate", ErrConfig, c.RateLimitIP)
+	case c.RateLimitPrincipalBurst < 0:
+		return fmt.Errorf("%w: STREAMRPC_RATE_LIMIT_PRINCIPAL_BURST %d is negative", ErrConfig, c.RateLimitPrincipalBurst)
+	case c.RateLimitIPBurst < 0:
+		return fmt.Errorf("%w: STREAMRPC_RATE_LIMIT_IP_BURST %d is negative", ErrConfig, c.RateLimitIPBurst)
+	case c.MaxHeaderBytes < 0:
+		return fmt.Errorf("%w: STREAMRPC_MAX_HEADER_BYTES %d is negative", ErrConfig, c.MaxHeaderBytes)
+	case c.MaxHeaderBytes > 0 && c.MaxHeaderBytes < 1024:
+		return fmt.Errorf("%w: STREAMRPC_MAX_HEADER_BYTES %d is under 1024", ErrConfig, c.MaxHeaderBytes)
+	case c.MaxConnsPerIP < 0:
+		return fmt.Errorf("%w: STREAMRPC_MAX_CONNS_PER_IP %d is negative", ErrConfig, c.MaxConnsPerIP)
+	case c.WSMaxConnsPerIP < 0:
+		return fmt.Errorf("%w: STREAMRPC_WS_MAX_CONNS_PER_IP %d is negative", ErrConfig, c.WSMaxConnsPerIP)
 	}
 	return c.validateAuth()
 }
@@ -188,6 +238,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.JWTLeeway == 0 {
 		c.JWTLeeway = 30 * time.Second
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = 8 << 10
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

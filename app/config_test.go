@@ -3,6 +3,7 @@ package app
 import (
 	"errors"
 	"log/slog"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,15 @@ func TestConfigValidate(t *testing.T) {
 		{name: "hs256 secret too short", cfg: Config{JWTHS256Secret: "short", JWTIssuer: "i", JWTAudience: "a"}, mention: "32 or more"},
 		{name: "jwt without issuer", cfg: Config{JWTHS256Secret: strings.Repeat("s", 32), JWTAudience: "a"}, mention: "STREAMRPC_JWT_ISSUER"},
 		{name: "jwt leeway too long", cfg: Config{JWTLeeway: time.Hour}, mention: "STREAMRPC_JWT_LEEWAY"},
+		{name: "negative principal rate", cfg: Config{RateLimitPrincipal: -1}, mention: "STREAMRPC_RATE_LIMIT_PRINCIPAL"},
+		{name: "NaN IP rate", cfg: Config{RateLimitIP: math.NaN()}, mention: "STREAMRPC_RATE_LIMIT_IP"},
+		{name: "infinite IP rate", cfg: Config{RateLimitIP: math.Inf(1)}, mention: "STREAMRPC_RATE_LIMIT_IP"},
+		{name: "negative principal burst", cfg: Config{RateLimitPrincipalBurst: -1}, mention: "STREAMRPC_RATE_LIMIT_PRINCIPAL_BURST"},
+		{name: "negative IP burst", cfg: Config{RateLimitIPBurst: -1}, mention: "STREAMRPC_RATE_LIMIT_IP_BURST"},
+		{name: "negative header bytes", cfg: Config{MaxHeaderBytes: -1}, mention: "STREAMRPC_MAX_HEADER_BYTES"},
+		{name: "tiny header bytes", cfg: Config{MaxHeaderBytes: 100}, mention: "under 1024"},
+		{name: "negative conns per IP", cfg: Config{MaxConnsPerIP: -1}, mention: "STREAMRPC_MAX_CONNS_PER_IP"},
+		{name: "negative ws conns per IP", cfg: Config{WSMaxConnsPerIP: -1}, mention: "STREAMRPC_WS_MAX_CONNS_PER_IP"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -73,7 +83,9 @@ var setConfig = Config{
 	Addr: "127.0.0.1:0", CallTimeout: time.Second, MaxBody: 7, ResultTTL: time.Hour, ShutdownGrace: time.Millisecond,
 	BacklogLimit: 3, JSONRPCMaxBatch: 2, WSMaxMessage: 100, WSMaxInFlight: 4, WSMaxConns: 5, WSWriteQueue: 600,
 	WSWriteTimeout: time.Minute, WSPingInterval: 2 * time.Second, WSPongTimeout: 3 * time.Second,
-	JWTLeeway: time.Second,
+	JWTLeeway:          time.Second,
+	RateLimitPrincipal: 10, RateLimitPrincipalBurst: 20, RateLimitIP: 0.5, RateLimitIPBurst: 2,
+	MaxHeaderBytes: 2048, MaxConnsPerIP: 50, WSMaxConnsPerIP: 6,
 }
 
 func TestConfigWithDefaults(t *testing.T) {
@@ -89,7 +101,8 @@ func TestConfigWithDefaults(t *testing.T) {
 				Addr: ":8080", CallTimeout: 30 * time.Second, MaxBody: 1 << 20, ResultTTL: 10 * time.Minute, ShutdownGrace: 30 * time.Second,
 				JSONRPCMaxBatch: 1000, WSMaxMessage: 1 << 20, WSMaxInFlight: 1024, WSMaxConns: 10000, WSWriteQueue: 8 << 20,
 				WSWriteTimeout: 10 * time.Second, WSPingInterval: 30 * time.Second, WSPongTimeout: 10 * time.Second,
-				JWTLeeway: 30 * time.Second,
+				JWTLeeway:      30 * time.Second,
+				MaxHeaderBytes: 8 << 10,
 			},
 		},
 		{

@@ -33,6 +33,7 @@ type Edge struct {
 	events   *eventHub      // the live feed behind GET /events
 	schemas  *schemas       // params schemas the consumers registered
 	auth     *authenticator // nil: auth is off
+	limiter  *rateLimiter
 
 	wg       sync.WaitGroup
 	mu       sync.Mutex
@@ -58,15 +59,19 @@ func New(rdb redis.UniversalClient, cfg Config) (*Edge, error) {
 		streams:  streams.New(rdb, streams.Options{ResultTTL: cfg.ResultTTL}),
 		waiters:  newWaiters(),
 		watchers: newWatchers(),
-		ws:       newWSHub(cfg.WSMaxConns),
+		ws:       newWSHub(cfg.WSMaxConns, cfg.WSMaxConnsPerIP),
 	}
 	e.log = cfg.Logger.With("edge", e.id)
 	e.replies = newReplyReader(e.streams, e.id, e.waiters, e.watchers, e.log)
 	e.events = newEventHub(e.streams, e.log)
 	e.schemas = newSchemas(e.streams, e.log)
+	e.limiter = newRateLimiter(e.streams, cfg, e.log)
 	e.fiber = fiber.New(fiber.Config{
-		AppName:               "streamrpc",
-		BodyLimit:             cfg.MaxBody,
+		AppName:   "streamrpc",
+		BodyLimit: cfg.MaxBody,
+		// fasthttp reads the request line and headers into this buffer;
+		// larger ones are answered 431 (Fiber's ErrRequestHeaderFieldsTooLarge).
+		ReadBufferSize:        cfg.MaxHeaderBytes,
 		DisableStartupMessage: true,
 		ErrorHandler:          e.fiberError,
 	})
@@ -102,6 +107,9 @@ func (e *Edge) Start(ctx context.Context) error {
 func (e *Edge) Serve(ln net.Listener) error {
 	if err := e.Start(context.Background()); err != nil {
 		return err
+	}
+	if e.cfg.MaxConnsPerIP > 0 {
+		ln = newPerIPListener(ln, e.cfg.MaxConnsPerIP)
 	}
 	return e.fiber.Listener(ln)
 }

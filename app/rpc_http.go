@@ -25,6 +25,12 @@ func (e *Edge) routes() {
 		// route below names the scope it needs (README "Security model").
 		e.fiber.Use(e.authenticate)
 	}
+	// Rate limits come first, so a refused request costs nothing more; but
+	// after authentication, whose principal they count by: register an
+	// authentication middleware before this.
+	if e.limiter.enabled() {
+		e.fiber.Use(e.limiter.middleware)
+	}
 	e.fiber.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	e.fiber.Get("/readyz", e.handleReady)
 	e.fiber.Post("/rpc/:handler/:method", e.needCall, e.handleCall)

@@ -82,6 +82,11 @@ func (e *Edge) wsUpgrade(c *fiber.Ctx) error {
 	case open >= e.cfg.WSMaxConns:
 		c.Set(fiber.HeaderRetryAfter, "1")
 		return writeError(c, newError(streams.CodeOverloaded, "this edge has as many WebSocket connections as it takes; retry later", "limit", e.cfg.WSMaxConns))
+	case e.ws.fullFor(c.IP()):
+		// 429, not 503: the edge has room, this client does not.
+		c.Set(fiber.HeaderRetryAfter, "1")
+		return writeError(c, newError(streams.CodeRateLimited, "this address has as many WebSocket connections to this edge as it may; close one first",
+			"scope", "ip", "limit", e.cfg.WSMaxConnsPerIP))
 	}
 	return c.Next()
 }
@@ -96,7 +101,11 @@ func (e *Edge) serveWS(conn *websocket.Conn) {
 	// against its scopes in dispatch.
 	c.principal, _ = conn.Locals(principalLocal).(*Principal)
 	if err := e.ws.add(c); err != nil {
+		// Only upgrades that raced past wsUpgrade's checks get here.
 		code, text := CloseTryAgainLater, "too many WebSocket connections"
+		if errors.Is(err, errTooManyFromIP) {
+			text = "too many WebSocket connections from this address"
+		}
 		if errors.Is(err, errDraining) {
 			code, text = CloseGoingAway, "the edge is shutting down"
 		}
@@ -114,14 +123,19 @@ type wsHub struct {
 	mu         sync.Mutex
 	conns      map[*wsConn]struct{}
 	max        int
+	maxPerIP   int            // 0: no limit
+	perIP      map[string]int // open connections per peer address
 	closed     bool
 	wg         sync.WaitGroup // one per connection, done when its goroutines are
 	slowClosed atomic.Int64
 }
 
-func newWSHub(max int) *wsHub {
-	return &wsHub{conns: make(map[*wsConn]struct{}), max: max}
+func newWSHub(max, maxPerIP int) *wsHub {
+	return &wsHub{conns: make(map[*wsConn]struct{}), max: max, maxPerIP: maxPerIP, perIP: make(map[string]int)}
 }
+
+// errTooManyFromIP: the peer's address holds STREAMRPC_WS_MAX_CONNS_PER_IP.
+var errTooManyFromIP = errors.New("app: too many WebSocket connections from this address")
 
 func (h *wsHub) add(c *wsConn) error {
 	h.mu.Lock()
@@ -131,8 +145,11 @@ func (h *wsHub) add(c *wsConn) error {
 		return errDraining
 	case len(h.conns) >= h.max:
 		return errors.New("app: too many WebSocket connections")
+	case h.maxPerIP > 0 && h.perIP[c.remote] >= h.maxPerIP:
+		return errTooManyFromIP
 	}
 	h.conns[c] = struct{}{}
+	h.perIP[c.remote]++
 	h.wg.Add(1)
 	return nil
 }
@@ -140,6 +157,9 @@ func (h *wsHub) add(c *wsConn) error {
 func (h *wsHub) remove(c *wsConn) {
 	h.mu.Lock()
 	delete(h.conns, c)
+	if h.perIP[c.remote]--; h.perIP[c.remote] <= 0 {
+		delete(h.perIP, c.remote)
+	}
 	h.mu.Unlock()
 	h.wg.Done()
 }
@@ -148,6 +168,13 @@ func (h *wsHub) state() (open int, closed bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.conns), h.closed
+}
+
+// fullFor reports whether ip holds as many connections as it may.
+func (h *wsHub) fullFor(ip string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.maxPerIP > 0 && h.perIP[ip] >= h.maxPerIP
 }
 
 func (h *wsHub) stats() WSStats {

@@ -49,6 +49,7 @@ const (
 	CodeIdempotencyMismatch = -32009
 	CodeUnauthenticated     = -32010
 	CodeForbidden           = -32011
+	CodeRateLimited         = -32012
 )
 
 // Error is an error the edge or the handler answered a call with.

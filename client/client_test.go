@@ -32,6 +32,7 @@ func TestCodesMatchTheEdge(t *testing.T) {
 		"unsupported_media_type": CodeUnsupportedMedia, "overloaded": CodeOverloaded, "cancelled": CodeCancelled,
 		"dead_lettered": CodeDeadLettered, "not_found": CodeNotFound, "idempotency_mismatch": CodeIdempotencyMismatch,
 		"unauthenticated": CodeUnauthenticated, "forbidden": CodeForbidden,
+		"rate_limited": CodeRateLimited,
 	}
 	for _, c := range streams.Codes {
 		if got, ok := mine[c.Name]; !ok || got != c.Code {

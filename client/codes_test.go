@@ -27,6 +27,7 @@ func TestCodesMatchTheEdgeTable(t *testing.T) {
 		"idempotency_mismatch":   {CodeIdempotencyMismatch, streams.CodeIdempotencyMismatch},
 		"unauthenticated":        {CodeUnauthenticated, streams.CodeUnauthenticated},
 		"forbidden":              {CodeForbidden, streams.CodeForbidden},
+		"rate_limited":           {CodeRateLimited, streams.CodeRateLimited},
 	}
 	if len(ours) != len(streams.Codes) {
 		t.Fatalf("the client knows %d codes, the edge's table has %d", len(ours), len(streams.Codes))

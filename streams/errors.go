@@ -39,6 +39,7 @@ const (
 	CodeIdempotencyMismatch = -32009
 	CodeUnauthenticated     = -32010
 	CodeForbidden           = -32011
+	CodeRateLimited         = -32012
 )
 
 // CodeInfo describes one wire error code: its name and the HTTP status the edge
@@ -69,6 +70,7 @@ var Codes = []CodeInfo{
 	{CodeIdempotencyMismatch, "idempotency_mismatch", http.StatusUnprocessableEntity, "an Idempotency-Key was reused with different params"},
 	{CodeUnauthenticated, "unauthenticated", http.StatusUnauthorized, "no credentials, or an API key or token the edge does not accept (unknown, expired, wrong audience or issuer)"},
 	{CodeForbidden, "forbidden", http.StatusForbidden, "the credentials are good but their scopes do not allow this route or method (or a CSRF token is missing)"},
+	{CodeRateLimited, "rate_limited", http.StatusTooManyRequests, "the caller (principal or IP address) is over its rate limit, or has too many connections; retry after Retry-After"},
 }
 
 var codeStatus = func() map[int]int {

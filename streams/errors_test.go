@@ -30,6 +30,7 @@ func TestCodesUnique(t *testing.T) {
 		CodeHandlerError, CodeTimeout, CodeUnavailable, CodeBodyTooLarge, CodeUnsupportedMedia,
 		CodeOverloaded, CodeCancelled, CodeDeadLettered, CodeNotFound, CodeIdempotencyMismatch,
 		CodeUnauthenticated, CodeForbidden,
+		CodeRateLimited,
 	} {
 		if _, ok := codes[code]; !ok {
 			t.Errorf("code %d is not in Codes", code)
@@ -60,6 +61,7 @@ func TestHTTPStatus(t *testing.T) {
 		{name: "idempotency mismatch", code: CodeIdempotencyMismatch, want: http.StatusUnprocessableEntity},
 		{name: "unauthenticated", code: CodeUnauthenticated, want: http.StatusUnauthorized},
 		{name: "forbidden", code: CodeForbidden, want: http.StatusForbidden},
+		{name: "rate limited", code: CodeRateLimited, want: http.StatusTooManyRequests},
 		{name: "handler's own code", code: 4001, want: http.StatusUnprocessableEntity},
 		{name: "zero", code: 0, want: http.StatusUnprocessableEntity},
 		{name: "unused server range code", code: -32099, want: http.StatusUnprocessableEntity},

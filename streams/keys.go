@@ -29,6 +29,8 @@ import (
 //	srpc:result:{id}             string   a call's reply, kept for the result TTL
 //	srpc:edge:{e}:replies        stream   replies for the calls edge e is waiting on
 //	srpc:{h}:cancel              channel  (pub/sub) ids of running calls to cancel
+//	srpc:{rl:<subject>}          string   a caller's rate limit state (GCRA arrival time, µs),
+//	                                      expiring when idle; subject "ip:<addr>" or "p:<hash>"
 const keyPrefix = "srpc:"
 
 // Group is the consumer group every consumer of a handler joins.
@@ -98,6 +100,10 @@ func idemKey(handler, keyHash string) string {
 // cancelChannel is a pub/sub channel, not a key: the edge publishes the ids
 // of running calls their callers cancelled.
 func cancelChannel(handler string) string { return keyPrefix + "{" + handler + "}:cancel" }
+
+// rateLimitKey is one rate-limited caller's key; its own hash tag, as it
+// belongs to no handler.
+func rateLimitKey(subject string) string { return keyPrefix + "{rl:" + subject + "}" }
 
 func resultKey(id string) string    { return keyPrefix + "result:{" + id + "}" }
 func replyKey(edgeID string) string { return keyPrefix + "edge:{" + edgeID + "}:replies" }

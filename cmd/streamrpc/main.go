@@ -7,6 +7,7 @@
 //	                  local HTTP service (STREAMRPC_UPSTREAM_URL)
 //	streamrpc healthcheck  exit 0 if this host's edge or consumer is healthy
 //	streamrpc hash-key  print a new API key and its STREAMRPC_API_KEYS entry
+//	streamrpc acl     print the least-privilege Redis ACL of an edge or consumer
 //
 // Every setting comes from the environment; see .env.example.
 package main
@@ -39,6 +40,10 @@ commands:
   hash-key -id ID -scopes 'SCOPES'
           print a new random API key and its STREAMRPC_API_KEYS entry
           (only the key's SHA-256 is configured; the key is shown once)
+  acl [-user NAME] [-password-stdin] edge | consumer <handler>
+          print the ACL SETUSER command that gives an edge, or a consumer of
+          one handler, only the Redis commands and keys it needs (see README,
+          "Redis ACLs"); pipe it into redis-cli
   bench [flags]  load an edge and report throughput and latency (-h for flags)
   help    show this text
 
@@ -67,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runConsumer(ctx, stderr)
 	case "healthcheck":
 		err = runHealthcheck(ctx, args[1:], stdout, stderr)
+	case "acl":
+		err = runACL(args[1:], os.Stdin, stdout, stderr)
 	case "bench":
 		return runBench(ctx, args[1:], stdout, stderr)
 	case "hash-key":

@@ -1,0 +1,230 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/streamrpc/streamrpc/app"
+	"github.com/streamrpc/streamrpc/consumers"
+	"github.com/streamrpc/streamrpc/examples/echo/echo"
+	"github.com/streamrpc/streamrpc/streams"
+)
+
+const aclPassword = "correct horse battery staple"
+
+// aclUser creates user on r with rules (through the default user, as an
+// operator would) and returns a REDIS_URL that logs in as it.
+func aclUser(t *testing.T, r *RedisServer, user string, rules []string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.Client(t).Do(ctx, streams.ACLSetUser(user, aclPassword, rules)...).Err(); err != nil {
+		t.Fatalf("ACL SETUSER %s: %v", user, err)
+	}
+	u, err := url.Parse(r.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(user, aclPassword)
+	return u.String()
+}
+
+// aclLog returns Redis's record of commands the ACLs refused.
+func aclLog(t *testing.T, r *RedisServer) []any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	v, err := r.Client(t).Do(ctx, "ACL", "LOG").Slice()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestACLLeastPrivilege runs a real edge and two consumers, each as a Redis
+// user with only the rules streams gives it, through sync, async, cancelled
+// and dead-lettered calls and the registry API; then shows what a consumer
+// of one handler cannot do to another's keys.
+func TestACLLeastPrivilege(t *testing.T) {
+	r := startRedis(t)
+	consumerRules := func(h string) []string {
+		rules, err := streams.ConsumerACL(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rules
+	}
+	edgeURL := aclUser(t, r, "edge", streams.EdgeACL())
+	echoURL := aclUser(t, r, "echo-consumer", consumerRules(echo.Name))
+	otherURL := aclUser(t, r, "other-consumer", consumerRules("other"))
+
+	st := &stack{redis: &RedisServer{URL: edgeURL}, cmds: &commandCounter{}}
+	// A rate limit high enough never to refuse, so that its script runs
+	// under the edge's ACL too.
+	edge := st.startEdge(t, app.Config{RateLimitIP: 1000, RateLimitIPBurst: 1000})
+	(&stack{redis: &RedisServer{URL: echoURL}, cmds: st.cmds}).startConsumer(t,
+		consumers.Config{MaxAttempts: 2, RetryBaseDelay: 10 * time.Millisecond}, echo.Mux())
+	(&stack{redis: &RedisServer{URL: otherURL}, cmds: st.cmds}).startConsumer(t,
+		consumers.Config{Handler: "other"}, echo.Mux())
+
+	if g := get(t, st.url+"/readyz"); g.status != http.StatusOK {
+		t.Fatalf("readyz: %d %s", g.status, g.body)
+	}
+	sync := post(t, st.url, "/rpc/echo/echo", []byte(`{"n":1}`), nil)
+	if sync.status != http.StatusOK || string(sync.Result) != `{"n":1}` {
+		t.Fatalf("sync call: %d %s", sync.status, sync.body)
+	}
+	if sync.header.Get("RateLimit-Remaining") == "" {
+		t.Fatal("no RateLimit-Remaining: the rate limit script did not run under the edge's ACL")
+	}
+	otherCall := post(t, st.url, "/rpc/other/echo", []byte(`{"secret":"of other"}`), nil)
+	if otherCall.status != http.StatusOK {
+		t.Fatalf("call to other: %d %s", otherCall.status, otherCall.body)
+	}
+
+	async := post(t, st.url, "/rpc/echo/echo", []byte(`{"n":2}`), preferAsync)
+	if async.status != http.StatusAccepted {
+		t.Fatalf("async call: %d %s", async.status, async.body)
+	}
+	waitUntil(t, 10*time.Second, func() error {
+		if g := get(t, st.url+"/rpc/calls/"+async.requestID); g.State != "done" || string(g.Result) != `{"n":2}` {
+			return fmt.Errorf("async call: %d %s", g.status, g.body)
+		}
+		return nil
+	})
+
+	// A running call cancelled: the edge publishes on the handler's cancel
+	// channel, the consumer hears it on its subscription.
+	slow := post(t, st.url, "/rpc/echo/sleep", []byte(`{"ms":20000}`), preferAsync)
+	waitUntil(t, 10*time.Second, func() error {
+		if g := get(t, st.url+"/rpc/calls/"+slow.requestID); g.State != "running" {
+			return fmt.Errorf("state %q", g.State)
+		}
+		return nil
+	})
+	if d := do(t, mustRequest(t, http.MethodDelete, st.url+"/rpc/calls/"+slow.requestID)); d.status != http.StatusAccepted {
+		t.Fatalf("cancel: %d %s", d.status, d.body)
+	}
+	waitUntil(t, 10*time.Second, func() error {
+		if g := get(t, st.url+"/rpc/calls/"+slow.requestID); g.State != "cancelled" {
+			return fmt.Errorf("state %q", g.State)
+		}
+		return nil
+	})
+
+	// Retry, then dead letter: the delayed set, the forwarder and the dead
+	// letter stream, and the dead-letter API.
+	dead := post(t, st.url, "/rpc/echo/fail", []byte(`{"retryable":true}`), nil)
+	if dead.status != http.StatusBadGateway || dead.Error == nil || dead.Error.Code != streams.CodeDeadLettered {
+		t.Fatalf("failing call: %d %s, want 502 dead_lettered", dead.status, dead.body)
+	}
+	if l := get(t, st.url+"/handlers/echo/dead-letters"); l.status != http.StatusOK || !strings.Contains(string(l.body), `"total":1`) {
+		t.Fatalf("dead letters: %d %s", l.status, l.body)
+	}
+	if rp := post(t, st.url, "/handlers/echo/dead-letters/replay", nil, nil); rp.status != http.StatusAccepted {
+		t.Fatalf("replay: %d %s", rp.status, rp.body)
+	}
+	for _, path := range []string{"/handlers", "/handlers/echo", "/activity", "/rpc/calls/" + sync.requestID} {
+		if g := get(t, st.url+path); g.status != http.StatusOK {
+			t.Fatalf("GET %s: %d %s", path, g.status, g.body)
+		}
+	}
+	for _, path := range []string{"/ui/", "/ui/handlers/echo", "/ui/calls/" + sync.requestID} { // HTML, not JSON
+		res, err := httpClient.Get(st.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = res.Body.Close()
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %d", path, res.StatusCode)
+		}
+	}
+	if l := aclLog(t, r); len(l) != 0 {
+		t.Fatalf("the edge or a consumer was refused something: ACL LOG %v", l)
+	}
+
+	// Now as the echo consumer's user: the other handler's keys, the calls'
+	// results and stories, the edge's reply stream and the registry are out
+	// of reach, except for the writes settling a call needs.
+	rdb, err := streams.Connect(streams.RedisOptions{URL: echoURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := rdb.Do(ctx, "XPENDING", "srpc:{echo}:calls", streams.Group).Err(); err != nil {
+		t.Fatalf("the consumer cannot read its own stream: %v", err)
+	}
+	result := "srpc:result:{" + otherCall.requestID + "}"
+	replies := "srpc:edge:{" + edge.ID() + "}:replies"
+	denied := []struct {
+		name string
+		cmd  []any
+	}{
+		{"read other's calls", []any{"XRANGE", "srpc:{other}:calls", "-", "+"}},
+		{"take other's calls", []any{"XREADGROUP", "GROUP", streams.Group, "thief", "STREAMS", "srpc:{other}:calls", ">"}},
+		{"claim other's calls", []any{"XAUTOCLAIM", "srpc:{other}:calls", streams.Group, "thief", 0, "0-0"}},
+		{"forge a call to other", []any{"XADD", "srpc:{other}:calls", "*", "id", "x"}},
+		{"read other's stats", []any{"HGETALL", "srpc:{other}:stats"}},
+		{"rewrite other's methods", []any{"HSET", "srpc:{other}:methods", "evil", "{}"}},
+		{"read other's dead letters", []any{"XRANGE", "srpc:{other}:dead", "-", "+"}},
+		{"read a result", []any{"GET", result}},
+		{"read a result while writing it", []any{"SET", result, "x", "GET"}},
+		{"read a story", []any{"LRANGE", "srpc:story:{" + otherCall.requestID + "}", 0, -1}},
+		{"read an edge's replies", []any{"XRANGE", replies, "-", "+"}},
+		{"join an edge's replies as a group", []any{"XGROUP", "CREATE", replies, "thief", "0"}},
+		{"read a result in a script", []any{"EVAL", "return redis.call('GET', KEYS[1])", 1, result}},
+		{"read other's calls in a script", []any{"EVAL", "return redis.call('XRANGE', KEYS[1], '-', '+')", 1, "srpc:{other}:calls"}},
+		{"list the handlers", []any{"SMEMBERS", "srpc:handlers"}},
+		{"read its own registry entry", []any{"HGETALL", "srpc:{echo}:methods"}},
+		{"list keys", []any{"KEYS", "*"}},
+		{"scan keys", []any{"SCAN", 0}},
+		{"flush", []any{"FLUSHALL"}},
+		{"reconfigure", []any{"CONFIG", "GET", "*"}},
+		{"a key outside streamrpc", []any{"SET", "unrelated", "x"}},
+	}
+	for _, tc := range denied {
+		t.Run(tc.name, func(t *testing.T) {
+			err := rdb.Do(ctx, tc.cmd...).Err()
+			if !isACLDenial(err) {
+				t.Fatalf("%v: got %v, want a NOPERM denial", tc.cmd, err)
+			}
+		})
+	}
+	t.Run("listen to other's cancels", func(t *testing.T) {
+		sub := rdb.Subscribe(ctx, "srpc:{other}:cancel")
+		defer sub.Close()
+		if _, err := sub.Receive(ctx); !isACLDenial(err) {
+			t.Fatalf("got %v, want a NOPERM denial", err)
+		}
+	})
+	if v, _ := rdb.Get(ctx, result).Result(); v != "" {
+		t.Fatalf("the consumer read a result: %q", v)
+	}
+}
+
+// isACLDenial: Redis answers NOPERM to a refused command, and a script's
+// refused command fails the script with an error naming the ACL.
+func isACLDenial(err error) bool {
+	if err == nil {
+		return false
+	}
+	return redis.HasErrorPrefix(err, "NOPERM") || strings.Contains(err.Error(), "The user executing the script can't")
+}
+
+func mustRequest(t *testing.T, method, url string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
+}

@@ -1,0 +1,287 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/wait"
+
+	"github.com/streamrpc/streamrpc/app"
+	"github.com/streamrpc/streamrpc/consumers"
+	"github.com/streamrpc/streamrpc/examples/echo/echo"
+	"github.com/streamrpc/streamrpc/streams"
+)
+
+// tlsServerName is the only name on the server certificate: a client that
+// dials 127.0.0.1 must be told to expect it (STREAMRPC_REDIS_TLS_SERVER_NAME).
+const tlsServerName = "redis.test"
+
+// testPKI is a CA with a server and a client certificate it signed, as PEM
+// files in dir; other is a second CA that signed nothing Redis trusts.
+type testPKI struct {
+	dir                          string
+	caCert, otherCA              string
+	clientCert, clientKey        string
+	strangerCert, strangerKey    string // a client certificate signed by the other CA
+	caPEM, serverPEM, serverKPEM []byte
+}
+
+type issuer struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+}
+
+func newTestPKI(t *testing.T) *testPKI {
+	t.Helper()
+	p := &testPKI{dir: t.TempDir()}
+	ca := newCA(t, "streamrpc test CA")
+	other := newCA(t, "some other CA")
+	p.caPEM = certPEM(ca.cert.Raw)
+	p.caCert = p.write(t, "ca.pem", p.caPEM)
+	p.otherCA = p.write(t, "other-ca.pem", certPEM(other.cert.Raw))
+	p.serverPEM, p.serverKPEM = issue(t, ca, tlsServerName, x509.ExtKeyUsageServerAuth)
+	c, k := issue(t, ca, "consumer", x509.ExtKeyUsageClientAuth)
+	p.clientCert, p.clientKey = p.write(t, "client.pem", c), p.write(t, "client-key.pem", k)
+	c, k = issue(t, other, "stranger", x509.ExtKeyUsageClientAuth)
+	p.strangerCert, p.strangerKey = p.write(t, "stranger.pem", c), p.write(t, "stranger-key.pem", k)
+	return p
+}
+
+func (p *testPKI) write(t *testing.T, name string, b []byte) string {
+	t.Helper()
+	path := filepath.Join(p.dir, name)
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func newCA(t *testing.T, name string) issuer {
+	t.Helper()
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(t), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return issuer{cert: cert, key: key}
+}
+
+// issue returns a leaf certificate for name, signed by ca, and its key, as PEM.
+func issue(t *testing.T, ca issuer, name string, usage x509.ExtKeyUsage) (certPEMBytes, keyPEM []byte) {
+	t.Helper()
+	key := newKey(t)
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(t), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certPEM(der), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+}
+
+func newKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func serial(t *testing.T) *big.Int {
+	t.Helper()
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func certPEM(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// startTLSRedis runs Redis with TLS only (no plain port), the PKI's server
+// certificate, and client certificates required or not. It returns the
+// rediss:// URL.
+func startTLSRedis(t *testing.T, p *testPKI, authClients string) string {
+	t.Helper()
+	requireDocker(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*redisReadyTimeout)
+	defer cancel()
+	file := func(b []byte, path string) testcontainers.ContainerFile {
+		return testcontainers.ContainerFile{Reader: bytes.NewReader(b), ContainerFilePath: path, FileMode: 0o644}
+	}
+	ctr, err := testcontainers.Run(ctx, redisImage,
+		testcontainers.WithFiles(
+			file(p.caPEM, "/tls/ca.pem"), file(p.serverPEM, "/tls/server.pem"), file(p.serverKPEM, "/tls/server-key.pem")),
+		testcontainers.WithCmd("redis-server", "--protected-mode", "no", "--port", "0", "--tls-port", "6379",
+			"--tls-cert-file", "/tls/server.pem", "--tls-key-file", "/tls/server-key.pem",
+			"--tls-ca-cert-file", "/tls/ca.pem", "--tls-auth-clients", authClients),
+		testcontainers.WithExposedPorts(redisPort),
+		testcontainers.WithWaitStrategy(wait.ForLog("Ready to accept connections").WithStartupTimeout(redisReadyTimeout)),
+	)
+	testcontainers.CleanupContainer(t, ctr)
+	if err != nil {
+		t.Fatalf("start TLS redis: %v", err)
+	}
+	u, err := ctr.PortEndpoint(ctx, redisPort, "rediss")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u + "/0"
+}
+
+// pingWith connects with opts and returns PING's error.
+func pingWith(t *testing.T, opts streams.RedisOptions) error {
+	t.Helper()
+	opts.DialTimeout = 5 * time.Second
+	rdb, err := streams.Connect(opts)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer rdb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return rdb.Ping(ctx).Err()
+}
+
+// TestRedisTLS connects to a TLS-only Redis: with the CA (and the server's
+// name) it works, end to end through an edge and a consumer; without the CA
+// or with the wrong name it fails naming the certificate problem; with
+// client certificates required, only a client certificate the CA signed gets
+// in.
+func TestRedisTLS(t *testing.T) {
+	p := newTestPKI(t)
+
+	t.Run("server authentication", func(t *testing.T) {
+		url := startTLSRedis(t, p, "no")
+		cases := []struct {
+			name    string
+			opts    streams.RedisOptions
+			wantErr string // "" for success; else a substring of the error
+		}{
+			{"CA and server name", streams.RedisOptions{URL: url, TLSCA: p.caCert, TLSServerName: tlsServerName}, ""},
+			{"without the CA", streams.RedisOptions{URL: url, TLSServerName: tlsServerName}, "certificate signed by unknown authority"},
+			{"another CA", streams.RedisOptions{URL: url, TLSCA: p.otherCA, TLSServerName: tlsServerName}, "certificate signed by unknown authority"},
+			{"wrong server name", streams.RedisOptions{URL: url, TLSCA: p.caCert}, "x509: cannot validate certificate for 127.0.0.1"},
+			{"insecure skip verify (development only)", streams.RedisOptions{URL: url, TLSInsecureSkipVerify: true}, ""},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				err := pingWith(t, tc.opts)
+				switch {
+				case tc.wantErr == "" && err != nil:
+					t.Fatalf("PING: %v", err)
+				case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+					t.Fatalf("PING: got %v, want an error mentioning %q", err, tc.wantErr)
+				}
+			})
+		}
+
+		// An edge and a consumer over TLS, through the settings both use.
+		edgeURL := tlsStack(t, streams.RedisOptions{URL: url, TLSCA: p.caCert, TLSServerName: tlsServerName})
+		r := post(t, edgeURL, "/rpc/echo/echo", []byte(`{"over":"tls"}`), nil)
+		if r.status != http.StatusOK || string(r.Result) != `{"over":"tls"}` {
+			t.Fatalf("call over TLS: %d %s", r.status, r.body)
+		}
+	})
+
+	t.Run("client certificates required", func(t *testing.T) {
+		url := startTLSRedis(t, p, "yes")
+		cases := []struct {
+			name    string
+			opts    streams.RedisOptions
+			wantErr string // "" for success; else a substring of the error
+		}{
+			{"client certificate from the CA", streams.RedisOptions{URL: url, TLSCA: p.caCert, TLSServerName: tlsServerName, TLSCert: p.clientCert, TLSKey: p.clientKey}, ""},
+			{"no client certificate", streams.RedisOptions{URL: url, TLSCA: p.caCert, TLSServerName: tlsServerName}, "tls: certificate required"},
+			// The server's alert for a certificate it cannot verify varies
+			// with the TLS library (unknown certificate authority, bad
+			// certificate): any TLS alert will do.
+			{"client certificate from another CA", streams.RedisOptions{URL: url, TLSCA: p.caCert, TLSServerName: tlsServerName, TLSCert: p.strangerCert, TLSKey: p.strangerKey}, "tls: "},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				err := pingWith(t, tc.opts)
+				switch {
+				case tc.wantErr == "" && err != nil:
+					t.Fatalf("PING: %v", err)
+				case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+					t.Fatalf("PING: got %v, want an error mentioning %q", err, tc.wantErr)
+				}
+			})
+		}
+	})
+}
+
+// tlsStack runs an edge and an echo consumer on the Redis opts names and
+// returns the edge's URL.
+func tlsStack(t *testing.T, opts streams.RedisOptions) string {
+	t.Helper()
+	connect := func() redis.UniversalClient {
+		rdb, err := streams.Connect(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = rdb.Close() })
+		return rdb
+	}
+	edge, err := app.New(connect(), app.Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = edge.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = edge.Shutdown(ctx)
+	})
+	srv, err := consumers.NewServer(connect(), consumers.Config{Handler: echo.Name, Logger: testLogger(t)}, echo.Mux())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return "http://" + ln.Addr().String()
+}

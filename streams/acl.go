@@ -1,0 +1,168 @@
+package streams
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
+
+// Least-privilege Redis ACL rules for the edge and for a consumer of one
+// handler. They live here, beside keys.go and the scripts, because they are a
+// function of exactly those: every key pattern below is one of keys.go's keys,
+// and every command is one that a Client method or a script runs. Change a
+// script or add a key, and change these rules in the same commit (the ACL
+// integration test runs a real edge and consumer under them).
+//
+// Two Redis facts shape the rules (Redis 7, checked against 7.0):
+//
+//   - EVAL and EVALSHA are checked against every key they declare as if they
+//     read and wrote it (Redis cannot know what the script does), and every
+//     command a script runs is checked again, with its keys, as if the user
+//     had sent it. So a user that runs a script needs read+write on all its
+//     declared keys and each command the script calls.
+//   - A command is allowed if the user's root permissions, or any one of its
+//     selectors "(...)", allows the command together with all its keys. That
+//     lets a consumer hold read+write on the shared keys for EVALSHA alone,
+//     while the commands that could read them (XREADGROUP, XAUTOCLAIM, GET,
+//     LRANGE, SET … GET) are allowed only on its own handler's keys.
+
+// aclConnection are the commands every client needs to hold a connection:
+// go-redis sends HELLO (always allowed) and CLIENT SETINFO (its failure is
+// ignored, so it is not granted), SELECT for a REDIS_URL with a database
+// number, and PING for /readyz and pub/sub health checks.
+var aclConnection = []string{"+ping", "+select"}
+
+// edgeCommands are the commands the edge runs, directly or in its scripts
+// (enqueueScript, cancelScript, forgetScript, replayScript, rateLimitScript).
+var edgeCommands = []string{
+	"+evalsha", "+eval",
+	// calls, reply streams, dead letters, activity
+	"+xadd", "+xread", "+xrange", "+xrevrange", "+xlen", "+xdel", "+xpending",
+	// results, idempotency keys, async state, handler info, rate limits
+	"+get", "+set", "+exists", "+expire", "+pexpire", "+del",
+	// registry and stats
+	"+smembers", "+srem", "+hgetall", "+hmget", "+zcard", "+zcount", "+zrange", "+lrange",
+	// cancelScript tells consumers about cancelled calls
+	"+publish",
+	// rateLimitScript reads Redis's clock
+	"+time",
+}
+
+// EdgeACL returns the ACL SETUSER rules (without the user name, "on" and a
+// password) for an edge: every streamrpc key, the cancel channels to publish
+// on, and only the commands the edge runs. The edge serves every handler, so
+// it is trusted with all of them; what the rules take away is the rest of the
+// server (other keys, FLUSHALL, CONFIG, KEYS, DEBUG, MODULE, ...).
+func EdgeACL() []string {
+	rules := []string{"resetkeys", "resetchannels", "-@all"}
+	rules = append(rules, aclConnection...)
+	rules = append(rules, edgeCommands...)
+	return append(rules, "~"+keyPrefix+"*", "&"+keyPrefix+"*:cancel")
+}
+
+// consumerOwnCommands are what a consumer runs on its own handler's keys:
+// EnsureGroup, Register, ReadCalls, ExtendLease, Heartbeat, Deregister, and
+// in claimScript, settleScript, poisonScript and forwardScript.
+var consumerOwnCommands = []string{
+	"+xgroup|create", "+xreadgroup", "+xautoclaim", "+xclaim", "+xpending", "+xack", "+xdel", "+xadd",
+	"+hset", "+hdel", "+hincrby", "+hkeys",
+	"+zadd", "+zrem", "+zrange", "+zrangebyscore", "+zremrangebyscore",
+	"+set", "+sadd",
+	"+subscribe", "+unsubscribe",
+}
+
+// consumerSharedCommands are what settleScript does to the keys shared by all
+// handlers (a call's result and story, the waiting edge's reply stream):
+// none of them returns a value stored there. EXISTS and LLEN need no read
+// permission (they read no value), SET without GET needs only write.
+var consumerSharedCommands = []string{"+set", "+exists", "+xadd", "+llen", "+rpush", "+pexpire"}
+
+// consumerOwnKeys are the handler's keys a consumer reads and writes.
+func consumerOwnKeys(handler string) []string {
+	return []string{
+		callsKey(handler), delayedKey(handler), deadKey(handler), statsKey(handler), rateKey(handler),
+		activityKey(handler), consumersKey(handler), consumerInfoKey(handler),
+	}
+}
+
+// consumerRegistryKeys a consumer only writes (Register): it never reads the
+// registry, so it cannot list other handlers.
+func consumerRegistryKeys(handler string) []string {
+	return []string{methodsKey(handler), infoKey(handler), handlersKey()}
+}
+
+// Patterns of the keys every consumer writes for calls of any handler. Call
+// and edge ids are ULIDs and not known in advance, so these cannot be
+// narrowed to one handler with the current layout (see the README, "Redis
+// ACLs").
+var consumerSharedPatterns = []string{resultKey("*"), storyKey("*"), replyKey("*")}
+
+// ConsumerACL returns the ACL SETUSER rules (without the user name, "on" and
+// a password) for a consumer of handler:
+//
+//   - root: its handler's keys (read+write), the handler's registry entry and
+//     the handler set (write only), the handler's cancel channel, and the
+//     commands of the consumer protocol;
+//   - one selector for EVALSHA/EVAL, with read+write on every key the
+//     consumer's scripts declare, its own and the shared ones (Redis requires
+//     it of scripts) and no other command;
+//   - one selector with write-only access to the shared keys, for the
+//     commands settleScript runs on them.
+//
+// What a consumer running under these rules can still do is described in the
+// README ("Redis ACLs").
+func ConsumerACL(handler string) ([]string, error) {
+	if err := ValidateName("handler", handler); err != nil {
+		return nil, err
+	}
+	// Handler names are [a-zA-Z0-9_.-]: nothing in them is a glob
+	// character, so each key below is a pattern matching only itself.
+	rules := []string{"resetkeys", "resetchannels", "-@all"}
+	rules = append(rules, aclConnection...)
+	rules = append(rules, consumerOwnCommands...)
+	for _, k := range consumerOwnKeys(handler) {
+		rules = append(rules, "~"+k)
+	}
+	for _, k := range consumerRegistryKeys(handler) {
+		rules = append(rules, "%W~"+k)
+	}
+	rules = append(rules, "&"+cancelChannel(handler))
+
+	scripts := "(+evalsha +eval"
+	for _, k := range consumerOwnKeys(handler) {
+		scripts += " ~" + k
+	}
+	for _, p := range consumerSharedPatterns {
+		scripts += " ~" + p
+	}
+	rules = append(rules, scripts+")")
+
+	shared := "("
+	for i, c := range consumerSharedCommands {
+		if i > 0 {
+			shared += " "
+		}
+		shared += c
+	}
+	for _, p := range consumerSharedPatterns {
+		shared += " %W~" + p
+	}
+	return append(rules, shared+")"), nil
+}
+
+// ACLSetUser returns the ACL SETUSER command that (re)creates user with
+// rules, as arguments for a client's Do. It starts with "reset", so running
+// it again after an upgrade drops permissions the rules no longer give. With
+// a password the user is turned on and given the password's SHA-256 (so the
+// plain password appears nowhere, not even in the command); without one it
+// stays off until an operator sets one.
+func ACLSetUser(user, password string, rules []string) []any {
+	args := []any{"ACL", "SETUSER", user, "reset"}
+	if password != "" {
+		sum := sha256.Sum256([]byte(password))
+		args = append(args, "on", "#"+hex.EncodeToString(sum[:]))
+	}
+	for _, r := range rules {
+		args = append(args, r)
+	}
+	return args
+}

@@ -1,0 +1,115 @@
+package streams
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// writeSelfSigned writes a self-signed certificate and its key as PEM files
+// in dir and returns their paths.
+func writeSelfSigned(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
+}
+
+// TestConnectTLSSettings checks how the TLS settings are read; dialing a
+// real TLS Redis is integration/tls_test.go's.
+func TestConnectTLSSettings(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeSelfSigned(t, dir)
+	notPEM := filepath.Join(dir, "not.pem")
+	if err := os.WriteFile(notPEM, []byte("hello"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		opts    RedisOptions
+		wantErr error
+		check   func(t *testing.T, o *redis.Options)
+	}{
+		{name: "plain", opts: RedisOptions{URL: "redis://127.0.0.1:6379/0"},
+			check: func(t *testing.T, o *redis.Options) {
+				if o.TLSConfig != nil {
+					t.Fatal("TLS for a redis:// URL")
+				}
+			}},
+		{name: "rediss with system roots", opts: RedisOptions{URL: "rediss://redis.example:6380/0"},
+			check: func(t *testing.T, o *redis.Options) {
+				if o.TLSConfig == nil || o.TLSConfig.ServerName != "redis.example" || o.TLSConfig.RootCAs != nil || o.TLSConfig.InsecureSkipVerify {
+					t.Fatalf("TLS config %+v", o.TLSConfig)
+				}
+			}},
+		{name: "CA, client pair and server name", opts: RedisOptions{URL: "rediss://10.0.0.1:6380/0", TLSCA: cert, TLSCert: cert, TLSKey: key, TLSServerName: "redis.internal"},
+			check: func(t *testing.T, o *redis.Options) {
+				c := o.TLSConfig
+				if c == nil || c.RootCAs == nil || len(c.Certificates) != 1 || c.ServerName != "redis.internal" || c.MinVersion < 0x0303 {
+					t.Fatalf("TLS config %+v", c)
+				}
+			}},
+		{name: "insecure skip verify", opts: RedisOptions{URL: "rediss://127.0.0.1:6380/0", TLSInsecureSkipVerify: true},
+			check: func(t *testing.T, o *redis.Options) {
+				if !o.TLSConfig.InsecureSkipVerify {
+					t.Fatal("verification still on")
+				}
+			}},
+		{name: "TLS settings with a plain URL", opts: RedisOptions{URL: "redis://127.0.0.1:6379/0", TLSCA: cert}, wantErr: ErrRedisTLS},
+		{name: "missing CA file", opts: RedisOptions{URL: "rediss://127.0.0.1:6380/0", TLSCA: filepath.Join(dir, "nope.pem")}, wantErr: ErrRedisTLS},
+		{name: "CA file without PEM", opts: RedisOptions{URL: "rediss://127.0.0.1:6380/0", TLSCA: notPEM}, wantErr: ErrRedisTLS},
+		{name: "certificate without key", opts: RedisOptions{URL: "rediss://127.0.0.1:6380/0", TLSCert: cert}, wantErr: ErrRedisTLS},
+		{name: "key without certificate", opts: RedisOptions{URL: "rediss://127.0.0.1:6380/0", TLSKey: key}, wantErr: ErrRedisTLS},
+		{name: "key that is not a key", opts: RedisOptions{URL: "rediss://127.0.0.1:6380/0", TLSCert: cert, TLSKey: notPEM}, wantErr: ErrRedisTLS},
+		{name: "empty URL", opts: RedisOptions{}, wantErr: ErrRedisURL},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rdb, err := Connect(tc.opts)
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("got %v, want %v", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = rdb.Close() })
+			tc.check(t, rdb.(*redis.Client).Options())
+		})
+	}
+}
