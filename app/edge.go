@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/oklog/ulid/v2"
@@ -32,6 +33,8 @@ type Edge struct {
 	ws       *wsHub    // open WebSocket connections; Shutdown closes them
 	events   *eventHub // the live feed behind GET /events
 	schemas  *schemas  // params schemas the consumers registered
+
+	draining atomic.Bool // set by Drain and Shutdown: /readyz answers 503
 
 	wg       sync.WaitGroup
 	mu       sync.Mutex
@@ -114,6 +117,7 @@ func (e *Edge) ListenAndServe() error {
 // answered until ctx ends, then stops the reply reader. Safe to call twice.
 func (e *Edge) Shutdown(ctx context.Context) error {
 	e.stopOnce.Do(func() {
+		e.Drain()
 		// Live feeds never end by themselves: end them first, so that
 		// Fiber's shutdown only waits for calls.
 		e.mu.Lock()

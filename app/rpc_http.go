@@ -20,7 +20,7 @@ import (
 )
 
 func (e *Edge) routes() {
-	e.fiber.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	e.fiber.Get("/healthz", e.handleHealth)
 	e.fiber.Get("/readyz", e.handleReady)
 	e.fiber.Post("/rpc/:handler/:method", e.handleCall)
 	e.fiber.Get("/rpc/calls/:id", e.handleCallStatus)
@@ -29,16 +29,6 @@ func (e *Edge) routes() {
 	e.registryRoutes()
 	ui.New(uiSource{e}, ui.Options{}).Register(e.fiber)
 	e.jsonrpcRoutes()
-}
-
-// handleReady answers 200 while Redis answers, 503 otherwise.
-func (e *Edge) handleReady(c *fiber.Ctx) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := e.streams.Redis().Ping(ctx).Err(); err != nil {
-		return writeError(c, newError(streams.CodeUnavailable, "redis unavailable: "+err.Error()))
-	}
-	return c.JSON(fiber.Map{"status": "ready", "edge": e.id})
 }
 
 // callRequest is a validated call, ready to enqueue.

@@ -141,13 +141,17 @@ func serveHealth(addr string, ready *atomic.Bool, log *slog.Logger) (func(), err
 		return nil, fmt.Errorf("health endpoint (STREAMRPC_HEALTH_ADDR): %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	health := func(w http.ResponseWriter, _ *http.Request) {
 		if !ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ok\n")
-	})
+	}
+	// A sidecar is useless until it takes calls, so liveness and readiness
+	// are the same here; /readyz is there for `streamrpc healthcheck --ready`.
+	mux.HandleFunc("GET /healthz", health)
+	mux.HandleFunc("GET /readyz", health)
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {
