@@ -33,6 +33,7 @@ type Edge struct {
 	ws       *wsHub    // open WebSocket connections; Shutdown closes them
 	events   *eventHub // the live feed behind GET /events
 	schemas  *schemas  // params schemas the consumers registered
+	metrics  *metrics  // served at GET /metrics
 
 	draining atomic.Bool // set by Drain and Shutdown: /readyz answers 503
 
@@ -61,6 +62,8 @@ func New(rdb redis.UniversalClient, cfg Config) (*Edge, error) {
 	e.replies = newReplyReader(e.streams, e.id, e.waiters, e.watchers, e.log)
 	e.events = newEventHub(e.streams, e.log)
 	e.schemas = newSchemas(e.streams, e.log)
+	e.metrics = newMetrics(e)
+	e.replies.metrics = e.metrics
 	e.fiber = fiber.New(fiber.Config{
 		AppName:               "streamrpc",
 		BodyLimit:             cfg.MaxBody,

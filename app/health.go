@@ -82,6 +82,7 @@ func (e *Edge) ready(parent context.Context) readiness {
 	ctx, cancel := context.WithTimeout(parent, readyPingTimeout)
 	defer cancel()
 	if err := e.streams.Redis().Ping(ctx).Err(); err != nil {
+		e.metrics.redisError(opPing)
 		fail(checkRedis, "redis unavailable: "+err.Error())
 	} else {
 		r.Checks[checkRedis] = checkState{OK: true}

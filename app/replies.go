@@ -22,6 +22,7 @@ type replyReader struct {
 	// running is true while the read loop runs: /readyz checks it, since an
 	// edge whose reader has stopped would enqueue calls it never answers.
 	running atomic.Bool
+	metrics *metrics
 
 	ctx    context.Context // cancelled by shutdown
 	cancel context.CancelFunc
@@ -67,6 +68,7 @@ func (r *replyReader) read() {
 				return
 			}
 			outages.Failed(err)
+			r.metrics.redisError(opReadReplies)
 			select {
 			case <-time.After(outages.Backoff()):
 			case <-r.ctx.Done():

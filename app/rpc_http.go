@@ -22,6 +22,7 @@ import (
 func (e *Edge) routes() {
 	e.fiber.Get("/healthz", e.handleHealth)
 	e.fiber.Get("/readyz", e.handleReady)
+	e.fiber.Get("/metrics", e.metrics.handler())
 	e.fiber.Post("/rpc/:handler/:method", e.handleCall)
 	e.fiber.Get("/rpc/calls/:id", e.handleCallStatus)
 	e.fiber.Delete("/rpc/calls/:id", e.handleCancel)
@@ -153,10 +154,10 @@ func jsonProblem(body []byte) string {
 	return "invalid"
 }
 
-// call enqueues a call and waits for its reply until the call's deadline.
+// roundTrip enqueues a call and waits for its reply until the call's deadline.
 // The reply's ID is the call's id: with an idempotency key seen before, the
-// first call's.
-func (e *Edge) call(id string, req callRequest) (streams.Reply, *streams.Error) {
+// first call's. Callers go through call (observe.go), which measures it.
+func (e *Edge) roundTrip(id string, req callRequest) (streams.Reply, *streams.Error) {
 	now := time.Now()
 	deadline := now.Add(req.timeout)
 	ctx, cancel := context.WithDeadline(req.parent(), deadline)
@@ -240,7 +241,7 @@ func (e *Edge) awaitResult(ctx context.Context, id string, timeout time.Duration
 func enqueueError(err error, req callRequest) *streams.Error {
 	switch {
 	case errors.Is(err, streams.ErrNoHandler):
-		return newError(streams.CodeMethodNotFound, "unknown handler "+strconv.Quote(req.handler)+": no consumer has registered it", "handler", req.handler)
+		return newError(streams.CodeMethodNotFound, unknownHandlerMsg+strconv.Quote(req.handler)+": no consumer has registered it", "handler", req.handler)
 	case errors.Is(err, streams.ErrNoMethod):
 		return newError(streams.CodeMethodNotFound, "handler "+strconv.Quote(req.handler)+" has no method "+strconv.Quote(req.method), "handler", req.handler, "method", req.method)
 	case errors.Is(err, streams.ErrIdempotencyMismatch):

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/streamrpc/streamrpc/streams"
 )
@@ -56,6 +57,9 @@ type Config struct {
 	ResultTTL time.Duration `env:"STREAMRPC_CONSUMER_RESULT_TTL"`
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger `env:"-"`
+	// Registerer, if set, gets the server's Prometheus metrics
+	// (streamrpc_consumer_*; see README "Metrics"). Default nil: none kept.
+	Registerer prometheus.Registerer `env:"-"`
 }
 
 // ConfigFromEnv reads a Config from the environment variables named by its

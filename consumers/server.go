@@ -41,6 +41,7 @@ type Server struct {
 	streams *streams.Client
 	log     *slog.Logger
 	stats   *statsKeeper
+	obs     *observer // metrics, call logs and spans (observe.go)
 
 	mu      sync.Mutex
 	started bool
@@ -81,6 +82,11 @@ func NewServer(rdb redis.UniversalClient, cfg Config, h Handler) (*Server, error
 		log:     cfg.Logger.With("handler", cfg.Handler, "consumer", cfg.Name),
 		stats:   newStatsKeeper(),
 	}
+	obs, err := newObserver(cfg, s.log, h)
+	if err != nil {
+		return nil, err
+	}
+	s.obs = obs
 	s.runCtx, s.cancelRun = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -467,9 +473,11 @@ func (s *Server) backoff(attempt int) time.Duration {
 
 // serve runs the handler; a panic becomes an internal error.
 func (s *Server) serve(ctx context.Context, req *Request) (res any, err error) {
+	ctx, done := s.obs.begin(ctx, req)
+	defer func() { done(err) }() // after the recover below: sees a panic's error
 	defer func() {
 		if p := recover(); p != nil {
-			s.log.Error("handler panicked", "method", req.Method, "id", req.ID, "panic", p, "stack", string(debug.Stack()))
+			s.log.Error("handler panicked", "method", req.Method, "call_id", req.ID, "panic", p, "stack", string(debug.Stack()))
 			res, err = nil, fmt.Errorf("%w: %v", errPanic, p)
 		}
 	}()
@@ -494,6 +502,7 @@ func resultReply(id string, res any) (streams.Reply, error) {
 }
 
 func (s *Server) answer(d *streams.Delivery, reply streams.Reply, run streams.Run) {
+	reply = withTiming(reply, d.Call, run)
 	s.settle(d, func(ctx context.Context) (bool, error) { return s.streams.Finish(ctx, d, reply, run) })
 }
 
