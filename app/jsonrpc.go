@@ -265,7 +265,7 @@ func (e *Edge) runJSONRPC(ctx context.Context, r *rpcRequest, tracker callTracke
 	switch {
 	case notify:
 		if rerr != nil {
-			e.log.Debug("a JSON-RPC notification was not enqueued", "handler", r.handler, "method", r.method, "code", rerr.Code, "err", rerr.Message)
+			e.log.Debug("a JSON-RPC notification was not enqueued", "call_id", id, "handler", r.handler, "method", r.method, "code", rerr.Code, "err", rerr.Message)
 		}
 		return nil
 	case rerr != nil:

@@ -524,7 +524,7 @@ func (c *wsConn) cancelAll() {
 	for id, call := range calls {
 		if call.streamID != "" {
 			if _, err := c.e.cancelInRedis(call.handler, id, call.streamID); err != nil {
-				c.e.log.Debug("cancelling a call of a closed websocket failed", "id", id, "err", err)
+				c.e.log.Debug("cancelling a call of a closed websocket failed", "call_id", id, "err", err)
 			}
 		}
 	}

@@ -42,7 +42,7 @@ func runConsumer(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := s.logger(stderr)
+	log, err := s.logger(stderr, logJSON)
 	if err != nil {
 		return err
 	}
