@@ -445,7 +445,7 @@ func (s *Server) process(d *streams.Delivery) {
 	}
 	if attempt >= s.cfg.MaxAttempts {
 		s.stats.deadLettered(call.Method)
-		s.log.Warn("call failed on every attempt; moved to the dead letters", "id", call.ID, "method", call.Method, "attempts", attempt, "err", we.Message)
+		s.log.Warn("call failed on every attempt; moved to the dead letters", "call_id", call.ID, "method", call.Method, "attempts", attempt, "err", we.Message)
 		s.settle(d, func(ctx context.Context) (bool, error) { return s.streams.DeadLetter(ctx, d, we, run) })
 		return
 	}
@@ -518,15 +518,15 @@ func (s *Server) settle(d *streams.Delivery, op func(ctx context.Context) (bool,
 		if err == nil {
 			if !settled {
 				s.stats.duplicate()
-				s.log.Info("call was already settled by another consumer; this run's outcome is dropped", "id", d.Call.ID)
+				s.log.Info("call was already settled by another consumer; this run's outcome is dropped", "call_id", d.Call.ID)
 			}
 			return
 		}
-		s.log.Debug("settling the call failed; retrying", "id", d.Call.ID, "err", err)
+		s.log.Debug("settling the call failed; retrying", "call_id", d.Call.ID, "err", err)
 		select {
 		case <-time.After(backoff):
 		case <-s.runCtx.Done():
-			s.log.Warn("call not settled before shutdown; it stays pending for redelivery", "id", d.Call.ID)
+			s.log.Warn("call not settled before shutdown; it stays pending for redelivery", "call_id", d.Call.ID)
 			return
 		}
 		backoff = min(backoff*2, 2*time.Second)
