@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // ErrConfig wraps every error Config.Validate returns.
@@ -52,6 +54,10 @@ type Config struct {
 	WSPongTimeout time.Duration `env:"STREAMRPC_WS_PONG_TIMEOUT"`
 	// Logger receives the edge's logs. Default slog.Default().
 	Logger *slog.Logger `env:"-"`
+	// TracerProvider, if set, traces every call: a server span per call,
+	// child of the caller's W3C traceparent, whose context travels in the
+	// call's envelope to the consumer. Default nil: tracing off, at no cost.
+	TracerProvider trace.TracerProvider `env:"-"`
 }
 
 // Validate reports settings that cannot work; errors wrap ErrConfig.

@@ -16,6 +16,7 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/streamrpc/streamrpc/streams"
 )
@@ -30,10 +31,11 @@ type Edge struct {
 	replies  *replyReader
 	fiber    *fiber.App
 	log      *slog.Logger
-	ws       *wsHub    // open WebSocket connections; Shutdown closes them
-	events   *eventHub // the live feed behind GET /events
-	schemas  *schemas  // params schemas the consumers registered
-	metrics  *metrics  // served at GET /metrics
+	ws       *wsHub       // open WebSocket connections; Shutdown closes them
+	events   *eventHub    // the live feed behind GET /events
+	schemas  *schemas     // params schemas the consumers registered
+	metrics  *metrics     // served at GET /metrics
+	tracer   trace.Tracer // nil: tracing off
 
 	draining atomic.Bool // set by Drain and Shutdown: /readyz answers 503
 
@@ -63,6 +65,9 @@ func New(rdb redis.UniversalClient, cfg Config) (*Edge, error) {
 	e.events = newEventHub(e.streams, e.log)
 	e.schemas = newSchemas(e.streams, e.log)
 	e.metrics = newMetrics(e)
+	if cfg.TracerProvider != nil {
+		e.tracer = cfg.TracerProvider.Tracer(tracerName)
+	}
 	e.replies.metrics = e.metrics
 	e.fiber = fiber.New(fiber.Config{
 		AppName:               "streamrpc",

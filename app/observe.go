@@ -17,10 +17,12 @@ const unknownHandlerMsg = "unknown handler "
 // metrics and its log line.
 func (e *Edge) call(id string, req callRequest) (streams.Reply, *streams.Error) {
 	start := time.Now()
+	span := e.startSpan(id, &req, false)
 	e.metrics.inFlight.Inc()
 	reply, rerr := e.roundTrip(id, req)
 	e.metrics.inFlight.Dec()
 	took := time.Since(start)
+	endSpan(span, reply, rerr, req.notify && rerr == nil)
 	e.metrics.observeCall(&req, reply, rerr, took)
 	e.logCall(id, &req, reply, rerr, took)
 	return reply, rerr
@@ -28,7 +30,9 @@ func (e *Edge) call(id string, req callRequest) (streams.Reply, *streams.Error) 
 
 // acceptAsync enqueues an async call (Prefer: respond-async) and records it.
 func (e *Edge) acceptAsync(id string, req callRequest) (streams.Enqueued, *streams.Error) {
+	span := e.startSpan(id, &req, true)
 	enq, rerr := e.enqueueAsync(id, req)
+	endSpan(span, streams.Reply{}, rerr, rerr == nil)
 	e.metrics.observeAsync(&req, rerr)
 	e.logCall(id, &req, streams.Reply{}, rerr, 0)
 	return enq, rerr

@@ -45,6 +45,9 @@ type callRequest struct {
 	notify bool
 	// enqueued, if set, learns where the call was enqueued (for cancelling).
 	enqueued func(streams.Enqueued)
+	// trace is the caller's W3C trace context, then the edge span's, which
+	// the envelope carries (tracing.go); empty when tracing is off.
+	trace traceContext
 }
 
 // handleCall serves POST /rpc/{handler}/{method}: the body is the params.
@@ -90,6 +93,7 @@ func (e *Edge) parseCall(c *fiber.Ctx) (callRequest, *streams.Error) {
 		method:  strings.Clone(c.Params("method")),
 		timeout: e.cfg.CallTimeout,
 		caller:  strings.Clone(c.IP()),
+		trace:   e.traceHeaders(c.Get),
 	}
 	if err := streams.ValidateName("handler", req.handler); err != nil {
 		return req, newError(streams.CodeInvalidRequest, err.Error())
@@ -209,6 +213,7 @@ func (e *Edge) enqueue(ctx context.Context, id string, req callRequest, now, dea
 	enq, err := e.streams.Enqueue(ctx, &streams.Call{
 		ID: id, Handler: req.handler, Method: req.method, Params: req.params,
 		ReplyTo: e.id, Deadline: deadline, Attempt: 1, EnqueuedAt: now, ResultTTL: e.cfg.ResultTTL, Caller: req.caller,
+		TraceParent: req.trace.parent, TraceState: req.trace.state,
 	}, streams.EnqueueOptions{BacklogLimit: e.cfg.BacklogLimit, Idempotency: idem, Async: async})
 	if err != nil {
 		return enq, enqueueError(err, req)

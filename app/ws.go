@@ -89,6 +89,7 @@ func (e *Edge) wsUpgrade(c *fiber.Ctx) error {
 func (e *Edge) serveWS(conn *websocket.Conn) {
 	c := newWSConn(e, conn.Conn)
 	c.cancelOnClose, _ = strconv.ParseBool(conn.Query("cancel_on_close"))
+	c.trace = e.traceHeaders(canonicalKeys(conn.Headers)) // every call on this socket continues the upgrade's trace
 	if err := e.ws.add(c); err != nil {
 		code, text := CloseTryAgainLater, "too many WebSocket connections"
 		if errors.Is(err, errDraining) {
@@ -188,6 +189,9 @@ func (h *wsHub) shutdown(ctx context.Context) {
 type wsConn struct {
 	e  *Edge
 	ws *fastws.Conn
+	// trace is the upgrade request's W3C trace context: the parent of the
+	// span of every call on this connection (empty when tracing is off).
+	trace traceContext
 
 	// ctx ends the calls' waits when the peer is gone (or at the end of a
 	// shutdown's grace); their results stay readable by id.
@@ -365,6 +369,7 @@ func (c *wsConn) dispatch(msg []byte) {
 	}
 	for i := range reqs {
 		reqs[i].caller = c.remote
+		reqs[i].trace = c.trace
 	}
 	if !batch {
 		r := &reqs[0]

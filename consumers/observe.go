@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/streamrpc/streamrpc/streams"
 )
@@ -27,10 +28,14 @@ type observer struct {
 	log     *slog.Logger
 	m       *consumerMetrics // nil without Config.Registerer
 	known   map[string]bool  // the methods the handler lists; nil: any
+	tracer  trace.Tracer     // nil without Config.TracerProvider: no spans
 }
 
 func newObserver(cfg Config, log *slog.Logger, h Handler) (*observer, error) {
 	o := &observer{handler: cfg.Handler, log: log}
+	if cfg.TracerProvider != nil {
+		o.tracer = cfg.TracerProvider.Tracer(tracerName)
+	}
 	if ml, ok := h.(MethodLister); ok {
 		o.known = map[string]bool{}
 		for _, m := range ml.Methods() {
@@ -47,42 +52,62 @@ func newObserver(cfg Config, log *slog.Logger, h Handler) (*observer, error) {
 	return o, nil
 }
 
-// begin is called as a handler starts; the returned func as it returns,
-// with its error (a recovered panic included).
-func (o *observer) begin(ctx context.Context, req *Request) (context.Context, func(error)) {
+// run is one handler run being observed. A value, not a closure: observing
+// a run allocates nothing of its own.
+type run struct {
+	o      *observer
+	req    *Request
+	start  time.Time
+	method string // the label: req.Method, or _unknown
+	s      *methodSeries
+	span   trace.Span
+}
+
+// begin is called as a handler starts, with the context the handler gets;
+// run.end as it returns, with its error (a recovered panic's included).
+func (o *observer) begin(ctx context.Context, req *Request) (context.Context, run) {
 	if o == nil {
-		return ctx, func(error) {}
+		return ctx, run{}
 	}
-	start := time.Now()
-	method := req.Method
-	if o.known != nil && !o.known[method] {
-		method = labelUnknown
+	r := run{o: o, req: req, start: time.Now(), method: req.Method}
+	if o.known != nil && !o.known[r.method] {
+		r.method = labelUnknown
 	}
-	var s *methodSeries
 	if o.m != nil {
-		s = o.m.seriesFor(o.handler, method)
-		s.inFlight.Inc()
+		r.s = o.m.seriesFor(o.handler, r.method)
+		r.s.inFlight.Inc()
 		if !req.EnqueuedAt.IsZero() {
-			s.queueWait.Observe(max(start.Sub(req.EnqueuedAt), 0).Seconds())
+			r.s.queueWait.Observe(max(r.start.Sub(req.EnqueuedAt), 0).Seconds())
 		}
 	}
-	return ctx, func(err error) {
-		took := time.Since(start)
-		outcome := streams.OutcomeOK
-		if err != nil {
-			outcome = streams.CodeName(errorCode(err))
-		}
-		if s != nil {
-			s.inFlight.Dec()
-			s.processing.Observe(took.Seconds())
-			if err == nil {
-				s.ok.Inc()
-			} else {
-				o.m.runs.WithLabelValues(o.handler, method, outcome).Inc()
-			}
-		}
-		o.logRun(req, outcome, took, err)
+	if o.tracer != nil {
+		ctx, r.span = o.startSpan(ctx, req)
 	}
+	return ctx, r
+}
+
+func (r run) end(err error) {
+	if r.o == nil {
+		return
+	}
+	took := time.Since(r.start)
+	outcome := streams.OutcomeOK
+	if err != nil {
+		outcome = streams.CodeName(errorCode(err))
+	}
+	if r.s != nil {
+		r.s.inFlight.Dec()
+		r.s.processing.Observe(took.Seconds())
+		if err == nil {
+			r.s.ok.Inc()
+		} else {
+			r.o.m.runs.WithLabelValues(r.o.handler, r.method, outcome).Inc()
+		}
+	}
+	if r.span != nil {
+		endSpan(r.span, err, outcome)
+	}
+	r.o.logRun(r.req, outcome, took, err)
 }
 
 // logRun writes a run's line at debug level: the call's id and names, never

@@ -409,7 +409,7 @@ func (s *Server) process(d *streams.Delivery) {
 	}
 	req := &Request{
 		ID: call.ID, Handler: call.Handler, Method: call.Method, Params: call.Params,
-		Attempt: attempt, Deadline: call.Deadline, EnqueuedAt: call.EnqueuedAt,
+		Attempt: attempt, Deadline: call.Deadline, EnqueuedAt: call.EnqueuedAt, trace: requestTrace(call),
 	}
 	dctx, cancel := context.WithDeadline(s.runCtx, call.Deadline)
 	ctx, cancelCall := context.WithCancelCause(dctx)
@@ -473,8 +473,8 @@ func (s *Server) backoff(attempt int) time.Duration {
 
 // serve runs the handler; a panic becomes an internal error.
 func (s *Server) serve(ctx context.Context, req *Request) (res any, err error) {
-	ctx, done := s.obs.begin(ctx, req)
-	defer func() { done(err) }() // after the recover below: sees a panic's error
+	ctx, obs := s.obs.begin(ctx, req)
+	defer func() { obs.end(err) }() // after the recover below: sees a panic's error
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("handler panicked", "method", req.Method, "call_id", req.ID, "panic", p, "stack", string(debug.Stack()))

@@ -65,6 +65,12 @@ func runConsumer(ctx context.Context, stderr io.Writer) error {
 		cfg.Registerer = reg
 		metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	}
+	tp, stopTracing, err := setupTracing(ctx, "streamrpc-consumer")
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	cfg.TracerProvider = tp
 	scfg, err := consumers.SidecarConfigFromEnv()
 	if err != nil {
 		return err

@@ -44,7 +44,12 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	}
 	defer rdb.Close()
 
-	srv, err := consumers.NewServer(rdb, consumers.Config{Handler: echo.Name, Description: "the example echo handler", Logger: log}, echo.Mux())
+	tp, stopTracing, err := setupTracing(ctx, "streamrpc-dev")
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	srv, err := consumers.NewServer(rdb, consumers.Config{Handler: echo.Name, Description: "the example echo handler", Logger: log, TracerProvider: tp}, echo.Mux())
 	if err != nil {
 		return err
 	}
@@ -54,6 +59,7 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	defer srv.Close()
 
 	s.Edge.Logger = log
+	s.Edge.TracerProvider = tp
 	edge, err := app.New(rdb, s.Edge)
 	if err != nil {
 		return err

@@ -30,6 +30,12 @@ func runEdge(ctx context.Context, stderr io.Writer) error {
 	}
 	defer rdb.Close()
 	s.Edge.Logger = log
+	tp, stopTracing, err := setupTracing(ctx, "streamrpc-edge")
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	s.Edge.TracerProvider = tp
 	edge, err := app.New(rdb, s.Edge)
 	if err != nil {
 		return err
