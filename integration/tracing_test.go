@@ -85,6 +85,13 @@ func TestTraceSpansEdgeToHandler(t *testing.T) {
 			r := post(t, st.url, "/jsonrpc", []byte(`{"jsonrpc":"2.0","id":1,"method":"traced.span"}`), map[string]string{"traceparent": callerParent})
 			return decodeSpan(t, r)
 		}},
+		{name: "async call", withCaller: true, call: func(t *testing.T) spanIDs {
+			a := post(t, st.url, "/rpc/traced/span", nil, map[string]string{"traceparent": callerParent, "Prefer": "respond-async"})
+			if a.status != http.StatusAccepted {
+				t.Fatalf("async call: %d %s", a.status, a.body)
+			}
+			return decodeSpan(t, get(t, st.url+"/rpc/calls/"+a.requestID+"?wait=10s"))
+		}},
 		{name: "websocket upgrade header", withCaller: true, call: func(t *testing.T) spanIDs {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
