@@ -2,10 +2,13 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,7 +16,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/redis/go-redis/v9"
 
+	"github.com/streamrpc/streamrpc/app"
 	"github.com/streamrpc/streamrpc/consumers"
 	"github.com/streamrpc/streamrpc/examples/echo/echo"
 )
@@ -199,4 +204,61 @@ func TestMetricsQueueGauges(t *testing.T) {
 			t.Errorf("%s has no HELP or TYPE line", name)
 		}
 	}
+}
+
+// smembersCounter counts SMEMBERS commands: the registry read that begins
+// each HandlerSummaries, once per scrape that reads Redis.
+type smembersCounter struct{ n atomic.Int64 }
+
+func (c *smembersCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *smembersCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "smembers" {
+			c.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (c *smembersCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// TestMetricsScrapeCache: scrapes within 2s of each other share one read of
+// the queues from Redis; a scrape after that reads again.
+func TestMetricsScrapeCache(t *testing.T) {
+	st := newStack(t, stackOptions{})
+	rdb := st.connect(t)
+	var counter smembersCounter
+	rdb.AddHook(&counter)
+	edge, err := app.New(rdb, app.Config{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = edge.Serve(ln) }()
+	t.Cleanup(func() { _ = edge.Close() })
+	url := "http://" + ln.Addr().String()
+
+	start := time.Now()
+	for range 5 {
+		if v := metricValue(scrape(t, url), "streamrpc_handler_consumers_online", map[string]string{"handler": "echo"}); v != 1 {
+			t.Fatalf("consumers online %v, want 1", v)
+		}
+	}
+	if time.Since(start) < 2*time.Second && counter.n.Load() != 1 {
+		t.Fatalf("5 scrapes within 2s read the registry %d times, want 1", counter.n.Load())
+	}
+	// Once the cache has expired, a scrape reads Redis again.
+	waitUntil(t, 10*time.Second, func() error {
+		scrape(t, url)
+		if n := counter.n.Load(); n < 2 {
+			return fmt.Errorf("%d registry reads after %s", n, time.Since(start).Round(time.Millisecond))
+		}
+		return nil
+	})
 }
