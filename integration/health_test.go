@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -52,4 +53,39 @@ func TestReadinessFollowsRedis(t *testing.T) {
 	waitUntil(t, 30*time.Second, want(http.StatusOK))
 	st.edge.Drain()
 	waitUntil(t, 10*time.Second, want(http.StatusServiceUnavailable, "draining"))
+}
+
+// TestEdgeDrainDelay runs `streamrpc edge` with STREAMRPC_DRAIN_DELAY: after
+// SIGTERM, /readyz answers 503 naming draining while calls are still
+// served, then the edge exits 0.
+func TestEdgeDrainDelay(t *testing.T) {
+	rs := startRedis(t)
+	addr := freeAddr(t)
+	edge := startProcess(t, binary(t, "streamrpc"), []string{"REDIS_URL=" + rs.URL, "STREAMRPC_ADDR=" + addr, "STREAMRPC_DRAIN_DELAY=3s"}, "edge")
+	startProcess(t, binary(t, "echo"), []string{"REDIS_URL=" + rs.URL})
+	url := "http://" + addr
+	waitForEcho(t, url)
+	if r := getReadyz(t, url); r.status != http.StatusOK {
+		t.Fatalf("/readyz before SIGTERM: %d %v", r.status, r.Failed)
+	}
+	if err := edge.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 2*time.Second, func() error {
+		if r := getReadyz(t, url); r.status != http.StatusServiceUnavailable || !slices.Equal(r.Failed, []string{"draining"}) {
+			return fmt.Errorf("/readyz while draining: %d %v", r.status, r.Failed)
+		}
+		return nil
+	})
+	if r := post(t, url, "/rpc/echo/echo", []byte(`{"during":"drain"}`), nil); r.status != http.StatusOK {
+		t.Fatalf("a call during the drain delay: %d %s", r.status, r.body)
+	}
+	select {
+	case <-edge.exited:
+		if edge.err != nil {
+			t.Fatalf("edge exited with %v", edge.err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the edge did not exit within 30s of SIGTERM")
+	}
 }

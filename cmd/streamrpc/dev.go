@@ -65,7 +65,7 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 		return err
 	}
 	fmt.Fprintf(stdout, "streamrpc dev is up. Call it:\n  curl -s -X POST http://%s/rpc/echo/echo -H 'content-type: application/json' -d '{\"msg\":\"hi\"}'\n", callHost(s.Edge.Addr))
-	return serveUntil(ctx, edge, s.Edge.ShutdownGrace, log)
+	return serveUntil(ctx, edge, s.Edge, log)
 }
 
 // callHost turns a listen address into one to call: ":8080" -> "localhost:8080".
