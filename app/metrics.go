@@ -201,7 +201,7 @@ func (m *metrics) observeAsync(req *callRequest, rerr *streams.Error) {
 
 func (m *metrics) redisError(op string) { m.redisErrOps[op].Inc() }
 
-// handleMetrics serves GET /metrics in the Prometheus text format.
+// handler serves GET /metrics in the Prometheus text format.
 func (m *metrics) handler() fiber.Handler {
 	return adaptor.HTTPHandler(promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
 		// A failing collector (Redis down at scrape time) must not hide the
