@@ -18,6 +18,8 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/streamrpc /streamrpc
 USER 65532:65532
 EXPOSE 8080 8081
+# Liveness: GET /healthz of the edge (or of the sidecar's STREAMRPC_HEALTH_ADDR), through the
+# binary itself since the image has no shell. `healthcheck --ready` checks /readyz instead.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 CMD ["/streamrpc", "healthcheck"]
 ENTRYPOINT ["/streamrpc"]
 CMD ["edge"]

@@ -126,7 +126,7 @@ func (e *Edge) enqueueAsync(id string, req callRequest) (streams.Enqueued, *stre
 
 // answerAsync answers POST /rpc/{h}/{m} with Prefer: respond-async.
 func (e *Edge) answerAsync(c *fiber.Ctx, id string, req callRequest) error {
-	enq, rerr := e.enqueueAsync(id, req)
+	enq, rerr := e.acceptAsync(id, req)
 	if rerr != nil {
 		if rerr.Code == streams.CodeOverloaded {
 			c.Set(fiber.HeaderRetryAfter, "1")

@@ -7,6 +7,8 @@ import (
 	"math"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // ErrConfig wraps every error Config.Validate returns.
@@ -26,6 +28,11 @@ type Config struct {
 	ResultTTL time.Duration `env:"STREAMRPC_RESULT_TTL"`
 	// ShutdownGrace is how long a stopping edge waits for calls in flight. Default 30s.
 	ShutdownGrace time.Duration `env:"STREAMRPC_SHUTDOWN_GRACE"`
+	// DrainDelay is how long a stopping edge (`streamrpc edge` on SIGTERM)
+	// keeps serving everything while GET /readyz answers 503, before it stops
+	// accepting connections: the time load balancers need to notice. Set it
+	// to the readiness probe's period times its failure threshold. Default 0.
+	DrainDelay time.Duration `env:"STREAMRPC_DRAIN_DELAY"`
 	// BacklogLimit refuses calls with 503 once a handler has this many calls
 	// queued or running. Default 0: no limit.
 	BacklogLimit int64 `env:"STREAMRPC_BACKLOG_LIMIT"`
@@ -110,6 +117,10 @@ type Config struct {
 
 	// Logger receives the edge's logs. Default slog.Default().
 	Logger *slog.Logger `env:"-"`
+	// TracerProvider, if set, traces every call: a server span per call,
+	// child of the caller's W3C traceparent, whose context travels in the
+	// call's envelope to the consumer. Default nil: tracing off, at no cost.
+	TracerProvider trace.TracerProvider `env:"-"`
 }
 
 // Validate reports settings that cannot work; errors wrap ErrConfig.
@@ -125,6 +136,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: STREAMRPC_RESULT_TTL %s is under 1s", ErrConfig, c.ResultTTL)
 	case c.ShutdownGrace < 0:
 		return fmt.Errorf("%w: STREAMRPC_SHUTDOWN_GRACE %s is negative", ErrConfig, c.ShutdownGrace)
+	case c.DrainDelay < 0:
+		return fmt.Errorf("%w: STREAMRPC_DRAIN_DELAY %s is negative", ErrConfig, c.DrainDelay)
 	case c.BacklogLimit < 0:
 		return fmt.Errorf("%w: STREAMRPC_BACKLOG_LIMIT %d is negative", ErrConfig, c.BacklogLimit)
 	case c.JSONRPCMaxBatch < 0:

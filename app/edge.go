@@ -11,10 +11,12 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/oklog/ulid/v2"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/streamrpc/streamrpc/streams"
 )
@@ -34,12 +36,18 @@ type Edge struct {
 	schemas  *schemas       // params schemas the consumers registered
 	auth     *authenticator // nil: auth is off
 	limiter  *rateLimiter
+	metrics  *metrics     // served at GET /metrics
+	tracer   trace.Tracer // nil: tracing off
 
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	started  bool
-	stopOnce sync.Once
-	stopErr  error
+	draining atomic.Bool // set by Drain and Shutdown: /readyz answers 503
+
+	wg        sync.WaitGroup
+	mu        sync.Mutex
+	started   bool
+	stopping  bool           // Shutdown began: Serve serves nothing more
+	listeners []net.Listener // what Serve was given, closed by Shutdown
+	stopOnce  sync.Once
+	stopErr   error
 }
 
 // New returns an edge over rdb. The go-redis client stays the caller's to close.
@@ -66,6 +74,11 @@ func New(rdb redis.UniversalClient, cfg Config) (*Edge, error) {
 	e.events = newEventHub(e.streams, e.log)
 	e.schemas = newSchemas(e.streams, e.log)
 	e.limiter = newRateLimiter(e.streams, cfg, e.log)
+	e.metrics = newMetrics(e)
+	if cfg.TracerProvider != nil {
+		e.tracer = cfg.TracerProvider.Tracer(tracerName)
+	}
+	e.replies.metrics = e.metrics
 	e.fiber = fiber.New(fiber.Config{
 		AppName:   "streamrpc",
 		BodyLimit: cfg.MaxBody,
@@ -111,7 +124,26 @@ func (e *Edge) Serve(ln net.Listener) error {
 	if e.cfg.MaxConnsPerIP > 0 {
 		ln = newPerIPListener(ln, e.cfg.MaxConnsPerIP)
 	}
-	return e.fiber.Listener(ln)
+	// A Shutdown that comes before the server is up would not stop it
+	// (fasthttp closes only the listeners it already serves): Shutdown closes
+	// every listener registered here too, and one that comes after it is
+	// closed at once.
+	e.mu.Lock()
+	if e.stopping {
+		e.mu.Unlock()
+		_ = ln.Close()
+		return nil
+	}
+	e.listeners = append(e.listeners, ln)
+	e.mu.Unlock()
+	err := e.fiber.Listener(ln)
+	e.mu.Lock()
+	stopping := e.stopping
+	e.mu.Unlock()
+	if stopping && errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
 }
 
 // ListenAndServe serves on cfg.Addr.
@@ -128,6 +160,7 @@ func (e *Edge) ListenAndServe() error {
 // answered until ctx ends, then stops the reply reader. Safe to call twice.
 func (e *Edge) Shutdown(ctx context.Context) error {
 	e.stopOnce.Do(func() {
+		e.Drain()
 		// Live feeds never end by themselves: end them first, so that
 		// Fiber's shutdown only waits for calls.
 		e.mu.Lock()
@@ -136,7 +169,14 @@ func (e *Edge) Shutdown(ctx context.Context) error {
 		if started {
 			e.events.shutdown()
 		}
+		e.mu.Lock()
+		e.stopping = true
+		listeners := e.listeners
+		e.mu.Unlock()
 		err := e.fiber.ShutdownWithContext(ctx)
+		for _, ln := range listeners {
+			_ = ln.Close()
+		}
 		// Fiber does not wait for hijacked (WebSocket) connections: close them
 		// here, after their calls in flight, before the reply reader stops.
 		e.ws.shutdown(ctx)

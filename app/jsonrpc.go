@@ -39,6 +39,9 @@ type rpcRequest struct {
 	cancel json.RawMessage
 	// caller is the caller's address, set by the transport.
 	caller string
+	// trace is the W3C trace context the transport received (HTTP request
+	// or WebSocket upgrade headers).
+	trace traceContext
 }
 
 // cancelMethod cancels a call in flight on the same WebSocket, as LSP's
@@ -279,12 +282,12 @@ func (e *Edge) runJSONRPC(ctx context.Context, r *rpcRequest, tracker callTracke
 	}
 	reply, rerr := e.call(id, callRequest{
 		handler: r.handler, method: r.method, params: r.params,
-		timeout: e.cfg.CallTimeout, ctx: ctx, notify: notify, enqueued: enqueued, caller: r.caller,
+		timeout: e.cfg.CallTimeout, ctx: ctx, notify: notify, enqueued: enqueued, caller: r.caller, trace: r.trace,
 	})
 	switch {
 	case notify:
 		if rerr != nil {
-			e.log.Debug("a JSON-RPC notification was not enqueued", "handler", r.handler, "method", r.method, "code", rerr.Code, "err", rerr.Message)
+			e.log.Debug("a JSON-RPC notification was not enqueued", "call_id", id, "handler", r.handler, "method", r.method, "code", rerr.Code, "err", rerr.Message)
 		}
 		return nil
 	case rerr != nil:
@@ -337,8 +340,10 @@ func (e *Edge) handleJSONRPC(c *fiber.Ctx) error {
 	// decodeJSONRPC copies what it keeps: Fiber may reuse the body's buffer.
 	reqs, batch, perr := decodeJSONRPC(c.Body(), e.cfg.JSONRPCMaxBatch)
 	caller := strings.Clone(c.IP())
+	tc := e.traceHeaders(c.Get)
 	for i := range reqs {
 		reqs[i].caller = caller
+		reqs[i].trace = tc
 	}
 	authorizeCalls(PrincipalOf(c), reqs, time.Now())
 	var body []byte

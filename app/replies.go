@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/streamrpc/streamrpc/internal/outage"
@@ -18,6 +19,10 @@ type replyReader struct {
 	waiters  *waiters
 	watchers *watchers
 	log      *slog.Logger
+	// running is true while the read loop runs: /readyz checks it, since an
+	// edge whose reader has stopped would enqueue calls it never answers.
+	running atomic.Bool
+	metrics *metrics
 
 	ctx    context.Context // cancelled by shutdown
 	cancel context.CancelFunc
@@ -34,10 +39,12 @@ func newReplyReader(sc *streams.Client, edgeID string, w *waiters, lp *watchers,
 }
 
 func (r *replyReader) start(wg *sync.WaitGroup) {
+	r.running.Store(true) // before Start returns: no window where /readyz says 503
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		defer close(r.done)
+		defer r.running.Store(false)
 		r.read()
 	}()
 	go func() {
@@ -61,6 +68,7 @@ func (r *replyReader) read() {
 				return
 			}
 			outages.Failed(err)
+			r.metrics.redisError(opReadReplies)
 			select {
 			case <-time.After(outages.Backoff()):
 			case <-r.ctx.Done():

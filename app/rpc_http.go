@@ -31,8 +31,9 @@ func (e *Edge) routes() {
 	if e.limiter.enabled() {
 		e.fiber.Use(e.limiter.middleware)
 	}
-	e.fiber.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	e.fiber.Get("/healthz", e.handleHealth)
 	e.fiber.Get("/readyz", e.handleReady)
+	e.fiber.Get("/metrics", e.need(ScopeRead), e.metrics.handler())
 	e.fiber.Post("/rpc/:handler/:method", e.needCall, e.handleCall)
 	e.fiber.Get("/rpc/calls/:id", e.needCallOrRead, e.handleCallStatus)
 	e.fiber.Delete("/rpc/calls/:id", e.needCallOrRead, e.handleCancel)
@@ -45,16 +46,6 @@ func (e *Edge) routes() {
 	}
 	ui.New(uiSource{e}, uiOpts).Register(e.fiber)
 	e.jsonrpcRoutes()
-}
-
-// handleReady answers 200 while Redis answers, 503 otherwise.
-func (e *Edge) handleReady(c *fiber.Ctx) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := e.streams.Redis().Ping(ctx).Err(); err != nil {
-		return writeError(c, newError(streams.CodeUnavailable, "redis unavailable: "+err.Error()))
-	}
-	return c.JSON(fiber.Map{"status": "ready", "edge": e.id})
 }
 
 // callRequest is a validated call, ready to enqueue.
@@ -70,6 +61,9 @@ type callRequest struct {
 	notify bool
 	// enqueued, if set, learns where the call was enqueued (for cancelling).
 	enqueued func(streams.Enqueued)
+	// trace is the caller's W3C trace context, then the edge span's, which
+	// the envelope carries (tracing.go); empty when tracing is off.
+	trace traceContext
 }
 
 // handleCall serves POST /rpc/{handler}/{method}: the body is the params.
@@ -115,6 +109,7 @@ func (e *Edge) parseCall(c *fiber.Ctx) (callRequest, *streams.Error) {
 		method:  strings.Clone(c.Params("method")),
 		timeout: e.cfg.CallTimeout,
 		caller:  strings.Clone(c.IP()),
+		trace:   e.traceHeaders(c.Get),
 	}
 	if err := streams.ValidateName("handler", req.handler); err != nil {
 		return req, newError(streams.CodeInvalidRequest, err.Error())
@@ -179,10 +174,10 @@ func jsonProblem(body []byte) string {
 	return "invalid"
 }
 
-// call enqueues a call and waits for its reply until the call's deadline.
+// roundTrip enqueues a call and waits for its reply until the call's deadline.
 // The reply's ID is the call's id: with an idempotency key seen before, the
-// first call's.
-func (e *Edge) call(id string, req callRequest) (streams.Reply, *streams.Error) {
+// first call's. Callers go through call (observe.go), which measures it.
+func (e *Edge) roundTrip(id string, req callRequest) (streams.Reply, *streams.Error) {
 	now := time.Now()
 	deadline := now.Add(req.timeout)
 	ctx, cancel := context.WithDeadline(req.parent(), deadline)
@@ -234,6 +229,7 @@ func (e *Edge) enqueue(ctx context.Context, id string, req callRequest, now, dea
 	enq, err := e.streams.Enqueue(ctx, &streams.Call{
 		ID: id, Handler: req.handler, Method: req.method, Params: req.params,
 		ReplyTo: e.id, Deadline: deadline, Attempt: 1, EnqueuedAt: now, ResultTTL: e.cfg.ResultTTL, Caller: req.caller,
+		TraceParent: req.trace.parent, TraceState: req.trace.state,
 	}, streams.EnqueueOptions{BacklogLimit: e.cfg.BacklogLimit, Idempotency: idem, Async: async})
 	if err != nil {
 		return enq, enqueueError(err, req)
@@ -266,7 +262,7 @@ func (e *Edge) awaitResult(ctx context.Context, id string, timeout time.Duration
 func enqueueError(err error, req callRequest) *streams.Error {
 	switch {
 	case errors.Is(err, streams.ErrNoHandler):
-		return newError(streams.CodeMethodNotFound, "unknown handler "+strconv.Quote(req.handler)+": no consumer has registered it", "handler", req.handler)
+		return newError(streams.CodeMethodNotFound, unknownHandlerMsg+strconv.Quote(req.handler)+": no consumer has registered it", "handler", req.handler)
 	case errors.Is(err, streams.ErrNoMethod):
 		return newError(streams.CodeMethodNotFound, "handler "+strconv.Quote(req.handler)+" has no method "+strconv.Quote(req.method), "handler", req.handler, "method", req.method)
 	case errors.Is(err, streams.ErrIdempotencyMismatch):

@@ -100,6 +100,7 @@ func (e *Edge) serveWS(conn *websocket.Conn) {
 	// Authenticated at the upgrade (authenticate); each call is checked
 	// against its scopes in dispatch.
 	c.principal, _ = conn.Locals(principalLocal).(*Principal)
+	c.trace = e.traceHeaders(canonicalKeys(conn.Headers)) // every call on this socket continues the upgrade's trace
 	if err := e.ws.add(c); err != nil {
 		// Only upgrades that raced past wsUpgrade's checks get here.
 		code, text := CloseTryAgainLater, "too many WebSocket connections"
@@ -221,6 +222,9 @@ func (h *wsHub) shutdown(ctx context.Context) {
 type wsConn struct {
 	e  *Edge
 	ws *fastws.Conn
+	// trace is the upgrade request's W3C trace context: the parent of the
+	// span of every call on this connection (empty when tracing is off).
+	trace traceContext
 
 	// ctx ends the calls' waits when the peer is gone (or at the end of a
 	// shutdown's grace); their results stay readable by id.
@@ -400,6 +404,7 @@ func (c *wsConn) dispatch(msg []byte) {
 	}
 	for i := range reqs {
 		reqs[i].caller = c.remote
+		reqs[i].trace = c.trace
 	}
 	authorizeCalls(c.principal, reqs, time.Now())
 	if !batch {
@@ -560,7 +565,7 @@ func (c *wsConn) cancelAll() {
 	for id, call := range calls {
 		if call.streamID != "" {
 			if _, err := c.e.cancelInRedis(call.handler, id, call.streamID); err != nil {
-				c.e.log.Debug("cancelling a call of a closed websocket failed", "id", id, "err", err)
+				c.e.log.Debug("cancelling a call of a closed websocket failed", "call_id", id, "err", err)
 			}
 		}
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/streamrpc/streamrpc/streams"
 )
@@ -56,6 +58,13 @@ type Config struct {
 	ResultTTL time.Duration `env:"STREAMRPC_CONSUMER_RESULT_TTL"`
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger `env:"-"`
+	// Registerer, if set, gets the server's Prometheus metrics
+	// (streamrpc_consumer_*; see README "Metrics"). Default nil: none kept.
+	Registerer prometheus.Registerer `env:"-"`
+	// TracerProvider, if set, gives each handler run a span, the child of
+	// the edge's span of the call (its context travels in the envelope); the
+	// handler's context carries it. Default nil: no spans, at no cost.
+	TracerProvider trace.TracerProvider `env:"-"`
 }
 
 // ConfigFromEnv reads a Config from the environment variables named by its

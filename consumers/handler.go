@@ -26,6 +26,8 @@ type Request struct {
 	Attempt    int             // 1 on the first delivery
 	Deadline   time.Time       // also the deadline of the handler's context
 	EnqueuedAt time.Time
+
+	trace envelopeTrace // the edge span's W3C trace context, from the envelope
 }
 
 // Bind decodes the params into v. A decoding failure is an invalid-params

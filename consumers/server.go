@@ -41,6 +41,7 @@ type Server struct {
 	streams *streams.Client
 	log     *slog.Logger
 	stats   *statsKeeper
+	obs     *observer // metrics, call logs and spans (observe.go)
 
 	mu      sync.Mutex
 	started bool
@@ -81,6 +82,11 @@ func NewServer(rdb redis.UniversalClient, cfg Config, h Handler) (*Server, error
 		log:     cfg.Logger.With("handler", cfg.Handler, "consumer", cfg.Name),
 		stats:   newStatsKeeper(),
 	}
+	obs, err := newObserver(cfg, s.log, h)
+	if err != nil {
+		return nil, err
+	}
+	s.obs = obs
 	s.runCtx, s.cancelRun = context.WithCancel(context.Background())
 	return s, nil
 }
@@ -403,7 +409,7 @@ func (s *Server) process(d *streams.Delivery) {
 	}
 	req := &Request{
 		ID: call.ID, Handler: call.Handler, Method: call.Method, Params: call.Params,
-		Attempt: attempt, Deadline: call.Deadline, EnqueuedAt: call.EnqueuedAt,
+		Attempt: attempt, Deadline: call.Deadline, EnqueuedAt: call.EnqueuedAt, trace: requestTrace(call),
 	}
 	dctx, cancel := context.WithDeadline(s.runCtx, call.Deadline)
 	ctx, cancelCall := context.WithCancelCause(dctx)
@@ -439,7 +445,7 @@ func (s *Server) process(d *streams.Delivery) {
 	}
 	if attempt >= s.cfg.MaxAttempts {
 		s.stats.deadLettered(call.Method)
-		s.log.Warn("call failed on every attempt; moved to the dead letters", "id", call.ID, "method", call.Method, "attempts", attempt, "err", we.Message)
+		s.log.Warn("call failed on every attempt; moved to the dead letters", "call_id", call.ID, "method", call.Method, "attempts", attempt, "err", we.Message)
 		s.settle(d, func(ctx context.Context) (bool, error) { return s.streams.DeadLetter(ctx, d, we, run) })
 		return
 	}
@@ -467,9 +473,11 @@ func (s *Server) backoff(attempt int) time.Duration {
 
 // serve runs the handler; a panic becomes an internal error.
 func (s *Server) serve(ctx context.Context, req *Request) (res any, err error) {
+	ctx, obs := s.obs.begin(ctx, req)
+	defer func() { obs.end(err) }() // after the recover below: sees a panic's error
 	defer func() {
 		if p := recover(); p != nil {
-			s.log.Error("handler panicked", "method", req.Method, "id", req.ID, "panic", p, "stack", string(debug.Stack()))
+			s.log.Error("handler panicked", "method", req.Method, "call_id", req.ID, "panic", p, "stack", string(debug.Stack()))
 			res, err = nil, fmt.Errorf("%w: %v", errPanic, p)
 		}
 	}()
@@ -494,6 +502,7 @@ func resultReply(id string, res any) (streams.Reply, error) {
 }
 
 func (s *Server) answer(d *streams.Delivery, reply streams.Reply, run streams.Run) {
+	reply = withTiming(reply, d.Call, run)
 	s.settle(d, func(ctx context.Context) (bool, error) { return s.streams.Finish(ctx, d, reply, run) })
 }
 
@@ -509,15 +518,15 @@ func (s *Server) settle(d *streams.Delivery, op func(ctx context.Context) (bool,
 		if err == nil {
 			if !settled {
 				s.stats.duplicate()
-				s.log.Info("call was already settled by another consumer; this run's outcome is dropped", "id", d.Call.ID)
+				s.log.Info("call was already settled by another consumer; this run's outcome is dropped", "call_id", d.Call.ID)
 			}
 			return
 		}
-		s.log.Debug("settling the call failed; retrying", "id", d.Call.ID, "err", err)
+		s.log.Debug("settling the call failed; retrying", "call_id", d.Call.ID, "err", err)
 		select {
 		case <-time.After(backoff):
 		case <-s.runCtx.Done():
-			s.log.Warn("call not settled before shutdown; it stays pending for redelivery", "id", d.Call.ID)
+			s.log.Warn("call not settled before shutdown; it stays pending for redelivery", "call_id", d.Call.ID)
 			return
 		}
 		backoff = min(backoff*2, 2*time.Second)

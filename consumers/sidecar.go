@@ -279,6 +279,7 @@ func (s *Sidecar) ServeRPC(ctx context.Context, r *Request) (any, error) {
 	if !r.Deadline.IsZero() {
 		req.Header.Set(HeaderDeadline, r.Deadline.UTC().Format(DeadlineFormat))
 	}
+	injectTrace(ctx, req.Header) // traceparent: the upstream's spans join the call's trace
 	res, err := s.client.Do(req)
 	if err != nil {
 		return nil, s.transportError(ctx, err)

@@ -96,7 +96,7 @@ if ARGV[1] ~= '' then
 else
   entries = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[4])
 end
-local keep = {id=true, m=true, p=true, r=true, dl=true, a=true, t=true, ttl=true, ip=true}
+local keep = {id=true, m=true, p=true, r=true, dl=true, a=true, t=true, ttl=true, ip=true, tp=true, ts=true}
 local ids = {}
 for _, e in ipairs(entries) do
   local f, out, id = e[2], {}, ''

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -21,6 +22,8 @@ import (
 //	t      time enqueued, Unix milliseconds
 //	ttl    how long to keep the result, milliseconds (the edge's setting)
 //	ip     the caller's address as the edge saw it (optional)
+//	tp     W3C traceparent of the edge's span (optional: only when tracing)
+//	ts     W3C tracestate that came with it (optional)
 const (
 	fieldID       = "id"
 	fieldMethod   = "m"
@@ -31,7 +34,13 @@ const (
 	fieldEnqueued = "t"
 	fieldTTL      = "ttl"
 	fieldCaller   = "ip"
+	fieldTrace    = "tp"
+	fieldTraceSt  = "ts"
 )
+
+// maxTraceState is the longest tracestate kept (W3C: 32 members of at most
+// 256 bytes would be more; vendors keep it well under this).
+const maxTraceState = 512
 
 // maxTTLMillis is the largest result TTL, in milliseconds, a time.Duration holds.
 const maxTTLMillis = int64((1<<63 - 1) / time.Millisecond)
@@ -51,11 +60,17 @@ type Call struct {
 	EnqueuedAt time.Time
 	ResultTTL  time.Duration // 0: the consumer's default
 	Caller     string        // the caller's address, for the activity record
+	// TraceParent and TraceState are the W3C trace context of the edge's span
+	// for this call ("" when tracing is off), so that the consumer's span is
+	// its child. Set them with a propagator, not by hand: the decoder refuses
+	// a malformed traceparent.
+	TraceParent string
+	TraceState  string
 }
 
 // appendFields appends the envelope as XADD field/value pairs.
 func (c *Call) appendFields(args []any) []any {
-	return append(args,
+	args = append(args,
 		fieldID, c.ID,
 		fieldMethod, c.Method,
 		fieldParams, []byte(c.Params),
@@ -66,6 +81,13 @@ func (c *Call) appendFields(args []any) []any {
 		fieldTTL, c.ResultTTL.Milliseconds(),
 		fieldCaller, c.Caller,
 	)
+	if c.TraceParent != "" { // absent when tracing is off: no bytes spent on it
+		args = append(args, fieldTrace, c.TraceParent)
+		if c.TraceState != "" {
+			args = append(args, fieldTraceSt, c.TraceState)
+		}
+	}
+	return args
 }
 
 // decodeCall rebuilds a call from a stream entry's values. Anything missing or
@@ -152,7 +174,55 @@ func decodeCall(handler string, values map[string]any) (*Call, error) {
 	if v, ok := values[fieldCaller].(string); ok && len(v) <= 128 {
 		c.Caller = v
 	}
+	if _, ok := values[fieldTrace]; ok {
+		if c.TraceParent, err = str(fieldTrace); err != nil {
+			return c, err
+		}
+		if !ValidTraceParent(c.TraceParent) {
+			return c, fmt.Errorf("%w: field %q is not a W3C traceparent", ErrBadEnvelope, fieldTrace)
+		}
+	}
+	if _, ok := values[fieldTraceSt]; ok {
+		if c.TraceParent == "" {
+			return c, fmt.Errorf("%w: field %q without %q", ErrBadEnvelope, fieldTraceSt, fieldTrace)
+		}
+		if c.TraceState, err = str(fieldTraceSt); err != nil {
+			return c, err
+		}
+		if c.TraceState == "" || len(c.TraceState) > maxTraceState || !printableASCII(c.TraceState) {
+			return c, fmt.Errorf("%w: field %q must be 1 to %d printable ASCII bytes", ErrBadEnvelope, fieldTraceSt, maxTraceState)
+		}
+	}
 	return c, nil
+}
+
+// ValidTraceParent reports whether s is a version-00 W3C traceparent:
+// 00-<32 hex trace id, not all zero>-<16 hex span id, not all zero>-<2 hex flags>,
+// lower case, as propagators write it.
+func ValidTraceParent(s string) bool {
+	if len(s) != 55 || s[0] != '0' || s[1] != '0' || s[2] != '-' || s[35] != '-' || s[52] != '-' {
+		return false
+	}
+	return lowerHex(s[3:35]) && lowerHex(s[36:52]) && lowerHex(s[53:55]) &&
+		s[3:35] != "00000000000000000000000000000000" && s[36:52] != "0000000000000000"
+}
+
+func lowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // Reply is a call's outcome: the handler's result, or an error object.
@@ -160,6 +230,13 @@ type Reply struct {
 	ID   string
 	OK   bool
 	Body json.RawMessage // the result when OK, else an Error object
+	// QueueWait is how long the call waited from its enqueue to the start of
+	// the attempt that answered it (for a retried call: earlier attempts and
+	// backoff included), and Processing how long that attempt's handler ran.
+	// Both are the consumer's measures, carried so that the edge can export
+	// them too; zero when the call was not run (expired, cancelled queued).
+	QueueWait  time.Duration
+	Processing time.Duration
 }
 
 // ResultReply is a successful reply carrying result (raw JSON).
@@ -189,9 +266,20 @@ func (r Reply) Err() *Error {
 }
 
 // A reply is stored (in the result key and the reply stream) as one byte of
-// outcome, '1' ok or '0' error, followed by the body.
+// outcome, '1' ok or '0' error, followed by the body. A reply that was run
+// starts with its timing: "t<queue wait µs>,<processing µs>;" (canonical
+// decimals, not both zero). Edges older than the timing prefix cannot read
+// it: upgrade edges before consumers.
 func (r Reply) encode() []byte {
-	b := make([]byte, 0, 1+len(r.Body))
+	qw, pr := max(r.QueueWait.Microseconds(), 0), max(r.Processing.Microseconds(), 0)
+	b := make([]byte, 0, 1+len(r.Body)+32)
+	if qw > 0 || pr > 0 {
+		b = append(b, 't')
+		b = strconv.AppendInt(b, qw, 10)
+		b = append(b, ',')
+		b = strconv.AppendInt(b, pr, 10)
+		b = append(b, ';')
+	}
 	if r.OK {
 		b = append(b, '1')
 	} else {
@@ -201,8 +289,41 @@ func (r Reply) encode() []byte {
 }
 
 func decodeReply(id, v string) (Reply, error) {
-	if len(v) < 2 || (v[0] != '0' && v[0] != '1') {
-		return Reply{}, fmt.Errorf("%w: reply for %s is malformed", ErrBadEnvelope, id)
+	bad := fmt.Errorf("%w: reply for %s is malformed", ErrBadEnvelope, id)
+	var qw, pr int64
+	if len(v) > 0 && v[0] == 't' {
+		timing, rest, ok := strings.Cut(v[1:], ";")
+		q, p, ok2 := strings.Cut(timing, ",")
+		if !ok || !ok2 {
+			return Reply{}, bad
+		}
+		var okq, okp bool
+		qw, okq = canonicalMicros(q)
+		pr, okp = canonicalMicros(p)
+		if !okq || !okp || qw == 0 && pr == 0 {
+			return Reply{}, bad
+		}
+		v = rest
 	}
-	return Reply{ID: id, OK: v[0] == '1', Body: json.RawMessage(v[1:])}, nil
+	if len(v) < 2 || (v[0] != '0' && v[0] != '1') {
+		return Reply{}, bad
+	}
+	return Reply{ID: id, OK: v[0] == '1', Body: json.RawMessage(v[1:]),
+		QueueWait: time.Duration(qw) * time.Microsecond, Processing: time.Duration(pr) * time.Microsecond}, nil
+}
+
+// canonicalMicros parses a count of microseconds written as encode writes it:
+// digits only, no leading zero, at most 15 digits (over 30 years).
+func canonicalMicros(s string) (int64, bool) {
+	if s == "" || len(s) > 15 || len(s) > 1 && s[0] == '0' {
+		return 0, false
+	}
+	var n int64
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, false
+		}
+		n = n*10 + int64(s[i]-'0')
+	}
+	return n, true
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"strconv"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -12,21 +13,29 @@ import (
 // panic, and it must either refuse the entry with an ErrBadEnvelope or return a
 // call that encodes back to the same field values (numbers compared as numbers:
 // "+7" and "007" both mean 7).
+//
+// tp and ts are the optional trace fields, present when not empty.
 func FuzzDecodeCall(f *testing.F) {
 	c := validCall()
-	f.Add(c.ID, c.Method, string(c.Params), c.ReplyTo, "1700000030123", "3", "1700000000456", "90000", true)
-	f.Add(c.ID, c.Method, "null", "", "0", "1", "0", "", false)
-	f.Add("x", "m", `"s"`, "e", "-1", "1048576", "-9223372036854775808", "0", true)
-	f.Add("", "m", "{}", "e", "1", "1", "1", "1", true)
-	f.Add("id", "bad name", "{}", "e", "1", "1", "1", "1", true)
-	f.Add("id", "m", "{", "e", "1", "1", "1", "1", true)
-	f.Add("id", "m", "1", "{e}", "1", "1", "1", "1", true)
-	f.Add("id", "m", "1", "e", "soon", "1", "1", "1", true)
-	f.Add("id", "m", "1", "e", "1", "0", "1", "1", true)
-	f.Add("id", "m", "1", "e", "1", "1", "1", "9223372036854775807", true)
-	f.Add("id", "m", "[1, 2]", "e", "+5", "007", "1", "-0", true)
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	f.Add(c.ID, c.Method, string(c.Params), c.ReplyTo, "1700000030123", "3", "1700000000456", "90000", true, "", "")
+	f.Add(c.ID, c.Method, "null", "", "0", "1", "0", "", false, "", "")
+	f.Add("x", "m", `"s"`, "e", "-1", "1048576", "-9223372036854775808", "0", true, "", "")
+	f.Add("", "m", "{}", "e", "1", "1", "1", "1", true, "", "")
+	f.Add("id", "bad name", "{}", "e", "1", "1", "1", "1", true, "", "")
+	f.Add("id", "m", "{", "e", "1", "1", "1", "1", true, "", "")
+	f.Add("id", "m", "1", "{e}", "1", "1", "1", "1", true, "", "")
+	f.Add("id", "m", "1", "e", "soon", "1", "1", "1", true, "", "")
+	f.Add("id", "m", "1", "e", "1", "0", "1", "1", true, "", "")
+	f.Add("id", "m", "1", "e", "1", "1", "1", "9223372036854775807", true, "", "")
+	f.Add("id", "m", "[1, 2]", "e", "+5", "007", "1", "-0", true, "", "")
+	f.Add("id", "m", "1", "e", "1", "1", "1", "1", true, tp, "vendor=opaque,other=x")
+	f.Add("id", "m", "1", "e", "1", "1", "1", "1", true, strings.ToUpper(tp), "")
+	f.Add("id", "m", "1", "e", "1", "1", "1", "1", true, "00-00000000000000000000000000000000-00f067aa0ba902b7-01", "")
+	f.Add("id", "m", "1", "e", "1", "1", "1", "1", true, "", "vendor=x")
+	f.Add("id", "m", "1", "e", "1", "1", "1", "1", true, tp, "a=\x00")
 
-	f.Fuzz(func(t *testing.T, id, method, params, replyTo, dl, attempt, enq, ttl string, hasTTL bool) {
+	f.Fuzz(func(t *testing.T, id, method, params, replyTo, dl, attempt, enq, ttl string, hasTTL bool, tp, ts string) {
 		values := map[string]any{
 			fieldID:       id,
 			fieldMethod:   method,
@@ -38,6 +47,12 @@ func FuzzDecodeCall(f *testing.F) {
 		}
 		if hasTTL {
 			values[fieldTTL] = ttl
+		}
+		if tp != "" {
+			values[fieldTrace] = tp
+		}
+		if ts != "" {
+			values[fieldTraceSt] = ts
 		}
 		call, err := decodeCall("h", values)
 		if err != nil {
@@ -63,7 +78,10 @@ func FuzzDecodeCall(f *testing.F) {
 		}
 
 		got := asStreamValues(t, call.appendFields(nil))
-		for _, name := range []string{fieldID, fieldMethod, fieldParams, fieldReplyTo} {
+		if call.TraceParent != tp || call.TraceState != ts || (tp != "" && !ValidTraceParent(tp)) {
+			t.Fatalf("trace context %q %q decoded as %q %q", tp, ts, call.TraceParent, call.TraceState)
+		}
+		for _, name := range []string{fieldID, fieldMethod, fieldParams, fieldReplyTo, fieldTrace, fieldTraceSt} {
 			if got[name] != values[name] {
 				t.Fatalf("field %q re-encodes as %q, want %q", name, got[name], values[name])
 			}
@@ -105,6 +123,10 @@ func FuzzDecodeReply(f *testing.F) {
 	f.Add("", "")
 	f.Add("id", "2{}")
 	f.Add("id", "0{\"code\":1e400}")
+	f.Add("id", `t1500,230;1{"x":1}`)
+	f.Add("id", `t0,0;1{}`)
+	f.Add("id", `t01,2;1{}`)
+	f.Add("id", `t1;1{}`)
 
 	f.Fuzz(func(t *testing.T, id, v string) {
 		r, err := decodeReply(id, v)
@@ -117,8 +139,12 @@ func FuzzDecodeReply(f *testing.F) {
 		if r.ID != id {
 			t.Fatalf("ID = %q, want %q", r.ID, id)
 		}
-		if r.OK != (v[0] == '1') {
-			t.Fatalf("OK = %v for value starting with %q", r.OK, v[0])
+		outcome := v[0]
+		if outcome == 't' {
+			outcome = v[strings.IndexByte(v, ';')+1]
+		}
+		if r.OK != (outcome == '1') {
+			t.Fatalf("OK = %v for outcome byte %q", r.OK, outcome)
 		}
 		if enc := string(r.encode()); enc != v {
 			t.Fatalf("encode() = %q, want %q", enc, v)

@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/streamrpc/streamrpc/consumers"
 	"github.com/streamrpc/streamrpc/streams"
@@ -24,6 +27,9 @@ type consumerSettings struct {
 	// registered and takes calls, 503 before and while it drains), for
 	// `streamrpc healthcheck`; "off" serves nothing. Default :8081.
 	HealthAddr string `env:"STREAMRPC_HEALTH_ADDR" envDefault:":8081"`
+	// MetricsAddr is where the consumer serves GET /metrics (Prometheus).
+	// Default "": on the health endpoint's address; "off" serves none.
+	MetricsAddr string `env:"STREAMRPC_METRICS_ADDR"`
 }
 
 // defaultHealthAddr is consumerSettings.HealthAddr's default.
@@ -36,7 +42,7 @@ func runConsumer(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := s.logger(stderr)
+	log, err := s.logger(stderr, logJSON)
 	if err != nil {
 		return err
 	}
@@ -52,6 +58,19 @@ func runConsumer(ctx context.Context, stderr io.Writer) error {
 		return err
 	}
 	cfg.Logger = log
+	var metrics http.Handler
+	if cs.MetricsAddr != "off" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		cfg.Registerer = reg
+		metrics = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	}
+	tp, stopTracing, err := setupTracing(ctx, "streamrpc-consumer")
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	cfg.TracerProvider = tp
 	scfg, err := consumers.SidecarConfigFromEnv()
 	if err != nil {
 		return err
@@ -74,7 +93,20 @@ func runConsumer(ctx context.Context, stderr io.Writer) error {
 
 	var ready atomic.Bool
 	if cs.HealthAddr != "off" {
-		stop, err := serveHealth(cs.HealthAddr, &ready, log)
+		withMetrics := metrics
+		if cs.MetricsAddr != "" {
+			withMetrics = nil // served on its own address, or off
+		}
+		stop, err := serveHealth(cs.HealthAddr, &ready, withMetrics, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	if cs.MetricsAddr != "" && cs.MetricsAddr != "off" {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics)
+		stop, err := serveHTTP(cs.MetricsAddr, mux, "metrics endpoint (STREAMRPC_METRICS_ADDR)", log)
 		if err != nil {
 			return err
 		}
@@ -133,27 +165,41 @@ func startWhileRedisFails(ctx context.Context, srv *consumers.Server, log *slog.
 	}
 }
 
-// serveHealth serves GET /healthz on addr: 200 while ready holds, else 503.
-// The returned func stops the server and waits for it.
-func serveHealth(addr string, ready *atomic.Bool, log *slog.Logger) (func(), error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("health endpoint (STREAMRPC_HEALTH_ADDR): %w", err)
-	}
+// serveHealth serves GET /healthz on addr: 200 while ready holds, else 503;
+// and GET /metrics if metrics is not nil. The returned func stops the server
+// and waits for it.
+func serveHealth(addr string, ready *atomic.Bool, metrics http.Handler, log *slog.Logger) (func(), error) {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	if metrics != nil {
+		mux.Handle("GET /metrics", metrics)
+	}
+	health := func(w http.ResponseWriter, _ *http.Request) {
 		if !ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = io.WriteString(w, "ok\n")
-	})
+	}
+	// A sidecar is useless until it takes calls, so liveness and readiness
+	// are the same here; /readyz is there for `streamrpc healthcheck --ready`.
+	mux.HandleFunc("GET /healthz", health)
+	mux.HandleFunc("GET /readyz", health)
+	return serveHTTP(addr, mux, "health endpoint (STREAMRPC_HEALTH_ADDR)", log)
+}
+
+// serveHTTP serves mux on addr until the returned func is called; that func
+// stops the server and waits for it.
+func serveHTTP(addr string, mux *http.ServeMux, what string, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("health endpoint stopped", "err", err)
+			log.Error(what+" stopped", "err", err)
 		}
 	}()
 	return func() {

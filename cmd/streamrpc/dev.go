@@ -22,7 +22,7 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := s.logger(stderr)
+	log, err := s.logger(stderr, logText)
 	if err != nil {
 		return err
 	}
@@ -44,7 +44,12 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	}
 	defer rdb.Close()
 
-	srv, err := consumers.NewServer(rdb, consumers.Config{Handler: echo.Name, Description: "the example echo handler", Logger: log}, echo.Mux())
+	tp, stopTracing, err := setupTracing(ctx, "streamrpc-dev")
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	srv, err := consumers.NewServer(rdb, consumers.Config{Handler: echo.Name, Description: "the example echo handler", Logger: log, TracerProvider: tp}, echo.Mux())
 	if err != nil {
 		return err
 	}
@@ -60,6 +65,7 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 		warnOpen(log)
 	}
 	s.Edge.Logger = log
+	s.Edge.TracerProvider = tp
 	edge, err := app.New(rdb, s.Edge)
 	if err != nil {
 		return err
@@ -69,7 +75,7 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 		authHeader = " -H 'Authorization: Bearer <your API key or token>'"
 	}
 	fmt.Fprintf(stdout, "streamrpc dev is up. Call it:\n  curl -s -X POST http://%s/rpc/echo/echo -H 'content-type: application/json'%s -d '{\"msg\":\"hi\"}'\n", callHost(s.Edge.Addr), authHeader)
-	return serveUntil(ctx, edge, s.Edge.ShutdownGrace, log)
+	return serveUntil(ctx, edge, s.Edge, log)
 }
 
 // callHost turns a listen address into one to call: ":8080" -> "localhost:8080".

@@ -17,7 +17,7 @@ func runEdge(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := s.logger(stderr)
+	log, err := s.logger(stderr, logJSON)
 	if err != nil {
 		return err
 	}
@@ -33,11 +33,17 @@ func runEdge(ctx context.Context, stderr io.Writer) error {
 	}
 	defer rdb.Close()
 	s.Edge.Logger = log
+	tp, stopTracing, err := setupTracing(ctx, "streamrpc-edge")
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	s.Edge.TracerProvider = tp
 	edge, err := app.New(rdb, s.Edge)
 	if err != nil {
 		return err
 	}
-	return serveUntil(ctx, edge, s.Edge.ShutdownGrace, log)
+	return serveUntil(ctx, edge, s.Edge, log)
 }
 
 // ErrNoAuth: the edge would run open without having been told to.
@@ -64,8 +70,11 @@ func warnOpen(log *slog.Logger) {
 	log.Warn("AUTHENTICATION IS OFF: anyone who can reach this edge can call every handler, read the dashboard and replay or delete dead letters; configure STREAMRPC_API_KEYS or a JWT key (README \"Security model\")")
 }
 
-// serveUntil serves the edge until ctx ends, then drains it.
-func serveUntil(ctx context.Context, edge *app.Edge, grace time.Duration, log *slog.Logger) error {
+// serveUntil serves the edge until ctx ends, then drains it: readiness
+// fails at once, new calls are still served for cfg.DrainDelay, then the
+// listener closes and the calls in flight get cfg.ShutdownGrace.
+func serveUntil(ctx context.Context, edge *app.Edge, cfg app.Config, log *slog.Logger) error {
+	grace := cfg.ShutdownGrace
 	errc := make(chan error, 1)
 	go func() { errc <- edge.ListenAndServe() }()
 	select {
@@ -76,6 +85,16 @@ func serveUntil(ctx context.Context, edge *app.Edge, grace time.Duration, log *s
 	}
 	if grace <= 0 {
 		grace = 30 * time.Second
+	}
+	edge.Drain()
+	if cfg.DrainDelay > 0 {
+		log.Info("draining: /readyz answers 503; still serving until the load balancers notice", "drain_delay", cfg.DrainDelay)
+		select {
+		case <-time.After(cfg.DrainDelay):
+		case err := <-errc: // the server stopped by itself meanwhile
+			_ = edge.Close()
+			return err
+		}
 	}
 	log.Info("shutting down; draining calls in flight", "grace", grace, "waiting", edge.Waiting())
 	sctx, cancel := context.WithTimeout(context.Background(), grace)

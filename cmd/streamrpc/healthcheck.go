@@ -18,16 +18,21 @@ import (
 // --url if given; else, for a process that runs `streamrpc consumer` (as
 // read from the environment or /proc/1/cmdline in its container),
 // STREAMRPC_HEALTH_ADDR's /healthz; else the edge's STREAMRPC_ADDR /healthz.
+// --ready asks /readyz instead: the edge is ready only while Redis answers.
 func runHealthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	target := fs.String("url", "", "URL to GET (default: this container's edge or consumer /healthz)")
 	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for the answer")
+	ready := fs.Bool("ready", false, "check readiness (GET /readyz: Redis answers, not draining) instead of liveness (GET /healthz)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *target == "" {
 		*target = defaultHealthURL(os.Getenv, pid1Command())
+		if *ready {
+			*target = strings.TrimSuffix(*target, "/healthz") + "/readyz"
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -75,6 +76,37 @@ func TestConsumerRequiresSettings(t *testing.T) {
 			var out, errOut bytes.Buffer
 			if code := run(t.Context(), []string{"consumer"}, &out, &errOut); code != 1 || !strings.Contains(errOut.String(), tc.want) {
 				t.Fatalf("code %d, stderr %q; want 1 and %q", code, errOut.String(), tc.want)
+			}
+		})
+	}
+}
+
+// TestHealthcheckReady: --ready asks /readyz of the same host, so an edge
+// that is alive but cannot reach Redis passes the liveness check only.
+func TestHealthcheckReady(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/readyz" {
+			http.Error(w, `{"status":"unavailable"}`, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+	}))
+	t.Cleanup(srv.Close)
+	t.Setenv("STREAMRPC_ADDR", strings.TrimPrefix(srv.URL, "http://"))
+	t.Setenv("STREAMRPC_HEALTH_ADDR", "")
+	cases := []struct {
+		name string
+		args []string
+		want int
+	}{
+		{"liveness", []string{"healthcheck"}, 0},
+		{"readiness", []string{"healthcheck", "--ready"}, 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			if code := run(t.Context(), tc.args, &out, &errOut); code != tc.want {
+				t.Fatalf("code %d, want %d; stdout %q stderr %q", code, tc.want, out.String(), errOut.String())
 			}
 		})
 	}

@@ -18,9 +18,16 @@ type settings struct {
 	Edge  app.Config
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `env:"STREAMRPC_LOG_LEVEL" envDefault:"info"`
-	// LogFormat is text or json. Default text.
-	LogFormat string `env:"STREAMRPC_LOG_FORMAT" envDefault:"text"`
+	// LogFormat is text or json. Default: json for `edge` and `consumer`
+	// (what log pipelines parse), text for `dev` (what people read).
+	LogFormat string `env:"STREAMRPC_LOG_FORMAT"`
 }
+
+// Log formats of STREAMRPC_LOG_FORMAT.
+const (
+	logJSON = "json"
+	logText = "text"
+)
 
 func loadSettings() (settings, error) {
 	var s settings
@@ -33,16 +40,22 @@ func loadSettings() (settings, error) {
 	return s, nil
 }
 
-func (s settings) logger(w io.Writer) (*slog.Logger, error) {
+// logger is the process's logger on w: STREAMRPC_LOG_FORMAT, or
+// defaultFormat when it is unset, at STREAMRPC_LOG_LEVEL.
+func (s settings) logger(w io.Writer, defaultFormat string) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(s.LogLevel)); err != nil {
 		return nil, fmt.Errorf("STREAMRPC_LOG_LEVEL %q: want debug, info, warn or error", s.LogLevel)
 	}
 	opts := &slog.HandlerOptions{Level: level}
-	switch strings.ToLower(s.LogFormat) {
-	case "text":
+	format := strings.ToLower(s.LogFormat)
+	if format == "" {
+		format = defaultFormat
+	}
+	switch format {
+	case logText:
 		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
+	case logJSON:
 		return slog.New(slog.NewJSONHandler(w, opts)), nil
 	}
 	return nil, fmt.Errorf("STREAMRPC_LOG_FORMAT %q: want text or json", s.LogFormat)

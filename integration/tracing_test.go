@@ -1,0 +1,155 @@
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	fastws "github.com/fasthttp/websocket"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/streamrpc/streamrpc/app"
+	"github.com/streamrpc/streamrpc/consumers"
+)
+
+// A caller's trace context: trace id and span id of its own span.
+const (
+	callerTraceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	callerSpanID  = "00f067aa0ba902b7"
+	callerParent  = "00-" + callerTraceID + "-" + callerSpanID + "-01"
+)
+
+// spanIDs is what the traced handler answers: the span its context carries.
+type spanIDs struct {
+	TraceID string `json:"trace_id"`
+	SpanID  string `json:"span_id"`
+}
+
+// recorded waits for the ended span with id in rec and returns it.
+func recorded(t *testing.T, rec *tracetest.SpanRecorder, id trace.SpanID) sdktrace.ReadOnlySpan {
+	t.Helper()
+	var found sdktrace.ReadOnlySpan
+	waitUntil(t, 10*time.Second, func() error {
+		for _, s := range rec.Ended() {
+			if s.SpanContext().SpanID() == id {
+				found = s
+				return nil
+			}
+		}
+		return fmt.Errorf("no ended span %s among %d", id, len(rec.Ended()))
+	})
+	return found
+}
+
+// TestTraceSpansEdgeToHandler: one trace spans caller → edge → stream →
+// handler. The edge's server span is the child of the caller's traceparent
+// (HTTP header, or the WebSocket upgrade's), the handler's span is the
+// child of the edge's, and the handler's context carries it. Edge and
+// consumer have tracer providers of their own: the context can only have
+// travelled in the call's envelope, through Redis.
+func TestTraceSpansEdgeToHandler(t *testing.T) {
+	edgeRec, handlerRec := tracetest.NewSpanRecorder(), tracetest.NewSpanRecorder()
+	edgeTP := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(edgeRec))
+	handlerTP := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(handlerRec))
+	t.Cleanup(func() { _ = edgeTP.Shutdown(context.Background()); _ = handlerTP.Shutdown(context.Background()) })
+
+	st := newStack(t, stackOptions{edge: app.Config{TracerProvider: edgeTP}, noConsume: true})
+	mux := consumers.NewMux()
+	mux.HandleFunc("span", func(ctx context.Context, _ *consumers.Request) (any, error) {
+		sc := trace.SpanContextFromContext(ctx)
+		return spanIDs{TraceID: sc.TraceID().String(), SpanID: sc.SpanID().String()}, nil
+	})
+	st.startConsumer(t, consumers.Config{Handler: "traced", TracerProvider: handlerTP}, mux)
+
+	callerTrace, _ := trace.TraceIDFromHex(callerTraceID)
+	callerSpan, _ := trace.SpanIDFromHex(callerSpanID)
+	cases := []struct {
+		name string
+		call func(t *testing.T) spanIDs
+		// withCaller: the caller sent a traceparent; else the edge starts the trace.
+		withCaller bool
+	}{
+		{name: "http with traceparent", withCaller: true, call: func(t *testing.T) spanIDs {
+			r := post(t, st.url, "/rpc/traced/span", nil, map[string]string{"traceparent": callerParent, "tracestate": "vendor=x"})
+			return decodeSpan(t, r)
+		}},
+		{name: "http starts the trace", call: func(t *testing.T) spanIDs {
+			return decodeSpan(t, post(t, st.url, "/rpc/traced/span", nil, nil))
+		}},
+		{name: "jsonrpc over http", withCaller: true, call: func(t *testing.T) spanIDs {
+			r := post(t, st.url, "/jsonrpc", []byte(`{"jsonrpc":"2.0","id":1,"method":"traced.span"}`), map[string]string{"traceparent": callerParent})
+			return decodeSpan(t, r)
+		}},
+		{name: "async call", withCaller: true, call: func(t *testing.T) spanIDs {
+			a := post(t, st.url, "/rpc/traced/span", nil, map[string]string{"traceparent": callerParent, "Prefer": "respond-async"})
+			if a.status != http.StatusAccepted {
+				t.Fatalf("async call: %d %s", a.status, a.body)
+			}
+			return decodeSpan(t, get(t, st.url+"/rpc/calls/"+a.requestID+"?wait=10s"))
+		}},
+		{name: "websocket upgrade header", withCaller: true, call: func(t *testing.T) spanIDs {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			conn, _, err := fastws.DefaultDialer.DialContext(ctx, st.wsURL(), http.Header{"Traceparent": {callerParent}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = conn.Close() })
+			var r response
+			if err := json.Unmarshal(wsExchange(t, conn, `{"jsonrpc":"2.0","id":1,"method":"traced.span"}`), &r); err != nil {
+				t.Fatal(err)
+			}
+			return decodeSpan(t, &r)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tc.call(t)
+			traceID, err := trace.TraceIDFromHex(got.TraceID)
+			if err != nil || !traceID.IsValid() {
+				t.Fatalf("the handler's context carries no span: %+v", got)
+			}
+			if tc.withCaller && traceID != callerTrace {
+				t.Fatalf("handler trace %s, want the caller's %s", traceID, callerTrace)
+			}
+			spanID, err := trace.SpanIDFromHex(got.SpanID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The handler's context carries its run's span, whose parent is the edge's.
+			handlerSpan := recorded(t, handlerRec, spanID)
+			edgeSpan := recorded(t, edgeRec, handlerSpan.Parent().SpanID())
+			for _, s := range []sdktrace.ReadOnlySpan{handlerSpan, edgeSpan} {
+				if s.Name() != "traced/span" || s.SpanContext().TraceID() != traceID {
+					t.Errorf("span %q in trace %s, want traced/span in %s", s.Name(), s.SpanContext().TraceID(), traceID)
+				}
+			}
+			if edgeSpan.SpanKind() != trace.SpanKindServer {
+				t.Errorf("edge span kind %s, want server", edgeSpan.SpanKind())
+			}
+			switch {
+			case tc.withCaller && edgeSpan.Parent().SpanID() != callerSpan:
+				t.Errorf("edge span's parent %s, want the caller's span %s", edgeSpan.Parent().SpanID(), callerSpan)
+			case !tc.withCaller && edgeSpan.Parent().IsValid():
+				t.Errorf("edge span has parent %s, want a root span", edgeSpan.Parent().SpanID())
+			}
+			if !handlerSpan.Parent().IsRemote() || handlerSpan.SpanKind() != trace.SpanKindConsumer {
+				t.Errorf("handler span's parent is not remote (%v) or its kind %s is not consumer", handlerSpan.Parent().IsRemote(), handlerSpan.SpanKind())
+			}
+		})
+	}
+}
+
+func decodeSpan(t *testing.T, r *response) spanIDs {
+	t.Helper()
+	var ids spanIDs
+	if r.Error != nil || json.Unmarshal(r.Result, &ids) != nil {
+		t.Fatalf("call answered %d %s", r.status, r.body)
+	}
+	return ids
+}
