@@ -231,3 +231,68 @@ func TestRateLimitScript(t *testing.T) {
 		return nil
 	})
 }
+
+// TestRateLimitPerKeyAcrossEdges: with API keys, each key has its own limit,
+// shared by two edges on one Redis; another key from the same address is not
+// held back by it, and failed authentication counts against the address.
+func TestRateLimitPerKeyAcrossEdges(t *testing.T) {
+	const burst = 3
+	keyA, hashA, err := app.NewAPIKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyB, hashB, err := app.NewAPIKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := app.Config{
+		APIKeys:            "a:" + hashA + ":call:echo.*;b:" + hashB + ":call:echo.*",
+		RateLimitPrincipal: 0.1, RateLimitPrincipalBurst: burst,
+		RateLimitIP: 0.1, RateLimitIPBurst: burst,
+	}
+	st := newStack(t, stackOptions{edge: cfg})
+	edges := []string{st.url, ""}
+	st.startEdge(t, cfg)
+	edges[1] = st.url
+
+	start := time.Now()
+	count := func(key string, n int) (allowed, refused int) {
+		for i := range n {
+			r := post(t, edges[i%2], "/rpc/echo/echo", []byte(`{}`), map[string]string{"Authorization": "Bearer " + key})
+			switch r.status {
+			case http.StatusOK:
+				allowed++
+			case http.StatusTooManyRequests:
+				refused++
+				if r.header.Get("Retry-After") == "" || r.Error == nil || r.Error.Code != streams.CodeRateLimited {
+					t.Fatalf("429 without Retry-After or rate_limited: %s", r.body)
+				}
+			case http.StatusUnauthorized:
+			default:
+				t.Fatalf("%d %s", r.status, r.body)
+			}
+		}
+		return allowed, refused
+	}
+	cases := []struct {
+		name          string
+		key           string
+		allowed, sent int
+	}{
+		{name: "key a, over its limit", key: keyA, allowed: burst, sent: 8},
+		{name: "key b, its own limit", key: keyB, allowed: burst, sent: 8},
+		{name: "bad keys, limited by address", key: "srpc_guess", allowed: 0, sent: 8},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			allowed, refused := count(tc.key, tc.sent)
+			if time.Since(start) > 9*time.Second {
+				t.Skipf("took %s: a new request became due, the count is not exact", time.Since(start))
+			}
+			// Bad keys: the first burst are answered 401, the rest 429.
+			if allowed != tc.allowed || refused != tc.sent-burst {
+				t.Fatalf("allowed %d, refused %d of %d; want %d allowed, %d refused", allowed, refused, tc.sent, tc.allowed, tc.sent-burst)
+			}
+		})
+	}
+}
