@@ -61,7 +61,7 @@ func TestReadinessFollowsRedis(t *testing.T) {
 func TestEdgeDrainDelay(t *testing.T) {
 	rs := startRedis(t)
 	addr := freeAddr(t)
-	edge := startProcess(t, binary(t, "streamrpc"), []string{"REDIS_URL=" + rs.URL, "STREAMRPC_ADDR=" + addr, "STREAMRPC_DRAIN_DELAY=3s"}, "edge")
+	edge := startProcess(t, binary(t, "streamrpc"), []string{"REDIS_URL=" + rs.URL, "STREAMRPC_ADDR=" + addr, "STREAMRPC_DRAIN_DELAY=3s", "STREAMRPC_AUTH=none"}, "edge")
 	startProcess(t, binary(t, "echo"), []string{"REDIS_URL=" + rs.URL})
 	url := "http://" + addr
 	waitForEcho(t, url)
