@@ -126,3 +126,36 @@ func BenchmarkReplyBaselineJSON(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkRecordSettled is the consumer's per-call cost of the stats,
+// activity and story it used to write to Redis in each settle: counting in
+// memory under one mutex. Its baseline is what the old settle built per call
+// before any round trip: the activity record and story events as JSON.
+func BenchmarkRecordSettled(b *testing.B) {
+	r := newRecorder(nil)
+	d := &Delivery{Handler: "echo", StreamID: "1-1", Deliveries: 1, Call: benchCall()}
+	reply := ResultReply(d.Call.ID, d.Call.Params)
+	run := Run{Consumer: "c1", Started: time.Now(), Took: 300 * time.Microsecond}
+	b.ReportAllocs()
+	for b.Loop() {
+		r.record(settledOf(d, "answer", reply, run, "", time.Minute))
+		if len(r.tallies["echo"].ordinary) == activityPerFlush {
+			r.tallies = map[string]*handlerTally{} // what a flush does
+		}
+	}
+}
+
+func BenchmarkRecordSettledBaselineJSON(b *testing.B) {
+	d := &Delivery{Handler: "echo", StreamID: "1-1", Deliveries: 1, Call: benchCall()}
+	reply := ResultReply(d.Call.ID, d.Call.Params)
+	run := Run{Consumer: "c1", Started: time.Now(), Took: 300 * time.Microsecond}
+	b.ReportAllocs()
+	for b.Loop() {
+		s := settledOf(d, "answer", reply, run, "", time.Minute)
+		_ = mustJSON(s.activity())
+		_ = mustJSON(s.queuedEvent())
+		for _, e := range s.runEvents() {
+			_ = mustJSON(e)
+		}
+	}
+}
