@@ -220,3 +220,17 @@ func runScripts(ctx context.Context, rdb redis.UniversalClient, calls []*scriptC
 		_, _ = pipe.Exec(ctx)
 	}
 }
+
+// groupBy splits a batch into the groups one script run can carry, in the
+// order their first operations were queued.
+func groupBy[T any](batch []T, key func(T) string) (order []string, groups map[string][]T) {
+	groups = make(map[string][]T)
+	for _, o := range batch {
+		k := key(o)
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], o)
+	}
+	return order, groups
+}

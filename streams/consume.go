@@ -261,14 +261,7 @@ type answerOp struct {
 // sendAnswers runs one answerScript per handler and consumer in the batch,
 // all in one pipeline.
 func (c *Client) sendAnswers(ctx context.Context, batch []*answerOp) {
-	groups := make(map[string][]*answerOp)
-	var order []string
-	for _, o := range batch {
-		if _, ok := groups[o.group]; !ok {
-			order = append(order, o.group)
-		}
-		groups[o.group] = append(groups[o.group], o)
-	}
+	order, groups := groupBy(batch, func(o *answerOp) string { return o.group })
 	calls := make([]*scriptCall, len(order))
 	for i, g := range order {
 		ops := groups[g]

@@ -108,14 +108,7 @@ type enqueueOp struct {
 // pipeline.
 func sendEnqueues(rdb redis.UniversalClient) func(ctx context.Context, batch []*enqueueOp) {
 	return func(ctx context.Context, batch []*enqueueOp) {
-		groups := make(map[string][]*enqueueOp)
-		var order []string
-		for _, o := range batch {
-			if _, ok := groups[o.handler]; !ok {
-				order = append(order, o.handler)
-			}
-			groups[o.handler] = append(groups[o.handler], o)
-		}
+		order, groups := groupBy(batch, func(o *enqueueOp) string { return o.handler })
 		calls := make([]*scriptCall, len(order))
 		for i, h := range order {
 			ops := groups[h]
