@@ -55,7 +55,7 @@ type Client struct {
 	opts     Options
 	enqueue  *batcher[*enqueueOp]  // enqueue scripts, one run per handler per batch
 	answers  *batcher[*answerOp]   // answered calls, one run per handler per batch
-	finish   *batcher[*scriptCall] // retries and dead letters, pipelined
+	finish   *batcher[*scriptCall] // retries, dead letters and rate limits, pipelined
 	recorder *recorder             // stats, activity and stories, written in the background
 	wg       sync.WaitGroup
 	once     sync.Once

@@ -366,7 +366,7 @@ func outcomeOf(mode string, reply Reply) string {
 	case mode == "dead":
 		return "dead"
 	case reply.OK:
-		return "ok"
+		return OutcomeOK
 	}
 	switch reply.Err().Code {
 	case CodeTimeout:

@@ -73,10 +73,10 @@ var Codes = []CodeInfo{
 	{CodeRateLimited, "rate_limited", http.StatusTooManyRequests, "the caller (principal or IP address) is over its rate limit, or has too many connections; retry after Retry-After"},
 }
 
-var codeStatus = func() map[int]int {
-	m := make(map[int]int, len(Codes))
+var codeInfo = func() map[int]CodeInfo {
+	m := make(map[int]CodeInfo, len(Codes))
 	for _, c := range Codes {
-		m[c.Code] = c.Status
+		m[c.Code] = c
 	}
 	return m
 }()
@@ -86,10 +86,20 @@ var codeStatus = func() map[int]int {
 // the handler, and the handler refused it. 5xx is kept for failures of the system,
 // so that clients and proxies that retry on 5xx do not repeat a business error.
 func HTTPStatus(code int) int {
-	if s, ok := codeStatus[code]; ok {
-		return s
+	if c, ok := codeInfo[code]; ok {
+		return c.Status
 	}
 	return http.StatusUnprocessableEntity
+}
+
+// CodeName is the name of code in Codes (e.g. "timeout"), or
+// "handler_error" for a code a handler chose itself. Metrics label outcomes
+// with it: a bounded set, whatever codes handlers invent.
+func CodeName(code int) string {
+	if c, ok := codeInfo[code]; ok {
+		return c.Name
+	}
+	return "handler_error"
 }
 
 // Error is the error object on the wire: in HTTP bodies as {"error":{...}}, in

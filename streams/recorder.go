@@ -59,7 +59,7 @@ func settledOf(d *Delivery, mode string, reply Reply, run Run, detail string, tt
 	return s
 }
 
-func (s *settledCall) notable() bool { return s.outcome != "ok" || s.attempt > 1 }
+func (s *settledCall) notable() bool { return s.outcome != OutcomeOK || s.attempt > 1 }
 
 func (s *settledCall) queuedEvent() StoryEvent {
 	return StoryEvent{Time: s.enqueued, Event: "queued", Params: s.params, Detail: s.caller, Handler: s.handler, Method: s.method}
@@ -110,7 +110,7 @@ func (t *handlerTally) add(s settledCall) {
 		t.counters[m+":retries"]++
 	} else {
 		t.counters[m+":calls"]++
-		if s.outcome != "ok" && s.outcome != "cancelled" {
+		if s.outcome != OutcomeOK && s.outcome != "cancelled" {
 			t.counters[m+":errors"]++
 		}
 		if s.outcome == "timeout" {
