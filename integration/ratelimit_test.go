@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,11 +81,16 @@ func TestHeaderSizeLimit(t *testing.T) {
 		name   string
 		header int // bytes of one header's value
 		want   int
+		// The edge answers 431 after reading its buffer's worth and closes:
+		// a client still writing a request far larger than the socket
+		// buffers may see the connection reset before it reads the 431.
+		// Either way the request was refused.
+		resetIsRefusal bool
 	}{
-		{"small", 100, http.StatusOK},
-		{"just under", 1500, http.StatusOK},
-		{"over", 3000, http.StatusRequestHeaderFieldsTooLarge},
-		{"far over", 64 << 10, http.StatusRequestHeaderFieldsTooLarge},
+		{name: "small", header: 100, want: http.StatusOK},
+		{name: "just under", header: 1500, want: http.StatusOK},
+		{name: "over", header: 3000, want: http.StatusRequestHeaderFieldsTooLarge},
+		{name: "far over", header: 64 << 10, want: http.StatusRequestHeaderFieldsTooLarge, resetIsRefusal: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -94,6 +101,9 @@ func TestHeaderSizeLimit(t *testing.T) {
 			req.Header.Set("X-Padding", strings.Repeat("a", tc.header))
 			res, err := httpClient.Do(req)
 			if err != nil {
+				if tc.resetIsRefusal && errors.Is(err, syscall.ECONNRESET) {
+					return
+				}
 				t.Fatal(err)
 			}
 			defer res.Body.Close()
@@ -102,6 +112,10 @@ func TestHeaderSizeLimit(t *testing.T) {
 				t.Fatalf("status %d, want %d", res.StatusCode, tc.want)
 			}
 		})
+	}
+	// The edge is still serving after the refusals.
+	if g := get(t, st.url+"/healthz"); g.status != http.StatusOK {
+		t.Fatalf("healthz after the refusals: %d", g.status)
 	}
 }
 
