@@ -164,7 +164,7 @@ func parseWait(s string) (time.Duration, error) {
 // answered or the wait ends.
 func (e *Edge) handleCallStatus(c *fiber.Ctx) error {
 	id := c.Params("id")
-	if err := streams.ValidateID(id); err != nil {
+	if _, err := streams.ValidateCallID(id); err != nil {
 		return writeError(c, newError(streams.CodeInvalidRequest, err.Error()))
 	}
 	wait, err := parseWait(c.Query("wait"))
@@ -235,7 +235,7 @@ func (e *Edge) writeStatus(c *fiber.Ctx, id string, st streams.CallStatus, err e
 // cancelled. Either way its outcome becomes a cancelled error.
 func (e *Edge) handleCancel(c *fiber.Ctx) error {
 	id := c.Params("id")
-	if err := streams.ValidateID(id); err != nil {
+	if _, err := streams.ValidateCallID(id); err != nil {
 		return writeError(c, newError(streams.CodeInvalidRequest, err.Error()))
 	}
 	ctx, cancel := apiContext()

@@ -247,7 +247,7 @@ const (
 func TestAuthAPIKeysAndScopes(t *testing.T) {
 	f := newAuthFixture(t)
 	k := f.keys
-	callID := "/rpc/calls/01JBZ8Y0000000000000000000"
+	callID := "/rpc/calls/echo.01JBZ8Y0000000000000000000"
 	f.run(t, []authCase{
 		{name: "healthz is public", method: "GET", path: "/healthz", wantStatus: http.StatusOK},
 		{name: "readyz is public", method: "GET", path: "/readyz", wantStatus: passed},

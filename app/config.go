@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/streamrpc/streamrpc/streams"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -26,6 +27,9 @@ type Config struct {
 	MaxBody int `env:"STREAMRPC_MAX_BODY"`
 	// ResultTTL is how long a call's result stays readable by id. Default 10m.
 	ResultTTL time.Duration `env:"STREAMRPC_RESULT_TTL"`
+	// Durability makes the edge confirm each call with replicas (Redis WAIT)
+	// before it tells the caller the call is accepted. Default: off.
+	Durability streams.Durability
 	// ShutdownGrace is how long a stopping edge waits for calls in flight. Default 30s.
 	ShutdownGrace time.Duration `env:"STREAMRPC_SHUTDOWN_GRACE"`
 	// DrainDelay is how long a stopping edge (`streamrpc edge` on SIGTERM)

@@ -64,7 +64,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Edge, error) {
 		auth:     auth,
 		cfg:      cfg,
 		id:       ulid.Make().String(),
-		streams:  streams.New(rdb, streams.Options{ResultTTL: cfg.ResultTTL}),
+		streams:  streams.New(rdb, streams.Options{ResultTTL: cfg.ResultTTL, Durability: cfg.Durability}),
 		waiters:  newWaiters(),
 		watchers: newWatchers(),
 		ws:       newWSHub(cfg.WSMaxConns, cfg.WSMaxConnsPerIP),

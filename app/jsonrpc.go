@@ -11,7 +11,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/oklog/ulid/v2"
 
 	"github.com/streamrpc/streamrpc/streams"
 )
@@ -273,7 +272,7 @@ func (e *Edge) runJSONRPC(ctx context.Context, r *rpcRequest, tracker callTracke
 	if notify {
 		ctx = context.Background() // enqueued even if the caller goes away
 	}
-	id := ulid.Make().String()
+	id := streams.NewCallID(r.handler)
 	var enqueued func(streams.Enqueued)
 	if tracker != nil && !notify {
 		var done func()

@@ -61,6 +61,7 @@ type metrics struct {
 	inFlight    prometheus.Gauge
 	redisErrors *prometheus.CounterVec
 	redisErrOps map[string]prometheus.Counter
+	recovered   prometheus.Counter
 
 	// series caches each handler/method pair's pre-resolved children:
 	// WithLabelValues hashes the labels and takes a lock on every call.
@@ -108,6 +109,10 @@ func newMetrics(e *Edge) *metrics {
 		Name: "streamrpc_redis_errors_total",
 		Help: "Redis commands of the edge that failed, by operation.",
 	}, []string{"op"})
+	m.recovered = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "streamrpc_replies_recovered_total",
+		Help: "Calls answered from their kept result because their reply never reached the edge's reply stream.",
+	})
 	m.redisErrOps = map[string]prometheus.Counter{}
 	for _, op := range []string{opEnqueue, opReadReplies, opPing, opScrape} {
 		m.redisErrOps[op] = m.redisErrors.WithLabelValues(op) // present at 0 from the start
@@ -116,7 +121,7 @@ func newMetrics(e *Edge) *metrics {
 		Name: "streamrpc_websocket_connections",
 		Help: "Open WebSocket connections on this edge.",
 	}, func() float64 { open, _ := e.ws.state(); return float64(open) })
-	m.reg.MustRegister(m.calls, m.duration, m.queueWait, m.processing, m.inFlight, m.redisErrors, wsConns,
+	m.reg.MustRegister(m.recovered, m.calls, m.duration, m.queueWait, m.processing, m.inFlight, m.redisErrors, wsConns,
 		newQueueCollector(e.streams, m.redisErrOps[opScrape]),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -200,6 +205,8 @@ func (m *metrics) observeAsync(req *callRequest, rerr *streams.Error) {
 }
 
 func (m *metrics) redisError(op string) { m.redisErrOps[op].Inc() }
+
+func (m *metrics) replyRecovered() { m.recovered.Inc() }
 
 // handler serves GET /metrics in the Prometheus text format.
 func (m *metrics) handler() fiber.Handler {

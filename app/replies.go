@@ -40,7 +40,7 @@ func newReplyReader(sc *streams.Client, edgeID string, w *waiters, lp *watchers,
 
 func (r *replyReader) start(wg *sync.WaitGroup) {
 	r.running.Store(true) // before Start returns: no window where /readyz says 503
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		defer close(r.done)
@@ -50,6 +50,10 @@ func (r *replyReader) start(wg *sync.WaitGroup) {
 	go func() {
 		defer wg.Done()
 		r.keepAlive()
+	}()
+	go func() {
+		defer wg.Done()
+		r.recoverLost()
 	}()
 }
 
@@ -108,5 +112,46 @@ func (r *replyReader) keep() {
 	defer cancel()
 	if err := r.streams.KeepReplyStream(ctx, r.edgeID); err != nil && r.ctx.Err() == nil {
 		r.log.Debug("keeping the reply stream failed", "err", err)
+	}
+}
+
+// recoverInterval is how often recoverLost looks for calls due a result check.
+const recoverInterval = 500 * time.Millisecond
+
+// recoverLost looks up the results of calls that have waited long for their
+// reply (see waiters.due), and delivers those found. A consumer publishes a
+// reply after the script that settled the call and kept its result, so a
+// reply can be lost where the result is not: the consumer died in between, or
+// a failover lost the reply stream's latest writes (Redis replicates
+// asynchronously). Checks back off per call, so a long-running call costs a
+// few GETs, not one a tick.
+func (r *replyReader) recoverLost() {
+	t := time.NewTicker(recoverInterval)
+	defer t.Stop()
+	for {
+		select {
+		case now := <-t.C:
+			ids := r.waiters.due(now)
+			if len(ids) == 0 {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+			found, err := r.streams.Results(ctx, ids)
+			cancel()
+			if err != nil {
+				if r.ctx.Err() == nil {
+					r.log.Debug("looking up results of waiting calls failed", "calls", len(ids), "err", err)
+				}
+				continue
+			}
+			for _, rep := range found {
+				if r.waiters.deliver(rep) {
+					r.metrics.replyRecovered()
+					r.log.Info("reply recovered from the call's result: its reply stream entry was lost", "call_id", rep.ID)
+				}
+			}
+		case <-r.ctx.Done():
+			return
+		}
 	}
 }

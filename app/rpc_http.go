@@ -13,7 +13,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
-	"github.com/oklog/ulid/v2"
 
 	"github.com/streamrpc/streamrpc/streams"
 	"github.com/streamrpc/streamrpc/ui"
@@ -72,7 +71,7 @@ func (e *Edge) handleCall(c *fiber.Ctx) error {
 	if bad != nil {
 		return writeError(c, bad)
 	}
-	id := ulid.Make().String()
+	id := streams.NewCallID(req.handler)
 	if prefersAsync(c) {
 		return e.answerAsync(c, id, req)
 	}
@@ -271,6 +270,8 @@ func enqueueError(err error, req callRequest) *streams.Error {
 		return newError(streams.CodeOverloaded, "handler "+strconv.Quote(req.handler)+" has too many calls waiting; retry later", "handler", req.handler)
 	case errors.Is(err, context.DeadlineExceeded):
 		return newError(streams.CodeTimeout, "the call could not be enqueued before its deadline")
+	case errors.Is(err, streams.ErrNotReplicated):
+		return newError(streams.CodeUnavailable, "the call was queued but its replicas did not confirm it in time (STREAMRPC_DURABLE_REPLICAS); it may still run: retry with the same Idempotency-Key", "handler", req.handler)
 	case errors.Is(err, streams.ErrUnavailable):
 		return newError(streams.CodeUnavailable, "redis is unavailable; the call was not accepted")
 	}

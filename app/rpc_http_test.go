@@ -370,7 +370,7 @@ func TestCallRedisUnavailable(t *testing.T) {
 
 func TestResultRedisUnavailable(t *testing.T) {
 	e := newTestEdge(t, Config{})
-	resp, body := do(t, e, httptest.NewRequest(http.MethodGet, "/rpc/calls/01HZX3Q4R5S6T7V8W9XAYBZC0D", nil))
+	resp, body := do(t, e, httptest.NewRequest(http.MethodGet, "/rpc/calls/echo.01HZX3Q4R5S6T7V8W9XAYBZC0D", nil))
 	if resp.StatusCode != http.StatusServiceUnavailable || body.Error == nil || body.Error.Code != streams.CodeUnavailable {
 		t.Fatalf("status %d, body %+v; want 503 with code %d", resp.StatusCode, body, streams.CodeUnavailable)
 	}

@@ -3,6 +3,7 @@ package app
 import (
 	"hash/maphash"
 	"sync"
+	"time"
 
 	"github.com/streamrpc/streamrpc/streams"
 )
@@ -17,13 +18,30 @@ type waiters struct {
 
 type waiterShard struct {
 	mu sync.Mutex
-	m  map[string]chan streams.Reply
+	m  map[string]*waiter
 }
+
+// waiter is one call waiting for its reply.
+type waiter struct {
+	ch chan streams.Reply
+	// check is when to look the call's result up in Redis, in case its reply
+	// was lost on the way (see replyReader.recover); every look doubles the
+	// wait to the next one.
+	check time.Time
+	every time.Duration
+}
+
+// firstResultCheck is how long a call waits for its reply before the edge
+// first looks its result up by id. Replies normally arrive in well under a
+// millisecond; a reply is lost only when a consumer dies between settling a
+// call and publishing its reply, or when a failover loses the reply stream's
+// latest writes.
+const firstResultCheck = 2 * time.Second
 
 func newWaiters() *waiters {
 	w := &waiters{seed: maphash.MakeSeed()}
 	for i := range w.shards {
-		w.shards[i].m = make(map[string]chan streams.Reply)
+		w.shards[i].m = make(map[string]*waiter)
 	}
 	return w
 }
@@ -35,12 +53,12 @@ func (w *waiters) shard(id string) *waiterShard {
 // add registers id before its call is enqueued, so a reply can never arrive
 // before its waiter. The channel holds one reply, so delivery never blocks.
 func (w *waiters) add(id string) chan streams.Reply {
-	ch := make(chan streams.Reply, 1)
+	wt := &waiter{ch: make(chan streams.Reply, 1), check: time.Now().Add(firstResultCheck), every: firstResultCheck}
 	s := w.shard(id)
 	s.mu.Lock()
-	s.m[id] = ch
+	s.m[id] = wt
 	s.mu.Unlock()
-	return ch
+	return wt.ch
 }
 
 func (w *waiters) remove(id string) {
@@ -54,13 +72,32 @@ func (w *waiters) remove(id string) {
 func (w *waiters) deliver(r streams.Reply) bool {
 	s := w.shard(r.ID)
 	s.mu.Lock()
-	ch, ok := s.m[r.ID]
+	wt, ok := s.m[r.ID]
 	delete(s.m, r.ID)
 	s.mu.Unlock()
 	if ok {
-		ch <- r
+		wt.ch <- r
 	}
 	return ok
+}
+
+// due returns the ids of the calls whose result should be looked up now,
+// and schedules their next look.
+func (w *waiters) due(now time.Time) []string {
+	var ids []string
+	for i := range w.shards {
+		s := &w.shards[i]
+		s.mu.Lock()
+		for id, wt := range s.m {
+			if !wt.check.After(now) {
+				ids = append(ids, id)
+				wt.every *= 2
+				wt.check = now.Add(wt.every)
+			}
+		}
+		s.mu.Unlock()
+	}
+	return ids
 }
 
 func (w *waiters) len() int {

@@ -56,6 +56,9 @@ type Config struct {
 	// ResultTTL is how long replies stay readable by id when the edge did
 	// not say. Default 10m.
 	ResultTTL time.Duration `env:"STREAMRPC_CONSUMER_RESULT_TTL"`
+	// Durability makes the consumer confirm each settled call with replicas
+	// (Redis WAIT) before it takes the next. Default: off.
+	Durability streams.Durability
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger `env:"-"`
 	// Registerer, if set, gets the server's Prometheus metrics

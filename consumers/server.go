@@ -78,7 +78,7 @@ func NewServer(rdb redis.UniversalClient, cfg Config, h Handler) (*Server, error
 	s := &Server{
 		cfg:     cfg,
 		handler: h,
-		streams: streams.New(rdb, streams.Options{ResultTTL: cfg.ResultTTL}),
+		streams: streams.New(rdb, streams.Options{ResultTTL: cfg.ResultTTL, Durability: cfg.Durability}),
 		log:     cfg.Logger.With("handler", cfg.Handler, "consumer", cfg.Name),
 		stats:   newStatsKeeper(),
 	}
@@ -91,8 +91,8 @@ func NewServer(rdb redis.UniversalClient, cfg Config, h Handler) (*Server, error
 	return s, nil
 }
 
-// ConnectRedis returns a go-redis client for a REDIS_URL
-// (redis://[user:password@]host:port/db, or rediss:// for TLS).
+// ConnectRedis returns a go-redis client for a REDIS_URL: one node, a Redis
+// Cluster or a Sentinel-managed primary (see streams.RedisOptions.URL).
 func ConnectRedis(url string) (redis.UniversalClient, error) {
 	return streams.Connect(streams.RedisOptions{URL: url})
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,7 +26,11 @@ func aclUser(t *testing.T, r *RedisServer, user string, rules []string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := r.Client(t).Do(ctx, streams.ACLSetUser(user, aclPassword, rules)...).Err(); err != nil {
+	// ACL users are per node: on a cluster, every master and replica gets it.
+	err := r.forEachNode(t, ctx, func(ctx context.Context, node *redis.Client) error {
+		return node.Do(ctx, streams.ACLSetUser(user, aclPassword, rules)...).Err()
+	})
+	if err != nil {
 		t.Fatalf("ACL SETUSER %s: %v", user, err)
 	}
 	u, err := url.Parse(r.URL)
@@ -41,11 +46,19 @@ func aclLog(t *testing.T, r *RedisServer) []any {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	v, err := r.Client(t).Do(ctx, "ACL", "LOG").Slice()
+	var mu sync.Mutex
+	var all []any
+	err := r.forEachNode(t, ctx, func(ctx context.Context, node *redis.Client) error {
+		v, err := node.Do(ctx, "ACL", "LOG").Slice()
+		mu.Lock()
+		all = append(all, v...)
+		mu.Unlock()
+		return err
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return v
+	return all
 }
 
 // TestACLLeastPrivilege runs a real edge and two consumers, each as a Redis
@@ -150,9 +163,9 @@ func TestACLLeastPrivilege(t *testing.T) {
 		t.Fatalf("the edge or a consumer was refused something: ACL LOG %v", l)
 	}
 
-	// Now as the echo consumer's user: the other handler's keys, the calls'
-	// results and stories, the edge's reply stream and the registry are out
-	// of reach, except for the writes settling a call needs.
+	// Now as the echo consumer's user: the other handler's keys (its calls'
+	// results and stories among them), the edge's reply stream and the
+	// registry are out of reach, except for appending a reply.
 	rdb, err := streams.Connect(streams.RedisOptions{URL: echoURL})
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +176,9 @@ func TestACLLeastPrivilege(t *testing.T) {
 	if err := rdb.Do(ctx, "XPENDING", "srpc:{echo}:calls", streams.Group).Err(); err != nil {
 		t.Fatalf("the consumer cannot read its own stream: %v", err)
 	}
-	result := "srpc:result:{" + otherCall.requestID + "}"
+	otherOwn := otherCall.requestID[strings.LastIndexByte(otherCall.requestID, '.')+1:]
+	result := "srpc:{other}:result:" + otherOwn
+	story := "srpc:{other}:story:" + otherOwn
 	replies := "srpc:edge:{" + edge.ID() + "}:replies"
 	denied := []struct {
 		name string
@@ -178,7 +193,9 @@ func TestACLLeastPrivilege(t *testing.T) {
 		{"read other's dead letters", []any{"XRANGE", "srpc:{other}:dead", "-", "+"}},
 		{"read a result", []any{"GET", result}},
 		{"read a result while writing it", []any{"SET", result, "x", "GET"}},
-		{"read a story", []any{"LRANGE", "srpc:story:{" + otherCall.requestID + "}", 0, -1}},
+		{"overwrite a result", []any{"SET", result, "x"}},
+		{"read a story", []any{"LRANGE", story, 0, -1}},
+		{"add to a story", []any{"RPUSH", story, "{}"}},
 		{"read an edge's replies", []any{"XRANGE", replies, "-", "+"}},
 		{"join an edge's replies as a group", []any{"XGROUP", "CREATE", replies, "thief", "0"}},
 		{"read a result in a script", []any{"EVAL", "return redis.call('GET', KEYS[1])", 1, result}},

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/oklog/ulid/v2"
-
 	"github.com/streamrpc/streamrpc/app"
 	"github.com/streamrpc/streamrpc/client"
 	"github.com/streamrpc/streamrpc/consumers"
@@ -65,9 +63,9 @@ func TestAsyncErrors(t *testing.T) {
 		wantStatus int
 		wantCode   int
 	}{
-		{"unknown id", "/rpc/calls/" + ulid.Make().String(), 404, streams.CodeNotFound},
+		{"unknown id", "/rpc/calls/" + streams.NewCallID("echo"), 404, streams.CodeNotFound},
 		{"bad id", "/rpc/calls/no%7Bway%7D", 400, streams.CodeInvalidRequest},
-		{"bad wait", "/rpc/calls/" + ulid.Make().String() + "?wait=forever", 400, streams.CodeInvalidRequest},
+		{"bad wait", "/rpc/calls/" + streams.NewCallID("echo") + "?wait=forever", 400, streams.CodeInvalidRequest},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -155,7 +153,7 @@ func TestClientAsync(t *testing.T) {
 	if state != "failed" || !errors.As(err, &ce) || ce.Message != "nope" {
 		t.Fatalf("failed call: %q %v", state, err)
 	}
-	if _, err := c.Result(ctx, ulid.Make().String(), 0, nil); !errors.As(err, &ce) || ce.Code != streams.CodeNotFound {
+	if _, err := c.Result(ctx, streams.NewCallID("echo"), 0, nil); !errors.As(err, &ce) || ce.Code != streams.CodeNotFound {
 		t.Fatalf("unknown id: %v", err)
 	}
 	if got, err := c.Cancel(ctx, failing); !errors.As(err, &ce) || got != "" {

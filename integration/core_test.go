@@ -24,8 +24,10 @@ func TestRoundTripHTTP(t *testing.T) {
 	if r.status != http.StatusOK || string(r.body) != `{"result":{"msg":"hi"}}` {
 		t.Fatalf("got %d %s, want 200 {\"result\":{\"msg\":\"hi\"}}", r.status, r.body)
 	}
-	if _, err := ulid.ParseStrict(r.requestID); err != nil {
-		t.Fatalf("X-Request-Id %q is not a ULID: %v", r.requestID, err)
+	if h, u, _ := strings.Cut(r.requestID, "."); h != "echo" {
+		t.Fatalf("X-Request-Id %q does not name its handler", r.requestID)
+	} else if _, err := ulid.ParseStrict(u); err != nil {
+		t.Fatalf("X-Request-Id %q does not end in a ULID: %v", r.requestID, err)
 	}
 	// The result stays readable by id.
 	g := get(t, st.url+"/rpc/calls/"+r.requestID)
@@ -153,7 +155,7 @@ func TestErrorCases(t *testing.T) {
 		}
 	})
 	t.Run("unknown result id", func(t *testing.T) {
-		r := get(t, st.url+"/rpc/calls/"+ulid.Make().String())
+		r := get(t, st.url+"/rpc/calls/"+streams.NewCallID("echo"))
 		if r.status != 404 || r.Error == nil || r.Error.Code != streams.CodeNotFound {
 			t.Fatalf("got %d %s", r.status, r.body)
 		}

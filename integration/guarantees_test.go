@@ -534,3 +534,59 @@ func TestSoak(t *testing.T) {
 		t.Fatalf("%d duplicate runs, more than crashes × concurrency = %d", dups, bound)
 	}
 }
+
+// TestLostReplyIsRecovered breaks the reply path on purpose: a consumer settles a call (its
+// result is kept) but its reply goes to a reply stream no edge reads, as when a consumer dies
+// between its settle script and its reply XADD, or a failover loses the reply stream's last
+// writes. The waiting caller still gets the result: the edge looks up the results of calls that
+// waited long, and counts it in streamrpc_replies_recovered_total.
+func TestLostReplyIsRecovered(t *testing.T) {
+	st := newStack(t, stackOptions{noConsume: true})
+	ctx := context.Background()
+	sc := streams.New(st.connect(t), streams.Options{})
+	t.Cleanup(func() { _ = sc.Close() })
+	if err := sc.Register(ctx, streams.HandlerInfo{Name: "lossy", Methods: []streams.MethodInfo{{Name: "m"}}}, streams.HandlerSettings{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.EnsureGroup(ctx, "lossy"); err != nil {
+		t.Fatal(err)
+	}
+	answer := make(chan *response, 1)
+	go func() {
+		res, err := httpClient.Post(st.url+"/rpc/lossy/m", "application/json", strings.NewReader(`{"x":1}`))
+		if err != nil {
+			answer <- &response{status: -1, body: []byte(err.Error())}
+			return
+		}
+		defer res.Body.Close()
+		var r response
+		r.status = res.StatusCode
+		_ = json.NewDecoder(res.Body).Decode(&r)
+		answer <- &r
+	}()
+	var ds []streams.Delivery
+	waitUntil(t, 10*time.Second, func() error {
+		var err error
+		ds, err = sc.ReadCalls(ctx, "lossy", "c1", 1, -1)
+		if err == nil && len(ds) == 0 {
+			err = errors.New("no call yet")
+		}
+		return err
+	})
+	d := ds[0]
+	d.Call.ReplyTo = "an-edge-that-is-gone" // the reply is lost: that stream does not exist
+	if ok, err := sc.Finish(ctx, &d, streams.ResultReply(d.Call.ID, json.RawMessage(`{"y":2}`)), streams.Run{Consumer: "c1"}); err != nil || !ok {
+		t.Fatalf("finish: %v %v", ok, err)
+	}
+	select {
+	case r := <-answer:
+		if r.status != http.StatusOK || string(r.Result) != `{"y":2}` {
+			t.Fatalf("the caller got %d %s, want the kept result", r.status, r.Result)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the caller got no answer: the lost reply was not recovered")
+	}
+	if n := metricValue(scrape(t, st.url), "streamrpc_replies_recovered_total", nil); n != 1 {
+		t.Fatalf("streamrpc_replies_recovered_total = %v, want 1", n)
+	}
+}

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -29,6 +30,11 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
+	}
+	if sharedCluster.c != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		_ = sharedCluster.c.Terminate(ctx)
+		cancel()
 	}
 	os.Exit(code)
 }

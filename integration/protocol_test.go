@@ -18,7 +18,7 @@ import (
 // Redis, and an edge id with its reply stream open, driven through
 // streams.Client directly: the protocol without an edge or a consumer around it.
 type protocolFixture struct {
-	rdb    *redis.Client
+	rdb    redis.UniversalClient
 	edge   string
 	client *streams.Client
 }
@@ -26,12 +26,7 @@ type protocolFixture struct {
 func newProtocolFixture(t *testing.T) *protocolFixture {
 	t.Helper()
 	srv := startRedis(t)
-	opt, err := redis.ParseURL(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rdb := redis.NewClient(opt)
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := srv.Client(t)
 	f := &protocolFixture{rdb: rdb, edge: ulid.Make().String(), client: streams.New(rdb, streams.Options{})}
 	t.Cleanup(func() { _ = f.client.Close() })
 	ctx := context.Background()
@@ -51,7 +46,7 @@ func (f *protocolFixture) enqueue(t *testing.T, n int) []string {
 	t.Helper()
 	ids := make([]string, n)
 	for i := range ids {
-		ids[i] = ulid.Make().String()
+		ids[i] = streams.NewCallID("p")
 		_, err := f.client.Enqueue(context.Background(), &streams.Call{
 			ID: ids[i], Handler: "p", Method: "m", Params: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i)),
 			ReplyTo: f.edge, Deadline: time.Now().Add(time.Minute), Attempt: 1, EnqueuedAt: time.Now(),

@@ -8,12 +8,15 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/redis/go-redis/v9"
+	"github.com/streamrpc/streamrpc/internal/redistest"
+	"github.com/streamrpc/streamrpc/streams"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/wait"
 )
@@ -26,13 +29,40 @@ const (
 )
 
 // RedisServer is a real Redis in a container, on a fixed host port so that it keeps its address
-// across Stop/Start.
+// across Stop/Start; or, with STREAMRPC_TEST_REDIS=cluster, the suite's shared Redis Cluster.
 type RedisServer struct {
-	// URL is redis://127.0.0.1:PORT/0; it stays valid across Stop/Start.
+	// URL is redis://127.0.0.1:PORT/0, valid across Stop/Start; or a redis+cluster:// URL.
 	URL string
 
 	hostPort  int
 	container *testcontainers.DockerContainer
+	cluster   *redistest.Cluster
+}
+
+// The Redis the suite runs against: STREAMRPC_TEST_REDIS unset (a new Redis container per test),
+// or "cluster" (one Redis Cluster of 3 masters and 3 replicas for the whole run, flushed before
+// each test). The same tests run against both: .ci/run runs the round-trip, WebSocket and
+// guarantees tests a second time against the cluster. Tests that restart Redis, or need one with
+// other settings, skip themselves on the cluster; failover has tests of its own (cluster_test.go).
+var testRedis = os.Getenv("STREAMRPC_TEST_REDIS")
+
+var sharedCluster struct {
+	once sync.Once
+	c    *redistest.Cluster
+	err  error
+}
+
+// clusterURL is the redis+cluster:// URL of c, with every node as a seed.
+func clusterURL(addrs []string) string {
+	u := "redis+cluster://" + addrs[0]
+	for i, a := range addrs[1:] {
+		sep := "&"
+		if i == 0 {
+			sep = "?"
+		}
+		u += sep + "addr=" + a
+	}
+	return u
 }
 
 // startRedis starts a new Redis container for this test and terminates it in t.Cleanup.
@@ -40,6 +70,22 @@ type RedisServer struct {
 func startRedis(t testing.TB, args ...string) *RedisServer {
 	t.Helper()
 	requireDocker(t)
+	if testRedis == "cluster" {
+		if len(args) > 0 {
+			t.Skipf("needs a Redis started with %v; not run against the shared cluster", args)
+		}
+		sharedCluster.once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			sharedCluster.c, sharedCluster.err = redistest.NewCluster(ctx)
+		})
+		if sharedCluster.err != nil {
+			t.Fatalf("start the shared Redis Cluster: %v", sharedCluster.err)
+		}
+		c := sharedCluster.c
+		c.FlushAll(t)
+		return &RedisServer{URL: clusterURL(c.Addrs), cluster: c}
+	}
 
 	cmd := append([]string{"redis-server", "--protected-mode", "no", "--dir", "/data", "--port", "6379"}, args...)
 
@@ -94,6 +140,7 @@ func runRedisContainer(cmd []string, hostPort int) (*testcontainers.DockerContai
 // port binding are kept, so Start brings Redis back at the same URL.
 func (r *RedisServer) Stop(t testing.TB) {
 	t.Helper()
+	r.skipOnCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), redisStopTimeout+20*time.Second)
 	defer cancel()
 	timeout := redisStopTimeout
@@ -105,6 +152,7 @@ func (r *RedisServer) Stop(t testing.TB) {
 // Start starts the stopped container again, on the same host port, and waits until PING answers.
 func (r *RedisServer) Start(t testing.TB) {
 	t.Helper()
+	r.skipOnCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), redisReadyTimeout)
 	defer cancel()
 	if err := r.container.Start(ctx); err != nil {
@@ -113,16 +161,48 @@ func (r *RedisServer) Start(t testing.TB) {
 	r.waitForPing(t)
 }
 
-// Client returns a new go-redis client for this server, closed in t.Cleanup.
-func (r *RedisServer) Client(t testing.TB) *redis.Client {
+// skipOnCluster skips a test that restarts Redis: the shared cluster is not restarted, and
+// failover has tests of its own.
+func (r *RedisServer) skipOnCluster(t testing.TB) {
 	t.Helper()
-	opts, err := redis.ParseURL(r.URL)
-	if err != nil {
-		t.Fatalf("parse redis URL %q: %v", r.URL, err)
+	if r.cluster != nil {
+		t.Skip("restarts a single Redis; on the cluster, failover is tested by TestClusterFailover")
 	}
-	c := redis.NewClient(opts)
+}
+
+// Client returns a new go-redis client for this server (a ClusterClient on the cluster), closed
+// in t.Cleanup.
+func (r *RedisServer) Client(t testing.TB) redis.UniversalClient {
+	t.Helper()
+	c, err := streams.Connect(streams.RedisOptions{URL: r.URL})
+	if err != nil {
+		t.Fatalf("connect to %q: %v", r.URL, err)
+	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// forEachNode runs fn on every node: each master and replica of the cluster (all of them, also
+// replicas the cluster does not list yet while they sync), or the one Redis. Per-node state (ACL
+// users, their log) must be set and read this way.
+func (r *RedisServer) forEachNode(t testing.TB, ctx context.Context, fn func(ctx context.Context, node *redis.Client) error) error {
+	t.Helper()
+	if r.cluster == nil {
+		c := r.Client(t)
+		return fn(ctx, c.(*redis.Client))
+	}
+	for _, n := range r.cluster.Nodes {
+		if n.Killed() {
+			continue
+		}
+		c := redis.NewClient(&redis.Options{Addr: n.Addr})
+		err := fn(ctx, c)
+		_ = c.Close()
+		if err != nil {
+			return fmt.Errorf("node %s: %w", n.Addr, err)
+		}
+	}
+	return nil
 }
 
 // waitForPing polls PING on a fresh connection until it answers PONG or the deadline passes.

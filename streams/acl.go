@@ -21,15 +21,16 @@ import (
 //     declared keys and each command the script calls.
 //   - A command is allowed if the user's root permissions, or any one of its
 //     selectors "(...)", allows the command together with all its keys. That
-//     lets a consumer hold read+write on the shared keys for EVALSHA alone,
-//     while the commands that could read them (XREADGROUP, XAUTOCLAIM, GET,
-//     LRANGE, SET … GET) are allowed only on its own handler's keys.
+//     lets a consumer append to every edge's reply stream with XADD alone,
+//     while it reads only its own handler's keys.
 
 // aclConnection are the commands every client needs to hold a connection:
 // go-redis sends HELLO (always allowed) and CLIENT SETINFO (its failure is
 // ignored, so it is not granted), SELECT for a REDIS_URL with a database
-// number, and PING for /readyz and pub/sub health checks.
-var aclConnection = []string{"+ping", "+select"}
+// number, PING for /readyz and pub/sub health checks, and on Redis Cluster
+// the slot map (go-redis reads CLUSTER SLOTS, newer versions CLUSTER SHARDS)
+// and COMMAND (a Cluster client learns each command's keys from it).
+var aclConnection = []string{"+ping", "+select", "+cluster|slots", "+cluster|shards", "+command"}
 
 // edgeCommands are the commands the edge runs, directly or in its scripts
 // (enqueueScript, cancelScript, forgetScript, replayScript, rateLimitScript).
@@ -60,27 +61,25 @@ func EdgeACL() []string {
 }
 
 // consumerOwnCommands are what a consumer runs on its own handler's keys:
-// EnsureGroup, Register, ReadCalls, ExtendLease, Heartbeat, Deregister, and
-// in claimScript, settleScript, poisonScript and forwardScript.
+// EnsureGroup, Register, ReadCalls, ExtendLease, Heartbeat, Deregister, the
+// recorder's stories, and in claimScript, answerScript, settleScript,
+// poisonScript, forwardScript and flushScript.
 var consumerOwnCommands = []string{
 	"+xgroup|create", "+xreadgroup", "+xautoclaim", "+xclaim", "+xpending", "+xack", "+xdel", "+xadd",
 	"+hset", "+hdel", "+hincrby", "+hkeys",
 	"+zadd", "+zrem", "+zrange", "+zrangebyscore", "+zremrangebyscore",
-	"+set", "+sadd",
+	"+set", "+sadd", "+llen", "+rpush", "+pexpire",
 	"+subscribe", "+unsubscribe",
 }
 
-// consumerSharedCommands are what settleScript does to the keys shared by all
-// handlers (a call's result and story, the waiting edge's reply stream):
-// none of them returns a value stored there. EXISTS and LLEN need no read
-// permission (they read no value), SET without GET needs only write.
-var consumerSharedCommands = []string{"+set", "+exists", "+xadd", "+llen", "+rpush", "+pexpire"}
-
-// consumerOwnKeys are the handler's keys a consumer reads and writes.
+// consumerOwnKeys are the handler's keys a consumer reads and writes, its
+// calls' results and stories among them (a call id names its handler, see
+// NewCallID).
 func consumerOwnKeys(handler string) []string {
 	return []string{
 		callsKey(handler), delayedKey(handler), deadKey(handler), statsKey(handler), rateKey(handler),
 		activityKey(handler), consumersKey(handler), consumerInfoKey(handler),
+		resultKey(handler + ".*"), storyKey(handler + ".*"),
 	}
 }
 
@@ -90,11 +89,10 @@ func consumerRegistryKeys(handler string) []string {
 	return []string{methodsKey(handler), infoKey(handler), handlersKey()}
 }
 
-// Patterns of the keys every consumer writes for calls of any handler. Call
-// and edge ids are ULIDs and not known in advance, so these cannot be
-// narrowed to one handler with the current layout (see the README, "Redis
-// ACLs").
-var consumerSharedPatterns = []string{resultKey("*"), storyKey("*"), replyKey("*")}
+// consumerReplyStreams is the pattern of the edges' reply streams, which a
+// consumer appends its calls' replies to (publishReplies): write only, and
+// only XADD. Edge ids are not known in advance.
+var consumerReplyStreams = replyKey("*")
 
 // ConsumerACL returns the ACL SETUSER rules (without the user name, "on" and
 // a password) for a consumer of handler:
@@ -102,11 +100,9 @@ var consumerSharedPatterns = []string{resultKey("*"), storyKey("*"), replyKey("*
 //   - root: its handler's keys (read+write), the handler's registry entry and
 //     the handler set (write only), the handler's cancel channel, and the
 //     commands of the consumer protocol;
-//   - one selector for EVALSHA/EVAL, with read+write on every key the
-//     consumer's scripts declare, its own and the shared ones (Redis requires
-//     it of scripts) and no other command;
-//   - one selector with write-only access to the shared keys, for the
-//     commands settleScript runs on them.
+//   - one selector for EVALSHA/EVAL, on its handler's keys only: every
+//     script of the consumer touches just those;
+//   - one selector with XADD, write only, on the edges' reply streams.
 //
 // What a consumer running under these rules can still do is described in the
 // README ("Redis ACLs").
@@ -115,7 +111,8 @@ func ConsumerACL(handler string) ([]string, error) {
 		return nil, err
 	}
 	// Handler names are [a-zA-Z0-9_.-]: nothing in them is a glob
-	// character, so each key below is a pattern matching only itself.
+	// character, so each key below matches only itself or, where it ends in
+	// '*', only its handler's results or stories.
 	rules := []string{"resetkeys", "resetchannels", "-@all"}
 	rules = append(rules, aclConnection...)
 	rules = append(rules, consumerOwnCommands...)
@@ -131,22 +128,8 @@ func ConsumerACL(handler string) ([]string, error) {
 	for _, k := range consumerOwnKeys(handler) {
 		scripts += " ~" + k
 	}
-	for _, p := range consumerSharedPatterns {
-		scripts += " ~" + p
-	}
 	rules = append(rules, scripts+")")
-
-	shared := "("
-	for i, c := range consumerSharedCommands {
-		if i > 0 {
-			shared += " "
-		}
-		shared += c
-	}
-	for _, p := range consumerSharedPatterns {
-		shared += " %W~" + p
-	}
-	return append(rules, shared+")"), nil
+	return append(rules, "(+xadd %W~"+consumerReplyStreams+")"), nil
 }
 
 // ACLSetUser returns the ACL SETUSER command that (re)creates user with

@@ -37,15 +37,15 @@ func TestConsumerACL(t *testing.T) {
 					t.Errorf("rules lack %s: %s", k, joined)
 				}
 			}
-			// Every key pattern names this handler or is one of the shared
-			// per-call patterns: nothing else, in particular no srpc:*.
+			// Every key pattern names this handler, or is the handler set or
+			// the edges' reply streams: nothing else, in particular no srpc:*.
 			for _, f := range strings.Fields(strings.NewReplacer("(", " ", ")", " ").Replace(joined)) {
 				i := strings.Index(f, "~")
 				if i < 0 {
 					continue
 				}
 				p := f[i+1:]
-				shared := p == resultKey("*") || p == storyKey("*") || p == replyKey("*") || p == handlersKey()
+				shared := p == replyKey("*") || p == handlersKey()
 				if !shared && !strings.HasPrefix(p, keyPrefix+"{"+tc.handler+"}:") {
 					t.Errorf("pattern %q reaches beyond handler %q", p, tc.handler)
 				}

@@ -52,7 +52,7 @@ func (s CallStatus) Final() bool {
 // answered; queued or running before that for async calls. ErrNotFound for an
 // unknown or expired id (and for a sync call still in flight).
 func (c *Client) CallStatus(ctx context.Context, id string) (CallStatus, error) {
-	if err := ValidateID(id); err != nil {
+	if _, err := ValidateCallID(id); err != nil {
 		return CallStatus{}, err
 	}
 	v, err := c.rdb.Get(ctx, resultKey(id)).Result()

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -26,6 +27,21 @@ type Options struct {
 	MaxBatch int
 	// BatchTimeout bounds one pipeline's round trip. Default 5s.
 	BatchTimeout time.Duration
+	// Durability asks for writes confirmed by replicas. Default: off.
+	Durability Durability
+}
+
+// Durability asks that the writes a caller is told about (a call enqueued, a
+// call settled) be confirmed by replicas with Redis's WAIT before the caller
+// hears of them, so that a failover right after loses none of them (see
+// durable.go for what WAIT does and does not promise). It costs the time a
+// replica takes to acknowledge, on every batch.
+type Durability struct {
+	// Replicas is how many replicas must have a write. Default 0: off.
+	Replicas int `env:"STREAMRPC_DURABLE_REPLICAS"`
+	// Timeout bounds the wait; a write not confirmed in time is reported
+	// as ErrNotReplicated (a call enqueued so may still run). Default 1s.
+	Timeout time.Duration `env:"STREAMRPC_DURABLE_TIMEOUT"`
 }
 
 func (o Options) withDefaults() Options {
@@ -40,6 +56,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.BatchTimeout <= 0 {
 		o.BatchTimeout = 5 * time.Second
+	}
+	if o.Durability.Timeout <= 0 {
+		o.Durability.Timeout = time.Second
 	}
 	return o
 }
@@ -70,7 +89,7 @@ func New(rdb redis.UniversalClient, opts Options) *Client {
 		finish:   newScriptBatcher(rdb, opts.MaxBatch, opts.BatchTimeout),
 		recorder: newRecorder(rdb),
 	}
-	c.enqueue = newBatcher(opts.MaxBatch, opts.BatchTimeout, sendEnqueues(rdb))
+	c.enqueue = newBatcher(opts.MaxBatch, opts.BatchTimeout, c.sendEnqueues)
 	c.answers = newBatcher(opts.MaxBatch, opts.BatchTimeout, c.sendAnswers)
 	c.enqueue.start(&c.wg)
 	c.answers.start(&c.wg)
@@ -92,6 +111,16 @@ func (c *Client) Close() error {
 	return nil
 }
 
+// runScripts runs calls in one pipeline (one per node on a Cluster), durably
+// if asked: then errs holds each call's ErrNotReplicated, or nil.
+func (c *Client) runScripts(ctx context.Context, calls []*scriptCall) (errs []error) {
+	if d := c.opts.Durability; d.Replicas > 0 {
+		return runScriptsDurable(ctx, c.rdb, calls, d.Replicas, d.Timeout)
+	}
+	runScripts(ctx, c.rdb, calls)
+	return nil
+}
+
 // Redis returns the underlying go-redis client.
 func (c *Client) Redis() redis.UniversalClient { return c.rdb }
 
@@ -104,6 +133,8 @@ func unavailable(err error) error {
 	var netErr net.Error
 	if errors.As(err, &netErr) || errors.Is(err, redis.ErrClosed) || errors.Is(err, redis.ErrPoolTimeout) ||
 		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errClosed) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || // the server went away mid-command
+
 		redis.HasErrorPrefix(err, "LOADING") || redis.HasErrorPrefix(err, "READONLY") ||
 		redis.HasErrorPrefix(err, "MASTERDOWN") || redis.HasErrorPrefix(err, "CLUSTERDOWN") ||
 		strings.Contains(err.Error(), "connection refused") || errors.Is(err, net.ErrClosed) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
@@ -194,31 +195,30 @@ func (c *Client) ExtendLease(ctx context.Context, handler, consumer string, ids 
 }
 
 // answerScript settles a batch of answered calls of one handler, taken by one
-// consumer, in one run: it keeps each reply under its call id and hands the
-// replies to the edges waiting for them, one stream entry per edge.
+// consumer, in one run: it keeps each reply under its call id. The replies are
+// handed to the waiting edges afterwards, by publishReplies: an edge's reply
+// stream is in another hash slot (it collects replies of every handler), and
+// a script on Redis Cluster may only touch keys of one slot.
 //
 // A call is settled only if it is still pending (XCLAIM JUSTID returns just
 // those, without counting a delivery; they are acked at once). One that is
 // not was settled by another consumer after a redelivery: its reply is dropped
-// here, so a caller never gets a second reply. Entries are then deleted, so the
-// stream's length is the backlog. Stats are not written here: the recorder
-// adds them up and writes them a few times a second (see recorder.go).
+// here, and not published, so a caller never gets a second reply. Entries are
+// then deleted, so the stream's length is the backlog. Stats are not written
+// here: the recorder adds them up and writes them a few times a second (see
+// recorder.go).
 //
-//	KEYS[1] calls stream, KEYS[1+c] call c's result key,
-//	KEYS[1+n+e] reply stream of edge e (1-based)
-//	ARGV[1] group, ARGV[2] consumer, ARGV[3] n, ARGV[4] reply stream max length,
-//	then per call 5 values: entry id, call id, encoded reply, result TTL ms, edge e
+//	KEYS[1] calls stream, KEYS[1+c] call c's result key
+//	ARGV[1] group, ARGV[2] consumer, ARGV[3] n,
+//	then per call 3 values: entry id, encoded reply, result TTL ms
 //	returns per call 1 (settled here) or 0 (already settled elsewhere)
-//
-// A reply stream that no longer exists (its edge is gone) is not recreated
-// (NOMKSTREAM): the result stays readable by id.
 var answerScript = redis.NewScript(`
 local n = tonumber(ARGV[3])
 local claim = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], '0'}
 local ids = {}
 for c = 1, n do
-  ids[c] = ARGV[5 * c]
-  claim[5 + c] = ARGV[5 * c]
+  ids[c] = ARGV[1 + 3 * c]
+  claim[5 + c] = ids[c]
 end
 claim[6 + n] = 'JUSTID'
 local pending = redis.call(unpack(claim))
@@ -226,23 +226,15 @@ local mine = {}
 for _, id in ipairs(pending) do mine[id] = true end
 if #pending > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(pending)) end
 redis.call('XDEL', KEYS[1], unpack(ids))
-local out, per = {}, {}
+local out = {}
 for c = 1, n do
-  local a = 5 * c
+  local a = 1 + 3 * c
   if mine[ARGV[a]] then
-    redis.call('SET', KEYS[1 + c], ARGV[a + 2], 'PX', ARGV[a + 3])
-    local e = tonumber(ARGV[a + 4])
-    local f = per[e]
-    if not f then f = {}; per[e] = f end
-    f[#f + 1] = ARGV[a + 1]
-    f[#f + 1] = ARGV[a + 2]
+    redis.call('SET', KEYS[1 + c], ARGV[a + 1], 'PX', ARGV[a + 2])
     out[c] = 1
   else
     out[c] = 0
   end
-end
-for e, f in pairs(per) do
-  redis.call('XADD', KEYS[1 + n + e], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[4], '*', unpack(f))
 end
 return out
 `)
@@ -259,45 +251,96 @@ type answerOp struct {
 }
 
 // sendAnswers runs one answerScript per handler and consumer in the batch,
-// all in one pipeline.
+// all in one pipeline, then publishes the settled calls' replies to their
+// edges in a second one: one XADD per edge.
 func (c *Client) sendAnswers(ctx context.Context, batch []*answerOp) {
 	order, groups := groupBy(batch, func(o *answerOp) string { return o.group })
 	calls := make([]*scriptCall, len(order))
 	for i, g := range order {
 		ops := groups[g]
 		handler, consumer, _ := strings.Cut(g, "\x00")
-		keys := make([]string, 1, 2+len(ops))
+		keys := make([]string, 1, 1+len(ops))
 		keys[0] = callsKey(handler)
-		edges := make(map[string]int)
-		var edgeKeys []string
-		args := make([]any, 0, 4+5*len(ops))
-		args = append(args, Group, consumer, len(ops), c.opts.ReplyStreamMaxLen)
+		args := make([]any, 0, 3+3*len(ops))
+		args = append(args, Group, consumer, len(ops))
 		for _, o := range ops {
 			keys = append(keys, resultKey(o.d.Call.ID))
-			e, ok := edges[o.d.Call.ReplyTo]
-			if !ok {
-				edgeKeys = append(edgeKeys, replyKey(o.d.Call.ReplyTo))
-				e = len(edgeKeys)
-				edges[o.d.Call.ReplyTo] = e
-			}
-			args = append(args, o.d.StreamID, o.d.Call.ID, o.reply, o.ttl, e)
+			args = append(args, o.d.StreamID, o.reply, o.ttl)
 		}
-		keys = append(keys, edgeKeys...)
 		calls[i] = &scriptCall{script: answerScript, keys: keys, args: args}
 	}
-	runScripts(ctx, c.rdb, calls)
+	durable := c.runScripts(ctx, calls)
+	var replies edgeReplies
+	errs := make([]error, len(order))
 	for i, g := range order {
 		ops := groups[g]
 		res, err := calls[i].cmd.Int64Slice()
 		if err == nil && len(res) != len(ops) {
 			err = fmt.Errorf("streams: answer: unexpected reply %v", res)
 		}
+		if err == nil && durable != nil && durable[i] != nil {
+			// Settled on the primary, not confirmed by its replicas: the
+			// consumer hears of it, the caller gets the reply all the same.
+			slog.Warn("streams: settled calls not confirmed by replicas", "handler", ops[0].d.Handler, "calls", len(ops), "err", durable[i])
+		}
+		errs[i] = err
 		for j, o := range ops {
 			if err == nil {
 				o.settled = res[j] == 1
+				if o.settled {
+					replies.add(o.d.Call.ReplyTo, o.d.Call.ID, o.reply)
+				}
 			}
-			o.complete(err)
 		}
+	}
+	// The calls are settled and their results kept whatever happens to the
+	// replies: an edge that misses one finds the result by id (see
+	// app/waiters.go). The callers wait for the publish all the same, so that
+	// a settled call's reply is on its way when Finish returns.
+	c.publishReplies(ctx, replies)
+	for i, g := range order {
+		for _, o := range groups[g] {
+			o.complete(errs[i])
+		}
+	}
+}
+
+// edgeReplies are settled calls' replies by the edge waiting for them: the
+// field/value pairs (call id, encoded reply) of one reply stream entry each.
+type edgeReplies struct {
+	edges []string
+	pairs map[string][]any
+}
+
+func (r *edgeReplies) add(edgeID, callID string, reply []byte) {
+	if edgeID == "" { // no edge waits: an async call, or a replayed dead letter
+		return
+	}
+	if r.pairs == nil {
+		r.pairs = map[string][]any{}
+	}
+	if _, ok := r.pairs[edgeID]; !ok {
+		r.edges = append(r.edges, edgeID)
+	}
+	r.pairs[edgeID] = append(r.pairs[edgeID], callID, reply)
+}
+
+// publishReplies appends one entry per edge to the edges' reply streams, in
+// one pipeline. A reply stream that no longer exists (its edge is gone) is
+// not recreated (NOMKSTREAM). A failure is only logged: the replies' results
+// are kept, and the edges look them up for calls that wait too long.
+func (c *Client) publishReplies(ctx context.Context, r edgeReplies) {
+	if len(r.edges) == 0 {
+		return
+	}
+	pipe := c.rdb.Pipeline()
+	for _, e := range r.edges {
+		pipe.XAdd(ctx, &redis.XAddArgs{
+			Stream: replyKey(e), NoMkStream: true, MaxLen: c.opts.ReplyStreamMaxLen, Approx: true, Values: r.pairs[e],
+		})
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		slog.Debug("streams: publishing replies failed; edges will read the results", "edges", len(r.edges), "err", err)
 	}
 }
 
@@ -306,37 +349,34 @@ func (c *Client) sendAnswers(ctx context.Context, batch []*answerOp) {
 // by mode:
 //
 //	retry   schedule the call again: add it to the delayed set at its due time;
-//	dead    add it to the dead letters, keep the dead_lettered reply under the
-//	        call id and hand it to the waiting edge.
+//	dead    add it to the dead letters and keep the dead_lettered reply under
+//	        the call id; settle then hands it to the waiting edge.
 //
-//	KEYS[1] calls stream, KEYS[2] result key, KEYS[3] edge reply stream,
-//	KEYS[4] delayed set, KEYS[5] dead-letter stream, KEYS[6] story list
-//	ARGV[1] group, ARGV[2] entry id, ARGV[3] mode, ARGV[4] call id,
-//	ARGV[5] encoded reply, ARGV[6] result TTL ms, ARGV[7] reply stream max length,
+//	KEYS[1] calls stream, KEYS[2] result key, KEYS[3] delayed set,
+//	KEYS[4] dead-letter stream, KEYS[5] story list
+//	ARGV[1] group, ARGV[2] entry id, ARGV[3] mode, ARGV[4] unused,
+//	ARGV[5] encoded reply, ARGV[6] result TTL ms, ARGV[7] unused,
 //	ARGV[8] the story's "queued" event (pushed if the story is empty),
 //	ARGV[9] k, ARGV[10..9+k] this settle's story events,
 //	ARGV[10+k] retry: due time ms         | dead: first of the dead letter's field/value pairs
 //	ARGV[11+k] retry: the envelope (JSON array of field/value strings)
 //	returns 1 if this settled the call, 0 if it was already settled (acked by
 //	another consumer after a redelivery): then nothing else is done.
-//
-// On Redis Cluster KEYS[2], KEYS[3] and KEYS[6] are in other slots; see the README.
 var settleScript = redis.NewScript(`
 local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 if acked == 0 then return 0 end
 local k = tonumber(ARGV[9])
 local x = 10 + k
-if redis.call('LLEN', KEYS[6]) == 0 then redis.call('RPUSH', KEYS[6], ARGV[8]) end
-if k > 0 then redis.call('RPUSH', KEYS[6], unpack(ARGV, 10, 9 + k)) end
-redis.call('PEXPIRE', KEYS[6], ARGV[6])
+if redis.call('LLEN', KEYS[5]) == 0 then redis.call('RPUSH', KEYS[5], ARGV[8]) end
+if k > 0 then redis.call('RPUSH', KEYS[5], unpack(ARGV, 10, 9 + k)) end
+redis.call('PEXPIRE', KEYS[5], ARGV[6])
 if ARGV[3] == 'retry' then
-  redis.call('ZADD', KEYS[4], ARGV[x], ARGV[x + 1])
+  redis.call('ZADD', KEYS[3], ARGV[x], ARGV[x + 1])
   return 1
 end
-redis.call('XADD', KEYS[5], '*', unpack(ARGV, x))
+redis.call('XADD', KEYS[4], '*', unpack(ARGV, x))
 redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6])
-redis.call('XADD', KEYS[3], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[7], '*', ARGV[4], ARGV[5])
 return 1
 `)
 
@@ -405,14 +445,15 @@ func (c *Client) settle(ctx context.Context, d *Delivery, mode string, reply Rep
 	rec := settledOf(d, mode, reply, run, detail, ttl)
 	events := rec.runEvents()
 	args := make([]any, 0, 12+len(events)+len(extra))
-	args = append(args, Group, d.StreamID, mode, d.Call.ID, reply.encode(), ttl.Milliseconds(), c.opts.ReplyStreamMaxLen,
+	encoded := reply.encode()
+	args = append(args, Group, d.StreamID, mode, "", encoded, ttl.Milliseconds(), "",
 		mustJSON(rec.queuedEvent()), len(events))
 	for _, e := range events {
 		args = append(args, mustJSON(e))
 	}
 	args = append(args, extra...)
 	res, err := runScript(ctx, c.finish, settleScript,
-		[]string{callsKey(d.Handler), resultKey(d.Call.ID), replyKey(d.Call.ReplyTo), delayedKey(d.Handler), deadKey(d.Handler), storyKey(d.Call.ID)},
+		[]string{callsKey(d.Handler), resultKey(d.Call.ID), delayedKey(d.Handler), deadKey(d.Handler), storyKey(d.Call.ID)},
 		args...)
 	if err != nil {
 		return false, unavailable(err)
@@ -420,6 +461,11 @@ func (c *Client) settle(ctx context.Context, d *Delivery, mode string, reply Rep
 	n, _ := res.(int64)
 	if n == 1 {
 		c.recorder.record(rec)
+		if mode == "dead" {
+			var r edgeReplies
+			r.add(d.Call.ReplyTo, d.Call.ID, encoded)
+			c.publishReplies(ctx, r)
+		}
 	}
 	return n == 1, nil
 }

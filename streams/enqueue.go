@@ -106,41 +106,42 @@ type enqueueOp struct {
 
 // sendEnqueues runs one enqueueScript per handler in the batch, all in one
 // pipeline.
-func sendEnqueues(rdb redis.UniversalClient) func(ctx context.Context, batch []*enqueueOp) {
-	return func(ctx context.Context, batch []*enqueueOp) {
-		order, groups := groupBy(batch, func(o *enqueueOp) string { return o.handler })
-		calls := make([]*scriptCall, len(order))
-		for i, h := range order {
-			ops := groups[h]
-			keys := make([]string, 0, 2+2*len(ops))
-			keys = append(keys, callsKey(h), methodsKey(h))
-			args := make([]any, 0, 2+len(ops)*len(ops[0].args))
-			args = append(args, ops[0].limit, len(ops))
-			for _, o := range ops {
-				keys = append(keys, o.keys[0], o.keys[1])
-				args = append(args, o.args...)
-			}
-			calls[i] = &scriptCall{script: enqueueScript, keys: keys, args: args}
+func (c *Client) sendEnqueues(ctx context.Context, batch []*enqueueOp) {
+	order, groups := groupBy(batch, func(o *enqueueOp) string { return o.handler })
+	calls := make([]*scriptCall, len(order))
+	for i, h := range order {
+		ops := groups[h]
+		keys := make([]string, 0, 2+2*len(ops))
+		keys = append(keys, callsKey(h), methodsKey(h))
+		args := make([]any, 0, 2+len(ops)*len(ops[0].args))
+		args = append(args, ops[0].limit, len(ops))
+		for _, o := range ops {
+			keys = append(keys, o.keys[0], o.keys[1])
+			args = append(args, o.args...)
 		}
-		runScripts(ctx, rdb, calls)
-		for i, h := range order {
-			ops := groups[h]
-			res, err := calls[i].cmd.Slice()
-			if err == nil && len(res) != len(ops) {
-				err = fmt.Errorf("streams: enqueue: unexpected reply %v", res)
+		calls[i] = &scriptCall{script: enqueueScript, keys: keys, args: args}
+	}
+	durable := c.runScripts(ctx, calls)
+	for i, h := range order {
+		ops := groups[h]
+		res, err := calls[i].cmd.Slice()
+		if err == nil && len(res) != len(ops) {
+			err = fmt.Errorf("streams: enqueue: unexpected reply %v", res)
+		}
+		if err == nil && durable != nil && durable[i] != nil {
+			err = durable[i] // enqueued, but not confirmed by the replicas
+		}
+		for j, o := range ops {
+			if err != nil {
+				o.complete(err)
+				continue
 			}
-			for j, o := range ops {
-				if err != nil {
-					o.complete(err)
-					continue
-				}
-				pair, _ := res[j].([]any)
-				if len(pair) == 2 {
-					o.kind, _ = pair[0].(string)
-					o.value, _ = pair[1].(string)
-				}
-				o.complete(nil)
+			pair, _ := res[j].([]any)
+			if len(pair) == 2 {
+				o.kind, _ = pair[0].(string)
+				o.value, _ = pair[1].(string)
 			}
+			o.complete(nil)
 		}
 	}
 }
@@ -176,6 +177,12 @@ type Enqueued struct {
 // Enqueue appends call to its handler's stream. Concurrent calls share one
 // script run per handler.
 func (c *Client) Enqueue(ctx context.Context, call *Call, opts EnqueueOptions) (Enqueued, error) {
+	// The id places the call's result in its handler's slot (NewCallID).
+	if h, err := ValidateCallID(call.ID); err != nil {
+		return Enqueued{}, err
+	} else if h != call.Handler {
+		return Enqueued{}, fmt.Errorf("%w: call id %q is not of handler %q", ErrInvalidName, call.ID, call.Handler)
+	}
 	o := &enqueueOp{handler: call.Handler, limit: opts.BacklogLimit}
 	o.keys = [2]string{idemKey(call.Handler, ""), idemKey(call.Handler, "")}
 	idemValue, idemTTL, state := "", int64(0), ""
@@ -292,7 +299,7 @@ func (c *Client) ReadReplies(ctx context.Context, edgeID, after string, count in
 // Result reads the reply kept under call id. ErrNotFound if there is none
 // (unknown id, not finished yet, or expired).
 func (c *Client) Result(ctx context.Context, id string) (Reply, error) {
-	if err := ValidateID(id); err != nil {
+	if _, err := ValidateCallID(id); err != nil {
 		return Reply{}, err
 	}
 	v, err := c.rdb.Get(ctx, resultKey(id)).Result()
@@ -306,6 +313,41 @@ func (c *Client) Result(ctx context.Context, id string) (Reply, error) {
 		return Reply{}, ErrNotFound
 	}
 	return decodeReply(id, v)
+}
+
+// Results reads the replies kept for calls ids, in one pipeline, and returns
+// those found (answered and not expired); the rest are skipped.
+func (c *Client) Results(ctx context.Context, ids []string) ([]Reply, error) {
+	pipe := c.rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, 0, len(ids))
+	valid := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if _, err := ValidateCallID(id); err != nil {
+			continue
+		}
+		valid = append(valid, id)
+		cmds = append(cmds, pipe.Get(ctx, resultKey(id)))
+	}
+	if len(cmds) == 0 {
+		return nil, nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return nil, unavailable(err)
+	}
+	var out []Reply
+	for i, cmd := range cmds {
+		v, err := cmd.Result()
+		if err != nil {
+			continue
+		}
+		if _, _, queued := parseQueuedState(v); queued {
+			continue
+		}
+		if r, err := decodeReply(valid[i], v); err == nil {
+			out = append(out, r)
+		}
+	}
+	return out, nil
 }
 
 // Handlers lists the names of every registered handler.

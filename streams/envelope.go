@@ -120,8 +120,10 @@ func decodeCall(handler string, values map[string]any) (*Call, error) {
 	if c.ID, err = str(fieldID); err != nil {
 		return nil, err
 	}
-	if err := ValidateID(c.ID); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadEnvelope, err)
+	if h, err := ValidateCallID(c.ID); err != nil {
+		return nil, fmt.Errorf("%w: call id: %v", ErrBadEnvelope, err)
+	} else if h != handler {
+		return nil, fmt.Errorf("%w: call id %q is not of handler %q", ErrBadEnvelope, c.ID, handler)
 	}
 	if c.Method, err = str(fieldMethod); err != nil {
 		return c, err

@@ -47,7 +47,7 @@ func asStreamValues(t testing.TB, fields []any) map[string]any {
 
 func validCall() *Call {
 	return &Call{
-		ID:         "01HZX3Q4R5S6T7V8W9XAYBZC0D",
+		ID:         "billing.01HZX3Q4R5S6T7V8W9XAYBZC0D",
 		Handler:    "billing",
 		Method:     "charge.v2",
 		Params:     json.RawMessage(`{"amount": 12, "currency":"EUR", "tags":["a","b"]}`),

@@ -157,7 +157,9 @@ func FuzzDecodeReply(f *testing.F) {
 }
 
 // FuzzValidateName: ValidateName never panics, and what it accepts is 1 to
-// MaxNameLen bytes out of [a-zA-Z0-9_.-]. ValidateID must agree with it.
+// MaxNameLen bytes out of [a-zA-Z0-9_.-]. ValidateID must agree with it up to
+// that length (ids may be longer: a handler name, a dot and a ULID), and a
+// call id built of it names it as its handler.
 func FuzzValidateName(f *testing.F) {
 	for _, s := range []string{"", "echo", "a.b-c_D9", "a b", "{x}", "a:b", "a/b", "héllo", "\x00", string(bytes.Repeat([]byte("a"), 65))} {
 		f.Add(s)
@@ -165,8 +167,11 @@ func FuzzValidateName(f *testing.F) {
 	f.Fuzz(func(t *testing.T, name string) {
 		err := ValidateName("method", name)
 		idErr := ValidateID(name)
-		if (err == nil) != (idErr == nil) {
+		if (err == nil) != (idErr == nil) && len(name) <= MaxNameLen {
 			t.Fatalf("ValidateName(%q) = %v but ValidateID = %v", name, err, idErr)
+		}
+		if h, err2 := ValidateCallID(name + ".01JD"); (err2 == nil) != (err == nil) || err == nil && h != name {
+			t.Fatalf("ValidateCallID(%q) = %q, %v; ValidateName = %v", name+".01JD", h, err2, err)
 		}
 		if err != nil {
 			if !errors.Is(err, ErrInvalidName) {

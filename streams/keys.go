@@ -3,13 +3,20 @@ package streams
 import (
 	"errors"
 	"fmt"
+	"strings"
+
+	"github.com/oklog/ulid/v2"
 )
 
 // Every Redis key streamrpc uses is built in this file, and nowhere else.
 //
 // All keys of one handler share the hash tag {handler}, so they live in one Redis
-// Cluster slot and a Lua script may touch several of them. Keys that belong to a
-// call (its result) or to an edge (its reply stream) carry their own tag.
+// Cluster slot and a Lua script may touch several of them. A call's result and
+// story are keys of its handler too: a call id names its handler
+// ("<handler>.<ulid>", see NewCallID), so they can be found from the id alone.
+// Only an edge's reply stream, which collects replies from every handler, has
+// a tag of its own; consumers write to it with a command of its own, after the
+// script that settled the calls (see sendAnswers).
 //
 //	key                          type     holds
 //	srpc:handlers                set      names of every handler a consumer registered
@@ -25,8 +32,8 @@ import (
 //	srpc:{h}:stats               hash     "<method>:<counter>" -> count (calls, errors, ...)
 //	srpc:{h}:rate                hash     "<bucket>" and "<method>:<bucket>" -> calls per 10s
 //	srpc:{h}:activity            stream   the latest settled calls (capped)
-//	srpc:story:{id}              list     a call's story: JSON events, kept for the result TTL
-//	srpc:result:{id}             string   a call's reply, kept for the result TTL
+//	srpc:{h}:story:<ulid>        list     a call's story: JSON events, kept for the result TTL
+//	srpc:{h}:result:<ulid>       string   a call's reply, kept for the result TTL
 //	srpc:edge:{e}:replies        stream   replies for the calls edge e is waiting on
 //	srpc:{h}:cancel              channel  (pub/sub) ids of running calls to cancel
 //	srpc:{rl:<subject>}          string   a caller's rate limit state (GCRA arrival time, µs),
@@ -64,17 +71,54 @@ func nameByte(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-'
 }
 
-// ValidateID checks a call id (or an edge id) before it becomes part of a key.
+// MaxIDLen bounds call and edge ids: a handler name, a dot and a ULID fit.
+const MaxIDLen = MaxNameLen + 1 + 26
+
+// ValidateID checks an edge id, or the characters of a call id, before it
+// becomes part of a key.
 func ValidateID(id string) error {
-	if len(id) == 0 || len(id) > 64 {
-		return fmt.Errorf("%w: call id must be 1 to 64 bytes", ErrInvalidName)
+	if len(id) == 0 || len(id) > MaxIDLen {
+		return fmt.Errorf("%w: id must be 1 to %d bytes", ErrInvalidName, MaxIDLen)
 	}
 	for i := 0; i < len(id); i++ {
 		if !nameByte(id[i]) {
-			return fmt.Errorf("%w: call id %q has %q at byte %d", ErrInvalidName, id, id[i], i)
+			return fmt.Errorf("%w: id %q has %q at byte %d", ErrInvalidName, id, id[i], i)
 		}
 	}
 	return nil
+}
+
+// NewCallID returns a new call id for handler: "<handler>.<ULID>". The
+// handler part puts the call's result and story in its handler's hash slot,
+// so one script settles a call on Redis Cluster, and lets GET
+// /rpc/calls/{id} find them from the id alone. The ULID part sorts by time.
+func NewCallID(handler string) string { return handler + "." + ulid.Make().String() }
+
+// ValidateCallID checks a call id and returns its handler: the part before
+// the last dot, a valid handler name; after it, 1 to 26 id characters.
+func ValidateCallID(id string) (handler string, err error) {
+	if err := ValidateID(id); err != nil {
+		return "", fmt.Errorf("call id: %w", err)
+	}
+	dot := strings.LastIndexByte(id, '.')
+	if dot < 0 || len(id)-dot-1 < 1 || len(id)-dot-1 > 26 {
+		return "", fmt.Errorf("%w: call id %q is not <handler>.<id>", ErrInvalidName, id)
+	}
+	if err := ValidateName("handler", id[:dot]); err != nil {
+		return "", fmt.Errorf("%w: call id %q names no valid handler", ErrInvalidName, id)
+	}
+	return id[:dot], nil
+}
+
+// splitCallID is ValidateCallID for ids already validated: handler and the
+// id's own part. An invalid id yields an empty handler, whose keys no script
+// of a handler declares.
+func splitCallID(id string) (handler, own string) {
+	dot := strings.LastIndexByte(id, '.')
+	if dot < 0 {
+		return "", id
+	}
+	return id[:dot], id[dot+1:]
 }
 
 func handlersKey() string              { return keyPrefix + "handlers" }
@@ -92,7 +136,16 @@ func consumersKey(handler string) string { return keyPrefix + "{" + handler + "}
 func consumerInfoKey(handler string) string {
 	return keyPrefix + "{" + handler + "}:consumer-info"
 }
-func storyKey(id string) string { return keyPrefix + "story:{" + id + "}" }
+
+// storyKey and resultKey are keys of the call's handler: see NewCallID.
+func storyKey(callID string) string {
+	h, own := splitCallID(callID)
+	return keyPrefix + "{" + h + "}:story:" + own
+}
+func resultKey(callID string) string {
+	h, own := splitCallID(callID)
+	return keyPrefix + "{" + h + "}:result:" + own
+}
 func idemKey(handler, keyHash string) string {
 	return keyPrefix + "{" + handler + "}:idem:" + keyHash
 }
@@ -105,5 +158,5 @@ func cancelChannel(handler string) string { return keyPrefix + "{" + handler + "
 // belongs to no handler.
 func rateLimitKey(subject string) string { return keyPrefix + "{rl:" + subject + "}" }
 
-func resultKey(id string) string    { return keyPrefix + "result:{" + id + "}" }
+// replyKey is an edge's reply stream, in a slot of its own.
 func replyKey(edgeID string) string { return keyPrefix + "edge:{" + edgeID + "}:replies" }

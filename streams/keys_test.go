@@ -68,8 +68,8 @@ func TestValidateID(t *testing.T) {
 		{name: "empty", input: "", wantErr: true},
 		{name: "ulid", input: "01HZX3Q4R5S6T7V8W9XAYBZC0D"},
 		{name: "one char", input: "x"},
-		{name: "64 bytes ok", input: strings.Repeat("Z", 64)},
-		{name: "65 bytes too long", input: strings.Repeat("Z", 65), wantErr: true},
+		{name: "MaxIDLen bytes ok", input: strings.Repeat("Z", MaxIDLen)},
+		{name: "one byte too long", input: strings.Repeat("Z", MaxIDLen+1), wantErr: true},
 		{name: "lower case", input: "abc"},
 		{name: "upper case", input: "ABC"},
 		{name: "digits", input: "123"},
@@ -116,7 +116,8 @@ func TestKeysHashTags(t *testing.T) {
 		{name: "delayed", key: delayedKey(name), prefix: "srpc:", suffix: ":delayed"},
 		{name: "dead letters", key: deadKey(name), prefix: "srpc:", suffix: ":dead"},
 		{name: "idempotency", key: idemKey(name, "abc123"), prefix: "srpc:", suffix: ":idem:abc123"},
-		{name: "result", key: resultKey(name), prefix: "srpc:result:", suffix: ""},
+		{name: "result", key: resultKey(name + ".01ABC"), prefix: "srpc:", suffix: ":result:01ABC"},
+		{name: "story", key: storyKey(name + ".01ABC"), prefix: "srpc:", suffix: ":story:01ABC"},
 		{name: "reply", key: replyKey(name), prefix: "srpc:edge:", suffix: ":replies"},
 	}
 	for _, tt := range tests {
@@ -136,7 +137,8 @@ func TestKeysHashTags(t *testing.T) {
 	if callsKey("a") == callsKey("b") {
 		t.Error("callsKey does not depend on the handler")
 	}
-	for _, k := range []string{methodsKey("h"), delayedKey("h"), deadKey("h"), idemKey("h", "0f")} {
+	id := NewCallID("h")
+	for _, k := range []string{methodsKey("h"), delayedKey("h"), deadKey("h"), idemKey("h", "0f"), resultKey(id), storyKey(id)} {
 		if hashTag(k) != hashTag(callsKey("h")) {
 			t.Errorf("key %q is not in the slot of %q", k, callsKey("h"))
 		}
@@ -147,9 +149,35 @@ func TestKeysHashTags(t *testing.T) {
 	if k := handlersKey(); k != "srpc:handlers" {
 		t.Errorf("handlersKey() = %q, want %q", k, "srpc:handlers")
 	}
-	for _, k := range []string{callsKey("h"), methodsKey("h"), delayedKey("h"), deadKey("h"), idemKey("h", "x"), resultKey("h"), replyKey("h"), handlersKey()} {
+	for _, k := range []string{callsKey("h"), methodsKey("h"), delayedKey("h"), deadKey("h"), idemKey("h", "x"), resultKey(id), replyKey("h"), handlersKey()} {
 		if !strings.HasPrefix(k, keyPrefix) {
 			t.Errorf("key %q lacks the prefix %q", k, keyPrefix)
+		}
+	}
+}
+
+func TestCallIDs(t *testing.T) {
+	for _, h := range []string{"a", "echo", "v1.billing", strings.Repeat("h", MaxNameLen)} {
+		id := NewCallID(h)
+		got, err := ValidateCallID(id)
+		if err != nil || got != h {
+			t.Errorf("ValidateCallID(NewCallID(%q)) = %q, %v", h, got, err)
+		}
+		if hashTag(resultKey(id)) != h || hashTag(storyKey(id)) != h {
+			t.Errorf("result or story key of %q not tagged with its handler: %s %s", id, resultKey(id), storyKey(id))
+		}
+	}
+	bad := map[string]string{
+		"no handler":        "01JD5A6Y9C3W8Q1V2B3N4M5K6P",
+		"empty handler":     ".01JD5A6Y9C3W8Q1V2B3N4M5K6P",
+		"empty own part":    "echo.",
+		"own part too long": "echo." + strings.Repeat("A", 27),
+		"bad character":     "ec/ho.01JD",
+		"too long":          strings.Repeat("h", MaxNameLen+1) + ".01JD",
+	}
+	for name, id := range bad {
+		if _, err := ValidateCallID(id); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("%s: ValidateCallID(%q) = %v, want ErrInvalidName", name, id, err)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,6 +111,56 @@ func TestConnectTLSSettings(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = rdb.Close() })
 			tc.check(t, rdb.(*redis.Client).Options())
+		})
+	}
+}
+
+// TestConnectModes checks which kind of client each URL scheme makes, and the
+// errors for URLs that cannot be used.
+func TestConnectModes(t *testing.T) {
+	cases := []struct {
+		name    string
+		url     string
+		want    string // "single", "cluster", "sentinel"
+		wantErr string
+	}{
+		{name: "one node", url: "redis://127.0.0.1:6379/0", want: "single"},
+		{name: "one node over TLS", url: "rediss://user:pw@redis.example:6380", want: "single"},
+		{name: "cluster", url: "redis+cluster://127.0.0.1:7000?addr=127.0.0.1:7001&addr=127.0.0.1:7002", want: "cluster"},
+		{name: "cluster over TLS", url: "rediss+cluster://u:p@h1:7000?addr=h2:7000", want: "cluster"},
+		{name: "sentinel", url: "redis+sentinel://127.0.0.1:26379?master_name=mymaster&addr=127.0.0.1:26380&password=pw", want: "sentinel"},
+		{name: "sentinel without master name", url: "redis+sentinel://127.0.0.1:26379", wantErr: "master_name"},
+		{name: "no scheme", url: "127.0.0.1:6379", wantErr: "no scheme"},
+		{name: "unknown scheme", url: "http://127.0.0.1:6379", wantErr: "unknown scheme"},
+		{name: "unknown mode", url: "redis+ring://127.0.0.1:6379", wantErr: "unknown scheme"},
+		{name: "bad cluster query", url: "redis+cluster://127.0.0.1:7000?nonsense=1", wantErr: "nonsense"},
+		{name: "empty", url: "", wantErr: "empty"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rdb, err := Connect(RedisOptions{URL: tc.url})
+			if tc.wantErr != "" {
+				if !errors.Is(err, ErrRedisURL) || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Connect(%q) = %v, want ErrRedisURL mentioning %q", tc.url, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rdb.Close()
+			got := "single"
+			switch c := rdb.(type) {
+			case *redis.ClusterClient:
+				got = "cluster"
+			case *redis.Client:
+				if c.Options().Addr == "FailoverClient" {
+					got = "sentinel"
+				}
+			}
+			if got != tc.want {
+				t.Fatalf("Connect(%q) made a %s client (%T), want %s", tc.url, got, rdb, tc.want)
+			}
 		})
 	}
 }

@@ -318,49 +318,69 @@ func decodeActivity(m redis.XMessage) (Activity, bool) {
 // ActivityCursor reads activity after given stream ids, for a live feed: it
 // holds no connection between reads.
 type ActivityCursor struct {
-	c    *Client
-	last map[string]string // handler -> last stream id seen
+	c     *Client
+	start string            // stream id of the cursor's creation: where a new handler is read from
+	last  map[string]string // handler -> last stream id seen
 }
+
+// activityPoll is how often Next looks for new activity while it waits. The
+// recorder writes activity at most every flushInterval, so polling a little
+// more often than that shows every flush promptly. (One blocking XREAD over
+// every handler's stream would be a cross-slot command on Redis Cluster.)
+const activityPoll = 250 * time.Millisecond
 
 // NewActivityCursor starts a cursor at the present: it returns only
 // activity that happens after it was made.
 func (c *Client) NewActivityCursor() *ActivityCursor {
-	return &ActivityCursor{c: c, last: map[string]string{}}
+	return &ActivityCursor{c: c, start: strconv.FormatInt(time.Now().UnixMilli(), 10) + "-0", last: map[string]string{}}
 }
 
-// Next returns the activity since the last call (oldest first), blocking up
-// to block for some; handlers registered since are picked up.
+// Next returns the activity since the last call (oldest first), waiting up to
+// block for some; handlers registered since are picked up.
 func (a *ActivityCursor) Next(ctx context.Context, block time.Duration) ([]Activity, error) {
+	deadline := time.Now().Add(block)
+	for {
+		out, err := a.poll(ctx)
+		if err != nil || len(out) > 0 {
+			return out, err
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return nil, nil
+		}
+		t := time.NewTimer(min(wait, activityPoll))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil
+		}
+	}
+}
+
+// poll reads every handler's new activity without blocking: one XRANGE per
+// handler, all in one pipeline (which Redis Cluster clients split by node).
+func (a *ActivityCursor) poll(ctx context.Context) ([]Activity, error) {
 	names, err := a.c.Handlers(ctx)
-	if err != nil {
+	if err != nil || len(names) == 0 {
 		return nil, err
 	}
-	if len(names) == 0 {
-		return nil, nil
-	}
-	streamsArg := make([]string, 0, 2*len(names))
-	for _, n := range names {
-		streamsArg = append(streamsArg, activityKey(n))
-	}
-	for _, n := range names {
-		id, ok := a.last[n]
+	pipe := a.c.rdb.Pipeline()
+	cmds := make([]*redis.XMessageSliceCmd, len(names))
+	for i, n := range names {
+		after, ok := a.last[n]
 		if !ok {
-			id = "$"
+			after = a.start
 		}
-		streamsArg = append(streamsArg, id)
+		cmds[i] = pipe.XRangeN(ctx, activityKey(n), "("+after, "+", 256)
 	}
-	res, err := a.c.rdb.XRead(ctx, &redis.XReadArgs{Streams: streamsArg, Count: 256, Block: block}).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
-	if err != nil {
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, unavailable(err)
 	}
 	var out []Activity
-	for _, s := range res {
-		handler := strings.TrimSuffix(strings.TrimPrefix(s.Stream, keyPrefix+"{"), "}:activity")
-		for _, m := range s.Messages {
-			a.last[handler] = m.ID
+	for i, cmd := range cmds {
+		for _, m := range cmd.Val() {
+			a.last[names[i]] = m.ID
 			if act, ok := decodeActivity(m); ok {
 				out = append(out, act)
 			}
@@ -373,7 +393,7 @@ func (a *ActivityCursor) Next(ctx context.Context, block time.Duration) ([]Activ
 // Story returns the events recorded for call id (empty while it has not been
 // settled once).
 func (c *Client) Story(ctx context.Context, id string) ([]StoryEvent, error) {
-	if err := ValidateID(id); err != nil {
+	if _, err := ValidateCallID(id); err != nil {
 		return nil, err
 	}
 	raw, err := c.rdb.LRange(ctx, storyKey(id), 0, -1).Result()

@@ -6,6 +6,9 @@
 // Consumer settings (STREAMRPC_CONCURRENCY, STREAMRPC_MAX_ATTEMPTS, ...) come
 // from the environment; see .env.example. ECHO_TRACE=1 prints a line per
 // handler run ("run <id> <attempt>"), which the fault-injection tests count.
+// ECHO_HANDLERS=a,b,c serves the echo methods under each of those handler
+// names instead of "echo", from this one process (the scaling tests spread
+// handlers over a Redis Cluster's masters this way).
 package main
 
 import (
@@ -14,6 +17,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -37,20 +41,38 @@ func main() {
 		slog.Error("echo: settings", "err", err)
 		os.Exit(2)
 	}
-	cfg.Handler, cfg.Description = echo.Name, "the example echo handler"
+	cfg.Description = "the example echo handler"
 	mux := echo.Mux()
 	if os.Getenv("ECHO_TRACE") == "1" {
 		mux.Use(trace)
 	}
-	srv, err := consumers.NewServer(rdb, cfg, mux)
-	if err != nil {
-		slog.Error("echo: config", "err", err)
-		os.Exit(2)
+	names := []string{echo.Name}
+	if v := os.Getenv("ECHO_HANDLERS"); v != "" {
+		names = strings.Split(v, ",")
+	}
+	servers := make([]*consumers.Server, len(names))
+	for i, name := range names {
+		cfg.Handler = name
+		if servers[i], err = consumers.NewServer(rdb, cfg, mux); err != nil {
+			slog.Error("echo: config", "handler", name, "err", err)
+			os.Exit(2)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := srv.Run(ctx, 30*time.Second); err != nil {
-		slog.Error("echo: stopped", "err", err)
+	errs := make(chan error, len(servers))
+	for _, srv := range servers {
+		go func() { errs <- srv.Run(ctx, 30*time.Second) }()
+	}
+	failed := false
+	for range servers {
+		if err := <-errs; err != nil {
+			slog.Error("echo: stopped", "err", err)
+			failed = true
+			stop() // one server failing stops the others
+		}
+	}
+	if failed {
 		os.Exit(1)
 	}
 }
