@@ -56,6 +56,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	fs.IntVar(&c.Conns, "conns", 1, "ws: WebSockets the calls are spread over")
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Second, "one call's deadline")
 	fs.BoolVar(&c.Baseline, "baseline", false, "also run the load against a queue-less Fiber echo on loopback, and print ratios to it")
+	fs.BoolVar(&c.Floor, "floor", false, "also run the same closed loop on bare Redis streams of -redis (XADD, XREADGROUP, an XACK+XADD script, a blocking XREAD; no edge): the least this design can cost here")
 	fs.StringVar(&c.RedisURL, "redis", "", "Redis URL: print Redis commands per call from INFO commandstats")
 	fs.BoolVar(&c.InProcess, "inprocess", false, "start an edge and an echo consumer in this process on -redis (ignores -url)")
 	fs.IntVar(&c.ConsumerConcurrency, "consumer-concurrency", 0, "-inprocess: the consumer's concurrency (0: the SDK's default)")
@@ -157,6 +158,9 @@ func printReport(w io.Writer, rep *bench.Report) {
 	if rep.Baseline != nil {
 		row(*rep.Baseline)
 	}
+	if rep.Floor != nil {
+		row(*rep.Floor)
+	}
 	if len(rep.Result.ErrorCodes) > 0 {
 		fmt.Fprint(w, "errors by code:")
 		for _, k := range bench.SortedCommands(rep.Result.ErrorCodes) {
@@ -166,6 +170,9 @@ func printReport(w io.Writer, rep *bench.Report) {
 	}
 	if r := rep.Ratios; r != nil {
 		fmt.Fprintf(w, "\nratios to the baseline: throughput %.3f×, p50 latency %.2f×, p99 latency %.2f×\n", r.Throughput, r.P50, r.P99)
+	}
+	if r := rep.FloorRatios; r != nil {
+		fmt.Fprintf(w, "floor's ratios to the baseline: throughput %.3f×, p50 latency %.2f×, p99 latency %.2f×\n", r.Throughput, r.P50, r.P99)
 	}
 	if r := rep.Redis; r != nil {
 		fmt.Fprintln(w)

@@ -41,6 +41,9 @@ type Config struct {
 	Baseline    bool          // also run the same load against a queue-less Fiber echo
 	RedisURL    string        // read INFO commandstats there before and after
 	InProcess   bool          // start an edge and an echo consumer on RedisURL
+	// Floor also runs the same closed loop on bare Redis streams (floor.go):
+	// XADD, XREADGROUP, a tiny answer script and a blocking XREAD, no edge.
+	Floor bool
 	// ConsumerConcurrency of the in-process consumer (0: the SDK default).
 	ConsumerConcurrency int
 	// IdleConns > 0 (InProcess only): measure the edge's memory per idle
@@ -102,6 +105,10 @@ func (c Config) Validate() error {
 		return errors.New("duration and warmup must be positive and under a day")
 	case c.InProcess && c.RedisURL == "":
 		return errors.New("-inprocess needs -redis URL")
+	case c.Floor && (c.RedisURL == "" || c.Rate > 0):
+		return errors.New("-floor needs -redis URL and a closed loop (no -rate)")
+	case c.Floor && c.Concurrency > 1024:
+		return errors.New("-floor runs a worker and a connection per call in flight: at most 1024")
 	case c.IdleConns > 0 && !c.InProcess:
 		return errors.New("-idle measures the edge's memory, so it needs -inprocess")
 	case c.IdleConns > 0 && len(c.IdleClient) == 0:
