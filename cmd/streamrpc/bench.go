@@ -148,11 +148,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 func printReport(w io.Writer, rep *bench.Report) {
 	fmt.Fprintf(w, "load: %s\n\n", rep.Load)
-	fmt.Fprintf(w, "%-10s %10s %8s %12s %9s %9s %9s %9s %9s\n", "", "calls", "errors", "calls/s", "p50", "p90", "p99", "p99.9", "max")
+	fmt.Fprintf(w, "%-10s %10s %8s %12s %9s %9s %9s %9s %9s %12s\n", "", "calls", "errors", "calls/s", "p50", "p90", "p99", "p99.9", "max", "cpu/call")
 	row := func(r bench.Result) {
 		l := r.Latency
-		fmt.Fprintf(w, "%-10s %10d %8d %12.0f %9s %9s %9s %9s %9s\n", r.Target, r.Calls, r.Errors, r.Throughput,
-			fmtUS(l.P50), fmtUS(l.P90), fmtUS(l.P99), fmtUS(l.P999), fmtUS(l.Max))
+		fmt.Fprintf(w, "%-10s %10d %8d %12.0f %9s %9s %9s %9s %9s %12s\n", r.Target, r.Calls, r.Errors, r.Throughput,
+			fmtUS(l.P50), fmtUS(l.P90), fmtUS(l.P99), fmtUS(l.P999), fmtUS(l.Max), fmtUS(r.CPUPerCall))
 	}
 	row(rep.Result)
 	if rep.Baseline != nil {

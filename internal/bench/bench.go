@@ -158,6 +158,10 @@ type Result struct {
 	Seconds    float64          `json:"seconds"`
 	Throughput float64          `json:"throughput_per_s"` // ok calls per second
 	Latency    Latency          `json:"latency"`
+	// CPUPerCall is this process's CPU time (user + system, every thread)
+	// during the run, per answered call, in microseconds: with -inprocess the
+	// edge's, the consumer's and the load generator's; Redis's is not in it.
+	CPUPerCall float64 `json:"cpu_us_per_call"`
 }
 
 // Ratios compares a run with its baseline: throughput ours/baseline (higher
@@ -312,6 +316,7 @@ func (r *recorder) record(ctx context.Context, since time.Time, err error) {
 // it starts has returned when it returns.
 func load(ctx context.Context, cfg Config, cl caller, d time.Duration, target string) Result {
 	var rec recorder
+	cpu0 := processCPU()
 	start := time.Now()
 	end := start.Add(d)
 	var wg sync.WaitGroup
@@ -339,6 +344,7 @@ func load(ctx context.Context, cfg Config, cl caller, d time.Duration, target st
 		openLoop(ctx, cfg, start, end, &wg, one)
 	}
 	wg.Wait()
+	cpu := processCPU() - cpu0
 	secs := time.Since(start).Seconds()
 	if cfg.Rate == 0 {
 		secs = d.Seconds() // calls started in the window, whose last ones may end after it
@@ -348,6 +354,9 @@ func load(ctx context.Context, cfg Config, cl caller, d time.Duration, target st
 		Seconds: math.Round(secs*1000) / 1000, Latency: Summarize(&rec.hist),
 	}
 	res.Calls = res.OK + res.Errors
+	if res.Calls > 0 {
+		res.CPUPerCall = math.Round(float64(cpu)/float64(time.Microsecond)/float64(res.Calls)*10) / 10
+	}
 	if secs > 0 {
 		res.Throughput = math.Round(float64(res.OK) / secs)
 	}
