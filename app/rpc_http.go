@@ -152,6 +152,9 @@ func (e *Edge) parseCall(c *fiber.Ctx) (callRequest, *streams.Error) {
 }
 
 func isJSON(contentType string) bool {
+	if contentType == fiber.MIMEApplicationJSON {
+		return true // what nearly every call sends: no parsing (and no map of parameters)
+	}
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		return false
@@ -201,6 +204,7 @@ func (e *Edge) roundTrip(id string, req callRequest) (streams.Reply, *streams.Er
 	}
 	select {
 	case r := <-ch:
+		e.waiters.release(ch)
 		return r, nil
 	case <-ctx.Done():
 		e.waiters.remove(id)

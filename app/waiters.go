@@ -14,6 +14,10 @@ import (
 type waiters struct {
 	seed   maphash.Seed
 	shards [64]waiterShard
+	// free holds reply channels whose reply was received, for reuse: one
+	// allocation less per call. Only those: a channel given up on (its call
+	// timed out) may still get a late reply, so it is left to the GC.
+	free sync.Pool
 }
 
 type waiterShard struct {
@@ -53,13 +57,21 @@ func (w *waiters) shard(id string) *waiterShard {
 // add registers id before its call is enqueued, so a reply can never arrive
 // before its waiter. The channel holds one reply, so delivery never blocks.
 func (w *waiters) add(id string) chan streams.Reply {
-	wt := &waiter{ch: make(chan streams.Reply, 1), check: time.Now().Add(firstResultCheck), every: firstResultCheck}
+	ch, _ := w.free.Get().(chan streams.Reply)
+	if ch == nil {
+		ch = make(chan streams.Reply, 1)
+	}
+	wt := &waiter{ch: ch, check: time.Now().Add(firstResultCheck), every: firstResultCheck}
 	s := w.shard(id)
 	s.mu.Lock()
 	s.m[id] = wt
 	s.mu.Unlock()
 	return wt.ch
 }
+
+// release gives back ch, from add, once its reply has been received: deliver
+// took it out of the map before sending, so no one else holds it and it is empty.
+func (w *waiters) release(ch chan streams.Reply) { w.free.Put(ch) }
 
 func (w *waiters) remove(id string) {
 	s := w.shard(id)

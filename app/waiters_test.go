@@ -154,3 +154,26 @@ func TestWaitersConcurrent(t *testing.T) {
 		t.Fatalf("len after every call finished = %d, want 0", n)
 	}
 }
+
+// A released channel may come back from add for another call: it must come
+// back empty, and carry only that call's reply.
+func TestWaitersReleaseReuse(t *testing.T) {
+	w := newWaiters()
+	for i := range 100 {
+		id := "call-" + strconv.Itoa(i)
+		ch := w.add(id)
+		if len(ch) != 0 {
+			t.Fatalf("add(%s) returned a channel holding %d replies", id, len(ch))
+		}
+		if !w.deliver(streams.ResultReply(id, json.RawMessage(`1`))) {
+			t.Fatalf("deliver %s: no waiter", id)
+		}
+		if got := <-ch; got.ID != id {
+			t.Fatalf("waiter of %s got the reply of %s", id, got.ID)
+		}
+		w.release(ch)
+	}
+	if n := w.len(); n != 0 {
+		t.Fatalf("len = %d, want 0", n)
+	}
+}

@@ -179,8 +179,15 @@ func encodeParams(params any) (json.RawMessage, error) {
 	return b, nil
 }
 
+// decodeResult decodes result into out. result is always a json.RawMessage
+// field json.Unmarshal filled from an answer: checked JSON, in bytes of its
+// own. A *json.RawMessage takes them as they are, without a second pass.
 func decodeResult(result json.RawMessage, out any) error {
 	if out == nil {
+		return nil
+	}
+	if raw, ok := out.(*json.RawMessage); ok && raw != nil && len(result) > 0 {
+		*raw = result
 		return nil
 	}
 	if err := json.Unmarshal(result, out); err != nil {

@@ -22,7 +22,7 @@ type Request struct {
 	ID         string          // the call id, unique; also the caller's X-Request-Id
 	Handler    string          // the handler name
 	Method     string          // the method called
-	Params     json.RawMessage // the caller's params, byte for byte
+	Params     json.RawMessage // the caller's params, byte for byte, valid JSON; read-only
 	Attempt    int             // 1 on the first delivery
 	Deadline   time.Time       // also the deadline of the handler's context
 	EnqueuedAt time.Time

@@ -35,7 +35,7 @@ func TestResultReply(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := resultReply("id-1", tt.res)
+			r, err := resultReply("id-1", nil, tt.res)
 			if tt.wantCode != 0 {
 				var e *Error
 				if !errors.As(err, &e) || e.Code != tt.wantCode {
@@ -50,6 +50,22 @@ func TestResultReply(t *testing.T) {
 				t.Fatalf("resultReply = %+v (body %s), want OK id-1 with body %s", r, r.Body, tt.wantBody)
 			}
 		})
+	}
+}
+
+// A handler that returns the call's params as they are returns JSON the
+// decoder has checked; anything else, even a slice of them, is checked.
+func TestResultReplyOfParams(t *testing.T) {
+	params := json.RawMessage(`{"a":1}`)
+	if r, err := resultReply("id-1", params, params); err != nil || string(r.Body) != `{"a":1}` {
+		t.Fatalf("params returned as they are: %+v %v", r, err)
+	}
+	if _, err := resultReply("id-1", params, params[:3]); err == nil {
+		t.Fatal("a prefix of the params (invalid JSON) was not checked")
+	}
+	invalid := json.RawMessage(`{`)
+	if _, err := resultReply("id-1", params, invalid); err == nil {
+		t.Fatal("invalid JSON other than the params was not checked")
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 
@@ -424,7 +425,7 @@ func (s *Server) process(d *streams.Delivery) {
 	run := streams.Run{Consumer: s.cfg.Name, Started: start, Took: took}
 	var reply streams.Reply
 	if err == nil {
-		reply, err = resultReply(call.ID, res)
+		reply, err = resultReply(call.ID, call.Params, res)
 	}
 	if err == nil {
 		s.stats.record(call.Method, took, nil)
@@ -484,12 +485,16 @@ func (s *Server) serve(ctx context.Context, req *Request) (res any, err error) {
 	return s.handler.ServeRPC(ctx, req)
 }
 
-func resultReply(id string, res any) (streams.Reply, error) {
+// resultReply encodes a handler's result. params are the call's params,
+// which decodeCall has checked to be valid JSON (an entry whose params are not
+// is poison and never reaches a handler): a handler that returns them as they
+// are (an echo, a pass-through) returns valid JSON, which is not checked again.
+func resultReply(id string, params json.RawMessage, res any) (streams.Reply, error) {
 	if raw, ok := res.(json.RawMessage); ok {
 		if len(raw) == 0 {
 			raw = json.RawMessage("null")
 		}
-		if !json.Valid(raw) {
+		if !sameBytes(raw, params) && !json.Valid(raw) {
 			return streams.Reply{}, &Error{Code: CodeInternal, Message: "the handler returned invalid JSON"}
 		}
 		return streams.ResultReply(id, raw), nil
@@ -499,6 +504,12 @@ func resultReply(id string, res any) (streams.Reply, error) {
 		return streams.Reply{}, &Error{Code: CodeInternal, Message: "the handler's result cannot be encoded as JSON: " + err.Error()}
 	}
 	return streams.ResultReply(id, b), nil
+}
+
+// sameBytes reports whether a and b are the same bytes in memory (not merely
+// equal ones).
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && len(a) > 0 && unsafe.SliceData(a) == unsafe.SliceData(b)
 }
 
 func (s *Server) answer(d *streams.Delivery, reply streams.Reply, run streams.Run) {

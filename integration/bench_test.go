@@ -12,7 +12,8 @@ import (
 // TestBenchInProcess runs `streamrpc bench -inprocess` against a real Redis
 // for about two seconds. It asserts correctness and the Redis round-trip
 // budget, never speed: every call answered with its params, no errors, and
-// at most 4 commands per call sent by the edge and consumer.
+// at most 4 commands per call sent by the edge and consumer; the floor
+// (bare Redis streams) answers every call with its own params too.
 func TestBenchInProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 2 s load run")
@@ -24,7 +25,7 @@ func TestBenchInProcess(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			rep, err := bench.Run(ctx, bench.Config{
 				Mode: mode, Concurrency: 16, Duration: time.Second, Warmup: 100 * time.Millisecond,
-				Size: 256, RedisURL: r.URL, InProcess: true, Baseline: mode == "http",
+				Size: 256, RedisURL: r.URL, InProcess: true, Baseline: mode == "http", Floor: mode == "http",
 			}, io.Discard)
 			if err != nil {
 				t.Fatal(err)
@@ -46,6 +47,10 @@ func TestBenchInProcess(t *testing.T) {
 			}
 			if mode == "http" && (rep.Baseline == nil || rep.Baseline.Errors != 0 || rep.Baseline.Calls == 0) {
 				t.Fatalf("baseline: %+v", rep.Baseline)
+			}
+			// The floor's calls are each checked against their own reply.
+			if mode == "http" && (rep.Floor == nil || rep.Floor.Errors != 0 || rep.Floor.Calls == 0 || rep.FloorRatios == nil) {
+				t.Fatalf("floor: %+v", rep.Floor)
 			}
 		})
 	}

@@ -56,6 +56,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	fs.IntVar(&c.Conns, "conns", 1, "ws: WebSockets the calls are spread over")
 	fs.DurationVar(&c.Timeout, "timeout", 30*time.Second, "one call's deadline")
 	fs.BoolVar(&c.Baseline, "baseline", false, "also run the load against a queue-less Fiber echo on loopback, and print ratios to it")
+	fs.BoolVar(&c.Floor, "floor", false, "also run the same closed loop on bare Redis streams of -redis (XADD, XREADGROUP, an XACK+XADD script, a blocking XREAD; no edge): the least this design can cost here")
 	fs.StringVar(&c.RedisURL, "redis", "", "Redis URL: print Redis commands per call from INFO commandstats")
 	fs.BoolVar(&c.InProcess, "inprocess", false, "start an edge and an echo consumer in this process on -redis (ignores -url)")
 	fs.IntVar(&c.ConsumerConcurrency, "consumer-concurrency", 0, "-inprocess: the consumer's concurrency (0: the SDK's default)")
@@ -147,15 +148,18 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 
 func printReport(w io.Writer, rep *bench.Report) {
 	fmt.Fprintf(w, "load: %s\n\n", rep.Load)
-	fmt.Fprintf(w, "%-10s %10s %8s %12s %9s %9s %9s %9s %9s\n", "", "calls", "errors", "calls/s", "p50", "p90", "p99", "p99.9", "max")
+	fmt.Fprintf(w, "%-10s %10s %8s %12s %9s %9s %9s %9s %9s %12s\n", "", "calls", "errors", "calls/s", "p50", "p90", "p99", "p99.9", "max", "cpu/call")
 	row := func(r bench.Result) {
 		l := r.Latency
-		fmt.Fprintf(w, "%-10s %10d %8d %12.0f %9s %9s %9s %9s %9s\n", r.Target, r.Calls, r.Errors, r.Throughput,
-			fmtUS(l.P50), fmtUS(l.P90), fmtUS(l.P99), fmtUS(l.P999), fmtUS(l.Max))
+		fmt.Fprintf(w, "%-10s %10d %8d %12.0f %9s %9s %9s %9s %9s %12s\n", r.Target, r.Calls, r.Errors, r.Throughput,
+			fmtUS(l.P50), fmtUS(l.P90), fmtUS(l.P99), fmtUS(l.P999), fmtUS(l.Max), fmtUS(r.CPUPerCall))
 	}
 	row(rep.Result)
 	if rep.Baseline != nil {
 		row(*rep.Baseline)
+	}
+	if rep.Floor != nil {
+		row(*rep.Floor)
 	}
 	if len(rep.Result.ErrorCodes) > 0 {
 		fmt.Fprint(w, "errors by code:")
@@ -166,6 +170,9 @@ func printReport(w io.Writer, rep *bench.Report) {
 	}
 	if r := rep.Ratios; r != nil {
 		fmt.Fprintf(w, "\nratios to the baseline: throughput %.3f×, p50 latency %.2f×, p99 latency %.2f×\n", r.Throughput, r.P50, r.P99)
+	}
+	if r := rep.FloorRatios; r != nil {
+		fmt.Fprintf(w, "floor's ratios to the baseline: throughput %.3f×, p50 latency %.2f×, p99 latency %.2f×\n", r.Throughput, r.P50, r.P99)
 	}
 	if r := rep.Redis; r != nil {
 		fmt.Fprintln(w)

@@ -15,13 +15,13 @@ import (
 func TestBenchFlags(t *testing.T) {
 	var stderr bytes.Buffer
 	f, err := parseBenchFlags([]string{"-mode", "ws", "-c", "8", "-d", "3s", "-size", "512", "-conns", "4",
-		"-baseline", "-redis", "redis://127.0.0.1:1/0", "-inprocess", "-json", "-handler", "h", "-method", "m"}, &stderr)
+		"-baseline", "-floor", "-redis", "redis://127.0.0.1:1/0", "-inprocess", "-json", "-handler", "h", "-method", "m"}, &stderr)
 	if err != nil {
 		t.Fatalf("parse: %v\n%s", err, stderr.String())
 	}
 	c := f.cfg
 	if c.Mode != "ws" || c.Concurrency != 8 || c.Duration != 3*time.Second || c.Size != 512 || c.Conns != 4 ||
-		!c.Baseline || !c.InProcess || c.RedisURL != "redis://127.0.0.1:1/0" || !f.json || c.Handler != "h" || c.Method != "m" {
+		!c.Baseline || !c.Floor || !c.InProcess || c.RedisURL != "redis://127.0.0.1:1/0" || !f.json || c.Handler != "h" || c.Method != "m" {
 		t.Fatalf("parsed %+v json=%v", c, f.json)
 	}
 
@@ -45,6 +45,8 @@ func TestBenchBadFlags(t *testing.T) {
 		{"-rate", "-3"},
 		{"-inprocess"},  // needs -redis
 		{"-idle", "10"}, // needs -inprocess
+		{"-floor"},      // needs -redis
+		{"-floor", "-redis", "redis://127.0.0.1:1/0", "-rate", "10"}, // closed loop only
 		{"-d", "0s"},
 		{"stray"},
 	} {
@@ -129,15 +131,17 @@ func TestBenchRatios(t *testing.T) {
 
 func TestPrintReport(t *testing.T) {
 	rep := &bench.Report{
-		Load:     "http echo.echo",
-		Result:   bench.Result{Target: "streamrpc", Calls: 10, Errors: 1, ErrorCodes: map[string]int64{"-32001": 1}, Throughput: 5},
-		Baseline: &bench.Result{Target: "baseline", Calls: 20, Throughput: 10},
-		Ratios:   &bench.Ratios{Throughput: 0.5, P50: 2, P99: 3},
-		Redis:    &bench.Redis{Commands: 30, CommandsPerCall: 3, ByCommand: map[string]int64{"evalsha": 20, "xread": 10}, ClientCommands: 25, ClientCommandsPerCall: 2.5},
+		Load:        "http echo.echo",
+		Result:      bench.Result{Target: "streamrpc", Calls: 10, Errors: 1, ErrorCodes: map[string]int64{"-32001": 1}, Throughput: 5},
+		Baseline:    &bench.Result{Target: "baseline", Calls: 20, Throughput: 10},
+		Ratios:      &bench.Ratios{Throughput: 0.5, P50: 2, P99: 3},
+		Floor:       &bench.Result{Target: "floor", Calls: 15, Throughput: 7},
+		FloorRatios: &bench.Ratios{Throughput: 0.7, P50: 1.5, P99: 2},
+		Redis:       &bench.Redis{Commands: 30, CommandsPerCall: 3, ByCommand: map[string]int64{"evalsha": 20, "xread": 10}, ClientCommands: 25, ClientCommandsPerCall: 2.5},
 	}
 	var out bytes.Buffer
 	printReport(&out, rep)
-	for _, want := range []string{"streamrpc", "baseline", "-32001×1", "throughput 0.500×", "EVALSHA 2.00", "2.50 (25 commands)"} {
+	for _, want := range []string{"streamrpc", "baseline", "-32001×1", "throughput 0.500×", "floor ", "floor's ratios to the baseline: throughput 0.700×", "EVALSHA 2.00", "2.50 (25 commands)"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}

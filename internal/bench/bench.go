@@ -41,6 +41,9 @@ type Config struct {
 	Baseline    bool          // also run the same load against a queue-less Fiber echo
 	RedisURL    string        // read INFO commandstats there before and after
 	InProcess   bool          // start an edge and an echo consumer on RedisURL
+	// Floor also runs the same closed loop on bare Redis streams (floor.go):
+	// XADD, XREADGROUP, a tiny answer script and a blocking XREAD, no edge.
+	Floor bool
 	// ConsumerConcurrency of the in-process consumer (0: the SDK default).
 	ConsumerConcurrency int
 	// IdleConns > 0 (InProcess only): measure the edge's memory per idle
@@ -102,6 +105,10 @@ func (c Config) Validate() error {
 		return errors.New("duration and warmup must be positive and under a day")
 	case c.InProcess && c.RedisURL == "":
 		return errors.New("-inprocess needs -redis URL")
+	case c.Floor && (c.RedisURL == "" || c.Rate > 0):
+		return errors.New("-floor needs -redis URL and a closed loop (no -rate)")
+	case c.Floor && c.Concurrency > 1024:
+		return errors.New("-floor runs a worker and a connection per call in flight: at most 1024")
 	case c.IdleConns > 0 && !c.InProcess:
 		return errors.New("-idle measures the edge's memory, so it needs -inprocess")
 	case c.IdleConns > 0 && len(c.IdleClient) == 0:
@@ -151,6 +158,10 @@ type Result struct {
 	Seconds    float64          `json:"seconds"`
 	Throughput float64          `json:"throughput_per_s"` // ok calls per second
 	Latency    Latency          `json:"latency"`
+	// CPUPerCall is this process's CPU time (user + system, every thread)
+	// during the run, per answered call, in microseconds: with -inprocess the
+	// edge's, the consumer's and the load generator's; Redis's is not in it.
+	CPUPerCall float64 `json:"cpu_us_per_call"`
 }
 
 // Ratios compares a run with its baseline: throughput ours/baseline (higher
@@ -305,6 +316,7 @@ func (r *recorder) record(ctx context.Context, since time.Time, err error) {
 // it starts has returned when it returns.
 func load(ctx context.Context, cfg Config, cl caller, d time.Duration, target string) Result {
 	var rec recorder
+	cpu0 := processCPU()
 	start := time.Now()
 	end := start.Add(d)
 	var wg sync.WaitGroup
@@ -332,6 +344,7 @@ func load(ctx context.Context, cfg Config, cl caller, d time.Duration, target st
 		openLoop(ctx, cfg, start, end, &wg, one)
 	}
 	wg.Wait()
+	cpu := processCPU() - cpu0
 	secs := time.Since(start).Seconds()
 	if cfg.Rate == 0 {
 		secs = d.Seconds() // calls started in the window, whose last ones may end after it
@@ -341,6 +354,9 @@ func load(ctx context.Context, cfg Config, cl caller, d time.Duration, target st
 		Seconds: math.Round(secs*1000) / 1000, Latency: Summarize(&rec.hist),
 	}
 	res.Calls = res.OK + res.Errors
+	if res.Calls > 0 {
+		res.CPUPerCall = math.Round(float64(cpu)/float64(time.Microsecond)/float64(res.Calls)*10) / 10
+	}
 	if secs > 0 {
 		res.Throughput = math.Round(float64(res.OK) / secs)
 	}

@@ -33,9 +33,13 @@ type Report struct {
 	Result   Result  `json:"result"`
 	Baseline *Result `json:"baseline,omitempty"`
 	Ratios   *Ratios `json:"ratios,omitempty"` // ours / baseline
-	Redis    *Redis  `json:"redis,omitempty"`
-	Edge     *Edge   `json:"edge,omitempty"` // -inprocess only
-	Idle     *Idle   `json:"idle,omitempty"`
+	// Floor is the same load on bare Redis streams (floor.go), FloorRatios
+	// its ratios to the baseline.
+	Floor       *Result `json:"floor,omitempty"`
+	FloorRatios *Ratios `json:"floor_ratios,omitempty"`
+	Redis       *Redis  `json:"redis,omitempty"`
+	Edge        *Edge   `json:"edge,omitempty"` // -inprocess only
+	Idle        *Idle   `json:"idle,omitempty"`
 }
 
 // Redis is what Redis did during the measured run.
@@ -114,6 +118,15 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 		rep.Baseline = &res
 	}
 
+	if cfg.Floor {
+		fmt.Fprintf(log, "floor (bare Redis streams, no edge) on %s ...\n", cfg.RedisURL)
+		res, err := measureFloor(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("floor: %w", err)
+		}
+		rep.Floor = &res
+	}
+
 	fmt.Fprintf(log, "streamrpc on %s ...\n", target)
 	var around *aroundRun
 	if rdb != nil || st != nil {
@@ -127,6 +140,10 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	if rep.Baseline != nil {
 		r := Compare(res, *rep.Baseline)
 		rep.Ratios = &r
+		if rep.Floor != nil {
+			fr := Compare(*rep.Floor, *rep.Baseline)
+			rep.FloorRatios = &fr
+		}
 	}
 	if around != nil {
 		rep.Redis, rep.Edge = around.redis, around.edge

@@ -1,0 +1,60 @@
+package bench
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"go.uber.org/goleak"
+)
+
+// TestFloor runs the floor's closed loop briefly on an in-memory Redis: every
+// call is answered with its own params (a reply matched to another request is
+// an error), its workers stop and its keys are gone afterwards. Speed is not
+// asserted.
+func TestFloor(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	mr, err := miniredis.Run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mr.Close() // before goleak looks
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cfg := Config{Floor: true, RedisURL: "redis://" + mr.Addr() + "/0", Concurrency: 4, Duration: 200 * time.Millisecond}.Defaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := measureFloor(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Calls == 0 || res.Errors != 0 || res.OK != res.Calls {
+		t.Fatalf("floor: %d calls, %d ok, errors %v", res.Calls, res.OK, res.ErrorCodes)
+	}
+	if keys := mr.Keys(); len(keys) != 0 {
+		t.Errorf("keys left behind: %v", keys)
+	}
+}
+
+func TestFloorStale(t *testing.T) {
+	f := &floor{seqs: []uint64{0, 7}}
+	for id, want := range map[string]bool{"1.6": true, "1.1": true, "1.7": false, "0.3": false, "1.x": false, "16": false} {
+		if got := f.stale(1, id); got != want {
+			t.Errorf("stale(1, %q) = %v, want %v", id, got, want)
+		}
+	}
+}
+
+func TestFloorNeedsRedisAndClosedLoop(t *testing.T) {
+	for _, c := range []Config{
+		{Floor: true},
+		{Floor: true, RedisURL: "redis://x", Rate: 10},
+		{Floor: true, RedisURL: "redis://x", Concurrency: 2000},
+	} {
+		if err := c.Defaults().Validate(); err == nil {
+			t.Errorf("%+v: no error", c)
+		}
+	}
+}
