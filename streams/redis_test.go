@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -162,5 +163,38 @@ func TestConnectModes(t *testing.T) {
 				t.Fatalf("Connect(%q) made a %s client (%T), want %s", tc.url, got, rdb, tc.want)
 			}
 		})
+	}
+}
+
+// TestConnectTLSEveryMode checks that the TLS settings reach the client of
+// every mode: the Cluster's nodes and the Sentinel-managed primary are dialled
+// with the same CA, client certificate and server name as a single node.
+func TestConnectTLSEveryMode(t *testing.T) {
+	cert, key := writeSelfSigned(t, t.TempDir())
+	for _, u := range []string{
+		"rediss://10.0.0.1:6380/0",
+		"rediss+cluster://10.0.0.1:7000?addr=10.0.0.2:7000",
+		"rediss+sentinel://10.0.0.1:26379?master_name=m&addr=10.0.0.2:26379",
+	} {
+		t.Run(u, func(t *testing.T) {
+			rdb, err := Connect(RedisOptions{URL: u, TLSCA: cert, TLSCert: cert, TLSKey: key, TLSServerName: "redis.internal"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = rdb.Close() })
+			var c *tls.Config
+			switch r := rdb.(type) {
+			case *redis.ClusterClient:
+				c = r.Options().TLSConfig
+			case *redis.Client:
+				c = r.Options().TLSConfig
+			}
+			if c == nil || c.RootCAs == nil || len(c.Certificates) != 1 || c.ServerName != "redis.internal" || c.MinVersion < tls.VersionTLS12 {
+				t.Fatalf("TLS config %+v", c)
+			}
+		})
+	}
+	if _, err := Connect(RedisOptions{URL: "redis+cluster://10.0.0.1:7000", TLSCA: cert}); !errors.Is(err, ErrRedisTLS) {
+		t.Fatalf("TLS settings with a plain cluster URL: %v, want ErrRedisTLS", err)
 	}
 }

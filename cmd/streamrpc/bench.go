@@ -60,6 +60,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	fs.StringVar(&c.RedisURL, "redis", "", "Redis URL: print Redis commands per call from INFO commandstats")
 	fs.BoolVar(&c.InProcess, "inprocess", false, "start an edge and an echo consumer in this process on -redis (ignores -url)")
 	fs.IntVar(&c.ConsumerConcurrency, "consumer-concurrency", 0, "-inprocess: the consumer's concurrency (0: the SDK's default)")
+	fs.IntVar(&c.DurableReplicas, "durable", 0, "-inprocess: durable mode, WAIT for this many replicas after each batch (STREAMRPC_DURABLE_REPLICAS)")
 	fs.IntVar(&c.IdleConns, "idle", 0, "-inprocess: after the run, measure the edge's memory per idle WebSocket with this many sockets")
 	fs.BoolVar(&f.json, "json", false, "print the report as JSON")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (with -inprocess: edge, consumer and load) to this file")
@@ -77,7 +78,7 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	if fs.NArg() > 0 {
 		return f, usageError(fs, stderr, "unexpected arguments: "+strings.Join(fs.Args(), " "))
 	}
-	if c.Concurrency <= 0 || c.Duration <= 0 || c.Conns <= 0 || c.Timeout <= 0 || c.MaxInFlight <= 0 || c.IdleConns < 0 || c.ConsumerConcurrency < 0 {
+	if c.Concurrency <= 0 || c.Duration <= 0 || c.Conns <= 0 || c.Timeout <= 0 || c.MaxInFlight <= 0 || c.IdleConns < 0 || c.ConsumerConcurrency < 0 || c.DurableReplicas < 0 {
 		return f, usageError(fs, stderr, "-c, -d, -conns, -timeout and -max-inflight must be positive")
 	}
 	if c.IdleConns > 0 {

@@ -46,6 +46,9 @@ type Config struct {
 	Floor bool
 	// ConsumerConcurrency of the in-process consumer (0: the SDK default).
 	ConsumerConcurrency int
+	// DurableReplicas > 0 (InProcess only) runs the edge and the consumer in
+	// durable mode: WAIT for that many replicas after each batch.
+	DurableReplicas int
 	// IdleConns > 0 (InProcess only): measure the edge's memory per idle
 	// WebSocket by opening that many from a child process (IdleClient).
 	IdleConns int

@@ -67,7 +67,12 @@ func startFloor(ctx context.Context, cfg Config, nWorkers int) (*floor, error) {
 		if err != nil {
 			return nil, err
 		}
-		return u.(*redis.Client), nil
+		c, ok := u.(*redis.Client)
+		if !ok {
+			_ = u.Close()
+			return nil, errors.New("-floor runs on one Redis node (a redis:// URL), not a Cluster or Sentinel")
+		}
+		return c, nil
 	}
 	f := &floor{prefix: prefix, reqKey: prefix + "req", params: Params(cfg.Size), timeout: cfg.Timeout}
 	var err error

@@ -212,7 +212,7 @@ func (a *aroundRun) finish(ctx context.Context, calls int64) error {
 		<-a.ended
 		a.edge = &Edge{
 			MaxWaiting: int(a.maxWaiting.Load()), MaxRedisConns: int(a.maxConns.Load()),
-			RedisPoolSize:     a.st.edgeRDB.Options().PoolSize,
+			RedisPoolSize:     poolSize(a.st.edgeRDB),
 			ConsumerPoolConns: int(a.st.consumerRDB.PoolStats().TotalConns),
 		}
 	}
@@ -278,13 +278,46 @@ func measure(ctx context.Context, cfg Config, base, target string, around *aroun
 	return res, ctx.Err()
 }
 
-// commandStats reads INFO commandstats: calls per command.
+// commandStats reads INFO commandstats: calls per command, added up over
+// every master of a Cluster.
 func commandStats(ctx context.Context, rdb redis.UniversalClient) (map[string]int64, error) {
-	s, err := rdb.Info(ctx, "commandstats").Result()
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		s, err := rdb.Info(ctx, "commandstats").Result()
+		if err != nil {
+			return nil, fmt.Errorf("INFO commandstats: %w", err)
+		}
+		return parseCommandStats(s), nil
+	}
+	var mu sync.Mutex
+	sum := map[string]int64{}
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		s, err := node.Info(ctx, "commandstats").Result()
+		if err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		for k, v := range parseCommandStats(s) {
+			sum[k] += v
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("INFO commandstats: %w", err)
 	}
-	return parseCommandStats(s), nil
+	return sum, nil
+}
+
+// poolSize is a client's pool bound (per node, for a Cluster).
+func poolSize(rdb redis.UniversalClient) int {
+	switch c := rdb.(type) {
+	case *redis.Client:
+		return c.Options().PoolSize
+	case *redis.ClusterClient:
+		return c.Options().PoolSize
+	}
+	return 0
 }
 
 // parseCommandStats parses lines like
@@ -327,7 +360,7 @@ func SortedCommands(m map[string]int64) []string {
 type stack struct {
 	edge                   *app.Edge
 	consumer               *consumers.Server
-	edgeRDB, consumerRDB   *redis.Client
+	edgeRDB, consumerRDB   redis.UniversalClient
 	edgeCmds, consumerCmds *cmdCounter
 	url                    string
 	served                 chan struct{}
@@ -336,15 +369,16 @@ type stack struct {
 
 func startStack(ctx context.Context, cfg Config) (*stack, error) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	connect := func() (*redis.Client, *cmdCounter, error) {
+	connect := func() (redis.UniversalClient, *cmdCounter, error) {
 		u, err := streams.Connect(streams.RedisOptions{URL: cfg.RedisURL})
 		if err != nil {
 			return nil, nil, err
 		}
 		c := &cmdCounter{}
 		u.AddHook(c)
-		return u.(*redis.Client), c, nil
+		return u, c, nil
 	}
+	durable := streams.Durability{Replicas: cfg.DurableReplicas}
 	st := &stack{served: make(chan struct{})}
 	var err error
 	if st.edgeRDB, st.edgeCmds, err = connect(); err != nil {
@@ -360,6 +394,7 @@ func startStack(ctx context.Context, cfg Config) (*stack, error) {
 	}
 	st.consumer, err = consumers.NewServer(st.consumerRDB, consumers.Config{
 		Handler: echo.Name, Description: "the example echo handler", Concurrency: cfg.ConsumerConcurrency, Logger: log,
+		Durability: durable,
 	}, echo.Mux())
 	if err != nil {
 		return fail(err)
@@ -367,7 +402,7 @@ func startStack(ctx context.Context, cfg Config) (*stack, error) {
 	if err := st.consumer.Start(ctx); err != nil {
 		return fail(err)
 	}
-	st.edge, err = app.New(st.edgeRDB, app.Config{Logger: log})
+	st.edge, err = app.New(st.edgeRDB, app.Config{Logger: log, Durability: durable})
 	if err != nil {
 		return fail(err)
 	}
