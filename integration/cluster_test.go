@@ -208,16 +208,20 @@ func TestClusterManyEdgesAndConsumers(t *testing.T) {
 }
 
 // TestClusterFailover kills the master that holds a handler's keys while calls are in flight
-// (SIGKILL: no goodbye), and checks what every caller got: each call is answered, or fails with
-// a JSON error naming the problem (503 while no master serves the slot, 504 for a call whose
-// entry was lost with the master), and none goes unanswered; after the replica takes over, the
-// same edge and consumer carry on without a restart. The counts are printed.
+// (SIGKILL: no goodbye), and checks what every caller got: each sync call is answered, or fails
+// with a JSON error naming the problem (503 while no master serves the slot, 504 for a call whose
+// entry was lost with the master), and none goes unanswered; every async call a durable edge
+// (STREAMRPC_DURABLE_REPLICAS=1) accepted with 202 reaches its outcome, readable by id: none is
+// lost. After the replica takes over, the same edges and consumer carry on without a restart.
+// The counts are printed.
 func TestClusterFailover(t *testing.T) {
 	c := redistest.StartCluster(t)
 	st := &stack{redis: &RedisServer{URL: clusterURL(c.Addrs), cluster: c}, cmds: &commandCounter{}}
 	st.edge = st.startEdge(t, app.Config{CallTimeout: 8 * time.Second})
 	st.consumer = st.startConsumer(t, consumers.Config{Concurrency: 32, VisibilityTimeout: 3 * time.Second}, echo.Mux())
 	waitForEcho(t, st.url)
+	durable := &stack{redis: st.redis, cmds: &commandCounter{}}
+	durable.startEdge(t, app.Config{Durability: streams.Durability{Replicas: 1, Timeout: 2 * time.Second}})
 	victim := c.MasterFor(t, "{"+echo.Name+"}")
 
 	ctx, stop := context.WithCancel(context.Background())
@@ -229,6 +233,31 @@ func TestClusterFailover(t *testing.T) {
 	var killed atomic.Bool
 	var next atomic.Int64
 	var wg sync.WaitGroup
+	var accepted []string // async calls answered 202 by the durable edge
+	for w := 0; w < 4; w++ {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				req, _ := http.NewRequest(http.MethodPost, durable.url+"/rpc/echo/echo", strings.NewReader(`{"async":true}`))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Prefer", "respond-async")
+				res, err := httpClient.Do(req)
+				outcome := "async: no answer"
+				if err == nil {
+					_, _ = io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+					outcome = "async: " + strconv.Itoa(res.StatusCode)
+					if res.StatusCode == http.StatusAccepted {
+						mu.Lock()
+						accepted = append(accepted, res.Header.Get("X-Request-Id"))
+						mu.Unlock()
+					}
+				}
+				mu.Lock()
+				counts[outcome]++
+				mu.Unlock()
+			}
+		})
+	}
 	for w := 0; w < 16; w++ {
 		wg.Go(func() {
 			for ctx.Err() == nil {
@@ -286,10 +315,25 @@ func TestClusterFailover(t *testing.T) {
 	})
 	stop()
 	wg.Wait()
-	t.Logf("outcomes of every call (%s of load, master killed mid-way): %v", time.Since(killedAt).Round(time.Second), counts)
+	// Every async call the durable edge accepted reaches its outcome.
+	answered := 0
+	for _, id := range accepted {
+		waitUntil(t, 60*time.Second, func() error {
+			g := get(t, durable.url+"/rpc/calls/"+id+"?wait=10s")
+			if g.status != 200 || string(g.Result) != `{"async":true}` {
+				return fmt.Errorf("accepted call %s: %d %s", id, g.status, g.body)
+			}
+			return nil
+		})
+		answered++
+	}
+	t.Logf("outcomes of every call (%s of load, master killed mid-way): %v; all %d accepted async calls answered", time.Since(killedAt).Round(time.Second), counts, answered)
+	if answered == 0 {
+		t.Fatal("the durable edge accepted no async call")
+	}
 	for outcome, n := range counts {
 		switch {
-		case outcome == "ok", outcome == "503 unavailable", outcome == "504 timeout":
+		case outcome == "ok", outcome == "503 unavailable", outcome == "504 timeout", outcome == "async: 202", outcome == "async: 503":
 		default:
 			t.Errorf("%d calls ended %q; samples: %v", n, outcome, sample)
 		}

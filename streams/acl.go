@@ -100,9 +100,10 @@ var consumerReplyStreams = replyKey("*")
 //   - root: its handler's keys (read+write), the handler's registry entry and
 //     the handler set (write only), the handler's cancel channel, and the
 //     commands of the consumer protocol;
-//   - one selector for EVALSHA/EVAL, on its handler's keys only: every
-//     script of the consumer touches just those;
-//   - one selector with XADD, write only, on the edges' reply streams.
+//   - one selector for EVALSHA/EVAL, on its handler's keys and the edges'
+//     reply streams (which the scripts append to on one Redis);
+//   - one selector with XADD, write only, on the edges' reply streams: the
+//     only command any rule allows there.
 //
 // What a consumer running under these rules can still do is described in the
 // README ("Redis ACLs").
@@ -128,7 +129,10 @@ func ConsumerACL(handler string) ([]string, error) {
 	for _, k := range consumerOwnKeys(handler) {
 		scripts += " ~" + k
 	}
-	rules = append(rules, scripts+")")
+	// On one Redis the settle scripts also append replies to the reply
+	// streams; Redis checks a script's declared keys as read+write, but the
+	// commands the script runs one by one, so XADD is all it can do there.
+	rules = append(rules, scripts+" ~"+consumerReplyStreams+")")
 	return append(rules, "(+xadd %W~"+consumerReplyStreams+")"), nil
 }
 

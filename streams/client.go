@@ -76,6 +76,10 @@ type Client struct {
 	answers  *batcher[*answerOp]   // answered calls, one run per handler per batch
 	finish   *batcher[*scriptCall] // retries, dead letters and rate limits, pipelined
 	recorder *recorder             // stats, activity and stories, written in the background
+	// inlineReplies: the settle scripts append replies to the edges' reply
+	// streams themselves. True on one Redis; on Redis Cluster the reply
+	// streams are in other hash slots, and a second command appends them.
+	inlineReplies bool
 	wg       sync.WaitGroup
 	once     sync.Once
 }
@@ -89,6 +93,8 @@ func New(rdb redis.UniversalClient, opts Options) *Client {
 		finish:   newScriptBatcher(rdb, opts.MaxBatch, opts.BatchTimeout),
 		recorder: newRecorder(rdb),
 	}
+	_, cluster := rdb.(*redis.ClusterClient)
+	c.inlineReplies = !cluster
 	c.enqueue = newBatcher(opts.MaxBatch, opts.BatchTimeout, c.sendEnqueues)
 	c.answers = newBatcher(opts.MaxBatch, opts.BatchTimeout, c.sendAnswers)
 	c.enqueue.start(&c.wg)

@@ -195,10 +195,12 @@ func (c *Client) ExtendLease(ctx context.Context, handler, consumer string, ids 
 }
 
 // answerScript settles a batch of answered calls of one handler, taken by one
-// consumer, in one run: it keeps each reply under its call id. The replies are
-// handed to the waiting edges afterwards, by publishReplies: an edge's reply
-// stream is in another hash slot (it collects replies of every handler), and
-// a script on Redis Cluster may only touch keys of one slot.
+// consumer, in one run: it keeps each reply under its call id and, on one
+// Redis (not a Cluster), hands the replies to the waiting edges, one stream
+// entry per edge. On Redis Cluster an edge's reply stream is in another hash
+// slot (it collects replies of every handler) and a script may only touch
+// keys of one slot, so publishReplies appends them afterwards, a second round
+// trip (see docs/scaling.md for what it costs).
 //
 // A call is settled only if it is still pending (XCLAIM JUSTID returns just
 // those, without counting a delivery; they are acked at once). One that is
@@ -208,16 +210,22 @@ func (c *Client) ExtendLease(ctx context.Context, handler, consumer string, ids 
 // here: the recorder adds them up and writes them a few times a second (see
 // recorder.go).
 //
-//	KEYS[1] calls stream, KEYS[1+c] call c's result key
-//	ARGV[1] group, ARGV[2] consumer, ARGV[3] n,
-//	then per call 3 values: entry id, encoded reply, result TTL ms
+//	KEYS[1] calls stream, KEYS[1+c] call c's result key,
+//	KEYS[1+n+e] reply stream of edge e (1-based), when the replies go here
+//	ARGV[1] group, ARGV[2] consumer, ARGV[3] n, ARGV[4] reply stream max
+//	length, or '' when the replies are not appended here (Redis Cluster),
+//	then per call 5 values: entry id, call id, encoded reply, result TTL ms,
+//	edge e (0: no edge waits, or replies not appended here)
 //	returns per call 1 (settled here) or 0 (already settled elsewhere)
+//
+// A reply stream that no longer exists (its edge is gone) is not recreated
+// (NOMKSTREAM): the result stays readable by id.
 var answerScript = redis.NewScript(`
 local n = tonumber(ARGV[3])
 local claim = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], '0'}
 local ids = {}
 for c = 1, n do
-  ids[c] = ARGV[1 + 3 * c]
+  ids[c] = ARGV[5 * c]
   claim[5 + c] = ids[c]
 end
 claim[6 + n] = 'JUSTID'
@@ -226,15 +234,25 @@ local mine = {}
 for _, id in ipairs(pending) do mine[id] = true end
 if #pending > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(pending)) end
 redis.call('XDEL', KEYS[1], unpack(ids))
-local out = {}
+local out, per = {}, {}
 for c = 1, n do
-  local a = 1 + 3 * c
+  local a = 5 * c
   if mine[ARGV[a]] then
-    redis.call('SET', KEYS[1 + c], ARGV[a + 1], 'PX', ARGV[a + 2])
+    redis.call('SET', KEYS[1 + c], ARGV[a + 2], 'PX', ARGV[a + 3])
+    local e = tonumber(ARGV[a + 4])
+    if e > 0 then
+      local f = per[e]
+      if not f then f = {}; per[e] = f end
+      f[#f + 1] = ARGV[a + 1]
+      f[#f + 1] = ARGV[a + 2]
+    end
     out[c] = 1
   else
     out[c] = 0
   end
+end
+for e, f in pairs(per) do
+  redis.call('XADD', KEYS[1 + n + e], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[4], '*', unpack(f))
 end
 return out
 `)
@@ -251,22 +269,41 @@ type answerOp struct {
 }
 
 // sendAnswers runs one answerScript per handler and consumer in the batch,
-// all in one pipeline, then publishes the settled calls' replies to their
-// edges in a second one: one XADD per edge.
+// all in one pipeline. On Redis Cluster it then publishes the settled calls'
+// replies to their edges in a second one: one XADD per edge.
 func (c *Client) sendAnswers(ctx context.Context, batch []*answerOp) {
 	order, groups := groupBy(batch, func(o *answerOp) string { return o.group })
 	calls := make([]*scriptCall, len(order))
+	maxLen := any("")
+	if c.inlineReplies {
+		maxLen = c.opts.ReplyStreamMaxLen
+	}
 	for i, g := range order {
 		ops := groups[g]
 		handler, consumer, _ := strings.Cut(g, "\x00")
-		keys := make([]string, 1, 1+len(ops))
+		keys := make([]string, 1, 2+len(ops))
 		keys[0] = callsKey(handler)
-		args := make([]any, 0, 3+3*len(ops))
-		args = append(args, Group, consumer, len(ops))
+		var edges map[string]int
+		var edgeKeys []string
+		args := make([]any, 0, 4+5*len(ops))
+		args = append(args, Group, consumer, len(ops), maxLen)
 		for _, o := range ops {
 			keys = append(keys, resultKey(o.d.Call.ID))
-			args = append(args, o.d.StreamID, o.reply, o.ttl)
+			e := 0
+			if to := o.d.Call.ReplyTo; c.inlineReplies && to != "" {
+				if edges == nil {
+					edges = map[string]int{}
+				}
+				var ok bool
+				if e, ok = edges[to]; !ok {
+					edgeKeys = append(edgeKeys, replyKey(to))
+					e = len(edgeKeys)
+					edges[to] = e
+				}
+			}
+			args = append(args, o.d.StreamID, o.d.Call.ID, o.reply, o.ttl, e)
 		}
+		keys = append(keys, edgeKeys...)
 		calls[i] = &scriptCall{script: answerScript, keys: keys, args: args}
 	}
 	durable := c.runScripts(ctx, calls)
@@ -287,7 +324,7 @@ func (c *Client) sendAnswers(ctx context.Context, batch []*answerOp) {
 		for j, o := range ops {
 			if err == nil {
 				o.settled = res[j] == 1
-				if o.settled {
+				if o.settled && !c.inlineReplies {
 					replies.add(o.d.Call.ReplyTo, o.d.Call.ID, o.reply)
 				}
 			}
@@ -349,13 +386,16 @@ func (c *Client) publishReplies(ctx context.Context, r edgeReplies) {
 // by mode:
 //
 //	retry   schedule the call again: add it to the delayed set at its due time;
-//	dead    add it to the dead letters and keep the dead_lettered reply under
-//	        the call id; settle then hands it to the waiting edge.
+//	dead    add it to the dead letters, keep the dead_lettered reply under
+//	        the call id and hand it to the waiting edge (on Redis Cluster,
+//	        settle does that after the script, as for answers).
 //
 //	KEYS[1] calls stream, KEYS[2] result key, KEYS[3] delayed set,
-//	KEYS[4] dead-letter stream, KEYS[5] story list
-//	ARGV[1] group, ARGV[2] entry id, ARGV[3] mode, ARGV[4] unused,
-//	ARGV[5] encoded reply, ARGV[6] result TTL ms, ARGV[7] unused,
+//	KEYS[4] dead-letter stream, KEYS[5] story list,
+//	KEYS[6] the edge's reply stream, when the reply goes here
+//	ARGV[1] group, ARGV[2] entry id, ARGV[3] mode, ARGV[4] call id,
+//	ARGV[5] encoded reply, ARGV[6] result TTL ms,
+//	ARGV[7] reply stream max length, or '' when the reply is not sent here,
 //	ARGV[8] the story's "queued" event (pushed if the story is empty),
 //	ARGV[9] k, ARGV[10..9+k] this settle's story events,
 //	ARGV[10+k] retry: due time ms         | dead: first of the dead letter's field/value pairs
@@ -377,6 +417,9 @@ if ARGV[3] == 'retry' then
 end
 redis.call('XADD', KEYS[4], '*', unpack(ARGV, x))
 redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[6])
+if ARGV[7] ~= '' then
+  redis.call('XADD', KEYS[6], 'NOMKSTREAM', 'MAXLEN', '~', ARGV[7], '*', ARGV[4], ARGV[5])
+end
 return 1
 `)
 
@@ -446,22 +489,27 @@ func (c *Client) settle(ctx context.Context, d *Delivery, mode string, reply Rep
 	events := rec.runEvents()
 	args := make([]any, 0, 12+len(events)+len(extra))
 	encoded := reply.encode()
-	args = append(args, Group, d.StreamID, mode, "", encoded, ttl.Milliseconds(), "",
+	keys := []string{callsKey(d.Handler), resultKey(d.Call.ID), delayedKey(d.Handler), deadKey(d.Handler), storyKey(d.Call.ID)}
+	maxLen := any("")
+	inline := c.inlineReplies && d.Call.ReplyTo != ""
+	if inline {
+		keys = append(keys, replyKey(d.Call.ReplyTo))
+		maxLen = c.opts.ReplyStreamMaxLen
+	}
+	args = append(args, Group, d.StreamID, mode, d.Call.ID, encoded, ttl.Milliseconds(), maxLen,
 		mustJSON(rec.queuedEvent()), len(events))
 	for _, e := range events {
 		args = append(args, mustJSON(e))
 	}
 	args = append(args, extra...)
-	res, err := runScript(ctx, c.finish, settleScript,
-		[]string{callsKey(d.Handler), resultKey(d.Call.ID), delayedKey(d.Handler), deadKey(d.Handler), storyKey(d.Call.ID)},
-		args...)
+	res, err := runScript(ctx, c.finish, settleScript, keys, args...)
 	if err != nil {
 		return false, unavailable(err)
 	}
 	n, _ := res.(int64)
 	if n == 1 {
 		c.recorder.record(rec)
-		if mode == "dead" {
+		if mode == "dead" && !inline {
 			var r edgeReplies
 			r.add(d.Call.ReplyTo, d.Call.ID, encoded)
 			c.publishReplies(ctx, r)
