@@ -80,8 +80,8 @@ type Client struct {
 	// streams themselves. True on one Redis; on Redis Cluster the reply
 	// streams are in other hash slots, and a second command appends them.
 	inlineReplies bool
-	wg       sync.WaitGroup
-	once     sync.Once
+	wg            sync.WaitGroup
+	once          sync.Once
 }
 
 // New returns a Client over rdb.
