@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -99,7 +98,7 @@ func startRedis(t testing.TB, args ...string) *RedisServer {
 		testcontainers.CleanupContainer(t, ctr)
 		if err != nil {
 			lastErr = err
-			if isPortInUse(err) {
+			if redistest.IsPortInUse(err) {
 				continue
 			}
 			t.Fatalf("start redis container: %v", err)
@@ -236,32 +235,10 @@ func (r *RedisServer) waitForPing(t testing.TB) {
 }
 
 // requireDocker skips the test when no Docker engine answers, or fails it when
-// STREAMRPC_REQUIRE_DOCKER=1 (as in CI), so that integration tests cannot silently vanish there.
+// STREAMRPC_REQUIRE_DOCKER=1 (as in CI): see redistest.RequireDocker.
 func requireDocker(t testing.TB) {
 	t.Helper()
-	if err := dockerHealth(); err != nil {
-		if os.Getenv("STREAMRPC_REQUIRE_DOCKER") == "1" {
-			t.Fatalf("integration test needs a Docker engine (STREAMRPC_REQUIRE_DOCKER=1), but none answers: %v", err)
-		}
-		t.Skipf("skipping integration test: no Docker engine answers (%v); set STREAMRPC_REQUIRE_DOCKER=1 to make this a failure", err)
-	}
-}
-
-func dockerHealth() (err error) {
-	// Provider construction has panicked in some testcontainers versions when no engine is found.
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("testcontainers panicked: %v", p)
-		}
-	}()
-	provider, err := testcontainers.ProviderDefault.GetProvider()
-	if err != nil {
-		return err
-	}
-	defer func() { _ = provider.Close() }()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return provider.Health(ctx)
+	redistest.RequireDocker(t)
 }
 
 // freeLocalPort returns a TCP port on 127.0.0.1 that was free a moment ago.
@@ -276,9 +253,4 @@ func freeLocalPort(t testing.TB) int {
 		t.Fatalf("release picked host port: %v", err)
 	}
 	return port
-}
-
-func isPortInUse(err error) bool {
-	msg := err.Error()
-	return strings.Contains(msg, "port is already allocated") || strings.Contains(msg, "address already in use")
 }

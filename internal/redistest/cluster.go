@@ -56,7 +56,7 @@ type Cluster struct {
 // the test when no Docker engine answers (fails it when STREAMRPC_REQUIRE_DOCKER=1).
 func StartCluster(t testing.TB) *Cluster {
 	t.Helper()
-	requireDocker(t)
+	RequireDocker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	start := time.Now()

@@ -68,9 +68,9 @@ func checkDocker() error {
 	return nil
 }
 
-// requireDocker skips the test when no Docker engine answers, or fails it when
+// RequireDocker skips the test when no Docker engine answers, or fails it when
 // STREAMRPC_REQUIRE_DOCKER=1 (as in CI), so that tests needing Docker cannot silently vanish.
-func requireDocker(t testing.TB) {
+func RequireDocker(t testing.TB) {
 	t.Helper()
 	if err := dockerHealth(); err != nil {
 		if os.Getenv("STREAMRPC_REQUIRE_DOCKER") == "1" {
@@ -118,7 +118,8 @@ func freeLocalPorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-func isPortInUse(err error) bool {
+// IsPortInUse reports whether Docker refused a container because its host port was taken.
+func IsPortInUse(err error) bool {
 	msg := err.Error()
 	return strings.Contains(msg, "port is already allocated") || strings.Contains(msg, "address already in use")
 }
@@ -171,7 +172,7 @@ func newPod(ctx context.Context, n int) (_ *pod, err error) {
 				return p, nil
 			}
 		}
-		if !isPortInUse(err) {
+		if !IsPortInUse(err) {
 			return nil, fmt.Errorf("start anchor container: %w", err)
 		}
 		lastErr = err
@@ -321,8 +322,11 @@ func poll(ctx context.Context, timeout time.Duration, cond func(ctx context.Cont
 
 // nodeClient is a client for one node's address with short timeouts and no retries, for
 // administrative commands. The caller closes it.
-func nodeClient(address string) *redis.Client {
-	return redis.NewClient(&redis.Options{
+func nodeClient(address string) *redis.Client { return redis.NewClient(adminOptions(address)) }
+
+// adminOptions are the options of nodeClient and sentinelClient.
+func adminOptions(address string) *redis.Options {
+	return &redis.Options{
 		Addr:            address,
 		MaxRetries:      -1,
 		DialTimeout:     time.Second,
@@ -330,7 +334,7 @@ func nodeClient(address string) *redis.Client {
 		WriteTimeout:    2 * time.Second,
 		PoolSize:        1,
 		DisableIdentity: true,
-	})
+	}
 }
 
 // onNode runs f with a fresh client for address and closes the client afterwards.

@@ -44,7 +44,7 @@ type Sentinel struct {
 // skips the test when no Docker engine answers (fails it when STREAMRPC_REQUIRE_DOCKER=1).
 func StartSentinel(t testing.TB) *Sentinel {
 	t.Helper()
-	requireDocker(t)
+	RequireDocker(t)
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	start := time.Now()
@@ -286,13 +286,5 @@ func (s *Sentinel) primaryPer(ctx context.Context, sentinelAddr string) (string,
 }
 
 func sentinelClient(address string) *redis.SentinelClient {
-	return redis.NewSentinelClient(&redis.Options{
-		Addr:            address,
-		MaxRetries:      -1,
-		DialTimeout:     time.Second,
-		ReadTimeout:     2 * time.Second,
-		WriteTimeout:    2 * time.Second,
-		PoolSize:        1,
-		DisableIdentity: true,
-	})
+	return redis.NewSentinelClient(adminOptions(address))
 }
