@@ -231,15 +231,18 @@ func (e *Edge) needCall(c *fiber.Ctx) error {
 	return c.Next()
 }
 
-// needCallOrRead guards GET and DELETE /rpc/calls/{id}: read, or any call:
-// scope. A call id is 80 random bits the edge gave the caller: it is the
-// capability to read and cancel that call, as for the caller who made it.
+// needCallOrRead guards GET and DELETE /rpc/calls/{id}: read, or a call:
+// scope for the handler the id names (a call id is "<handler>.<ULID>"). The
+// id's 80 random bits, which the edge gave the caller, are the capability to
+// read and cancel that call, as for the caller who made it; the scope keeps a
+// caller of one handler away from another's calls even with an id.
 func (e *Edge) needCallOrRead(c *fiber.Ctx) error {
 	if e.auth == nil {
 		return c.Next()
 	}
-	if p := PrincipalOf(c); p == nil || !(p.Scopes.Read || p.Scopes.mayCallAny()) {
-		return writeError(c, forbidden("this route needs the read scope or a call: scope"))
+	handler, _ := streams.ValidateCallID(c.Params("id")) // a bad id is answered 400 after auth
+	if p := PrincipalOf(c); p == nil || !(p.Scopes.Read || p.Scopes.mayCallHandler(handler)) {
+		return writeError(c, forbidden("this route needs the read scope or a call: scope for the call's handler"))
 	}
 	return c.Next()
 }

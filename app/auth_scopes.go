@@ -102,8 +102,16 @@ func (s *Scopes) MayCall(handler, method string) bool {
 	return false
 }
 
-// mayCallAny: the principal holds at least one call: scope.
-func (s *Scopes) mayCallAny() bool { return len(s.calls) > 0 }
+// mayCallHandler: a call: scope allows some method of handler ("" when the
+// handler is not known: then any call: scope does).
+func (s *Scopes) mayCallHandler(handler string) bool {
+	for _, p := range s.calls {
+		if handler == "" || globMatch(p.handler, handler) {
+			return true
+		}
+	}
+	return false
+}
 
 func globMatch(pattern, name string) bool {
 	if pattern == "*" {

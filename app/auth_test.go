@@ -280,6 +280,8 @@ func TestAuthAPIKeysAndScopes(t *testing.T) {
 		{name: "result with read", method: "GET", path: callID, header: bearer(k.reader), wantStatus: passed},
 		{name: "result without credentials", method: "GET", path: callID, wantStatus: unauthorized},
 		{name: "cancel with a call scope", method: "DELETE", path: callID, header: bearer(k.echoCaller), wantStatus: passed},
+		{name: "another handler's result with a call scope", method: "GET", path: "/rpc/calls/other.01JBZ8Y0000000000000000000", header: bearer(k.echoCaller), wantStatus: forbiddenSt, wantCode: streams.CodeForbidden},
+		{name: "another handler's call cancelled with a call scope", method: "DELETE", path: "/rpc/calls/other.01JBZ8Y0000000000000000000", header: bearer(k.echoCaller), wantStatus: forbiddenSt},
 	})
 }
 
