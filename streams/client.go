@@ -143,6 +143,7 @@ func unavailable(err error) error {
 
 		redis.HasErrorPrefix(err, "LOADING") || redis.HasErrorPrefix(err, "READONLY") ||
 		redis.HasErrorPrefix(err, "MASTERDOWN") || redis.HasErrorPrefix(err, "CLUSTERDOWN") ||
+		redis.HasErrorPrefix(err, "TRYAGAIN") || // a Cluster slot being migrated or failed over
 		strings.Contains(err.Error(), "connection refused") || errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"time"
@@ -225,8 +224,7 @@ func (h reloadOnFailure) check(ctx context.Context, err error) bool {
 	if err == nil || errors.Is(err, redis.Nil) {
 		return false
 	}
-	if errors.Is(unavailable(err), ErrUnavailable) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		redis.HasErrorPrefix(err, "TRYAGAIN") {
+	if errors.Is(unavailable(err), ErrUnavailable) {
 		h.cc.ReloadState(ctx)
 		return true
 	}

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"io"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -198,3 +199,37 @@ func TestConnectTLSEveryMode(t *testing.T) {
 		t.Fatalf("TLS settings with a plain cluster URL: %v, want ErrRedisTLS", err)
 	}
 }
+
+// TestUnavailableErrors: the errors a Redis outage or failover produces are
+// ErrUnavailable (the edge answers 503), and a command's own error is not.
+func TestUnavailableErrors(t *testing.T) {
+	cases := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connection closed mid-command", io.EOF, true},
+		{"connection cut mid-reply", io.ErrUnexpectedEOF, true},
+		{"refused", errors.New("dial tcp 127.0.0.1:1: connect: connection refused"), true},
+		{"cluster down", serverError("CLUSTERDOWN The cluster is down"), true},
+		{"slot moving", serverError("TRYAGAIN Multiple keys request during rehashing of slot"), true},
+		{"demoted master", serverError("READONLY You can't write against a read only replica."), true},
+		{"loading", serverError("LOADING Redis is loading the dataset in memory"), true},
+		{"pool exhausted", redis.ErrPoolTimeout, true},
+		{"a script's own error", serverError("ERR user_script:1: oops"), false},
+		{"wrong type", serverError("WRONGTYPE Operation against a key holding the wrong kind of value"), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := errors.Is(unavailable(tc.err), ErrUnavailable); got != tc.want {
+				t.Fatalf("unavailable(%v) is ErrUnavailable: %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}
+
+// serverError is an error reply from a Redis server, as go-redis returns one.
+type serverError string
+
+func (e serverError) Error() string { return string(e) }
+func (serverError) RedisError()     {}
