@@ -78,7 +78,7 @@ func TestACLLeastPrivilege(t *testing.T) {
 	echoURL := aclUser(t, r, "echo-consumer", consumerRules(echo.Name))
 	otherURL := aclUser(t, r, "other-consumer", consumerRules("other"))
 
-	st := &stack{redis: &RedisServer{URL: edgeURL}, cmds: &commandCounter{}}
+	st := stackOn(&RedisServer{URL: edgeURL})
 	// A rate limit high enough never to refuse, so that its script runs
 	// under the edge's ACL too.
 	edge := st.startEdge(t, app.Config{RateLimitIP: 1000, RateLimitIPBurst: 1000})

@@ -96,7 +96,7 @@ func rawCall(url, path string, body []byte) callOutcome {
 // edge adds up every handler's stats from all masters.
 func TestClusterManyEdgesAndConsumers(t *testing.T) {
 	c := redistest.StartCluster(t)
-	redisURL := clusterURL(c.Addrs)
+	redisURL := c.URL()
 
 	handlers := make([]string, 20)
 	perMaster := map[string][]string{}
@@ -216,11 +216,11 @@ func TestClusterManyEdgesAndConsumers(t *testing.T) {
 // The counts are printed.
 func TestClusterFailover(t *testing.T) {
 	c := redistest.StartCluster(t)
-	st := &stack{redis: &RedisServer{URL: clusterURL(c.Addrs), cluster: c}, cmds: &commandCounter{}}
+	st := stackOn(onCluster(c))
 	st.edge = st.startEdge(t, app.Config{CallTimeout: 8 * time.Second})
 	st.consumer = st.startConsumer(t, consumers.Config{Concurrency: 32, VisibilityTimeout: 3 * time.Second}, echo.Mux())
 	waitForEcho(t, st.url)
-	durable := &stack{redis: st.redis, cmds: &commandCounter{}}
+	durable := stackOn(st.redis)
 	durable.startEdge(t, app.Config{Durability: streams.Durability{Replicas: 1, Timeout: 2 * time.Second}})
 	victim := c.MasterFor(t, "{"+echo.Name+"}")
 
@@ -345,11 +345,7 @@ func TestClusterFailover(t *testing.T) {
 // again through the same edge and consumer.
 func TestSentinelFailover(t *testing.T) {
 	s := redistest.StartSentinel(t)
-	u := "redis+sentinel://" + s.SentinelAddrs[0] + "?master_name=" + s.MasterName
-	for _, a := range s.SentinelAddrs[1:] {
-		u += "&addr=" + a
-	}
-	st := &stack{redis: &RedisServer{URL: u}, cmds: &commandCounter{}}
+	st := stackOn(&RedisServer{URL: s.URL()})
 	st.edge = st.startEdge(t, app.Config{CallTimeout: 5 * time.Second})
 	st.consumer = st.startConsumer(t, consumers.Config{}, echo.Mux())
 	waitForEcho(t, st.url)
@@ -381,7 +377,7 @@ func TestSentinelFailover(t *testing.T) {
 // and its result is readable by id.
 func TestDurableWrites(t *testing.T) {
 	c := redistest.StartCluster(t)
-	st := &stack{redis: &RedisServer{URL: clusterURL(c.Addrs), cluster: c}, cmds: &commandCounter{}}
+	st := stackOn(onCluster(c))
 	one := streams.Durability{Replicas: 1, Timeout: 2 * time.Second}
 	st.edge = st.startEdge(t, app.Config{Durability: one})
 	st.consumer = st.startConsumer(t, consumers.Config{Durability: one}, echo.Mux())
@@ -393,7 +389,7 @@ func TestDurableWrites(t *testing.T) {
 		}
 	}
 
-	strict := &stack{redis: st.redis, cmds: &commandCounter{}}
+	strict := stackOn(st.redis)
 	strict.startEdge(t, app.Config{Durability: streams.Durability{Replicas: 2, Timeout: 200 * time.Millisecond}})
 	r := post(t, strict.url, "/rpc/echo/echo", []byte(`{"strict":true}`), nil)
 	if r.status != http.StatusServiceUnavailable || r.Error == nil || !strings.Contains(r.Error.Message, "replicas did not confirm") {

@@ -51,18 +51,8 @@ var sharedCluster struct {
 	err  error
 }
 
-// clusterURL is the redis+cluster:// URL of c, with every node as a seed.
-func clusterURL(addrs []string) string {
-	u := "redis+cluster://" + addrs[0]
-	for i, a := range addrs[1:] {
-		sep := "&"
-		if i == 0 {
-			sep = "?"
-		}
-		u += sep + "addr=" + a
-	}
-	return u
-}
+// onCluster is the RedisServer of cluster c.
+func onCluster(c *redistest.Cluster) *RedisServer { return &RedisServer{URL: c.URL(), cluster: c} }
 
 // startRedis starts a new Redis container for this test and terminates it in t.Cleanup.
 // args are extra redis-server arguments, e.g. "--appendonly", "yes".
@@ -83,7 +73,7 @@ func startRedis(t testing.TB, args ...string) *RedisServer {
 		}
 		c := sharedCluster.c
 		c.FlushAll(t)
-		return &RedisServer{URL: clusterURL(c.Addrs), cluster: c}
+		return onCluster(c)
 	}
 
 	cmd := append([]string{"redis-server", "--protected-mode", "no", "--dir", "/data", "--port", "6379"}, args...)

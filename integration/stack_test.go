@@ -24,6 +24,7 @@ import (
 // stack is one edge and one echo consumer in this process, on a real Redis.
 type stack struct {
 	redis    *RedisServer
+	tls      streams.RedisOptions // TLS settings for connect (the URL is redis.URL)
 	edge     *app.Edge
 	consumer *consumers.Server
 	url      string // http://127.0.0.1:PORT
@@ -44,9 +45,12 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
+// stackOn is a stack on r with nothing started yet.
+func stackOn(r *RedisServer) *stack { return &stack{redis: r, cmds: &commandCounter{}} }
+
 func newStack(t testing.TB, opts stackOptions) *stack {
 	t.Helper()
-	st := &stack{redis: startRedis(t, opts.redisArgs...), cmds: &commandCounter{}}
+	st := stackOn(startRedis(t, opts.redisArgs...))
 	st.edge = st.startEdge(t, opts.edge)
 	if !opts.noConsume {
 		st.consumer = st.startConsumer(t, opts.consumer, echo.Mux())
@@ -57,7 +61,9 @@ func newStack(t testing.TB, opts stackOptions) *stack {
 // connect returns a go-redis client to the stack's Redis that counts commands.
 func (st *stack) connect(t testing.TB) redis.UniversalClient {
 	t.Helper()
-	rdb, err := streams.Connect(streams.RedisOptions{URL: st.redis.URL, DialTimeout: 500 * time.Millisecond})
+	o := st.tls
+	o.URL, o.DialTimeout = st.redis.URL, 500*time.Millisecond
+	rdb, err := streams.Connect(o)
 	if err != nil {
 		t.Fatal(err)
 	}

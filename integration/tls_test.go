@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -18,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/wait"
 
@@ -178,6 +176,28 @@ func pingWith(t *testing.T, opts streams.RedisOptions) error {
 	return rdb.Ping(ctx).Err()
 }
 
+// pingCase is one way to connect, and what PING should give.
+type pingCase struct {
+	name    string
+	opts    streams.RedisOptions
+	wantErr string // "" for success; else a substring of the error
+}
+
+func runPingCases(t *testing.T, cases []pingCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			err := pingWith(t, tc.opts)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("PING: %v", err)
+			case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+				t.Fatalf("PING: got %v, want an error mentioning %q", err, tc.wantErr)
+			}
+		})
+	}
+}
+
 // TestRedisTLS connects to a TLS-only Redis: with the CA (and the server's
 // name) it works, end to end through an edge and a consumer; without the CA
 // or with the wrong name it fails naming the certificate problem; with
@@ -188,28 +208,14 @@ func TestRedisTLS(t *testing.T) {
 
 	t.Run("server authentication", func(t *testing.T) {
 		url := startTLSRedis(t, p, "no")
-		cases := []struct {
-			name    string
-			opts    streams.RedisOptions
-			wantErr string // "" for success; else a substring of the error
-		}{
+		cases := []pingCase{
 			{"CA and server name", streams.RedisOptions{URL: url, TLSCA: p.caCert, TLSServerName: tlsServerName}, ""},
 			{"without the CA", streams.RedisOptions{URL: url, TLSServerName: tlsServerName}, "certificate signed by unknown authority"},
 			{"another CA", streams.RedisOptions{URL: url, TLSCA: p.otherCA, TLSServerName: tlsServerName}, "certificate signed by unknown authority"},
 			{"wrong server name", streams.RedisOptions{URL: url, TLSCA: p.caCert}, "x509: cannot validate certificate for 127.0.0.1"},
 			{"insecure skip verify (development only)", streams.RedisOptions{URL: url, TLSInsecureSkipVerify: true}, ""},
 		}
-		for _, tc := range cases {
-			t.Run(tc.name, func(t *testing.T) {
-				err := pingWith(t, tc.opts)
-				switch {
-				case tc.wantErr == "" && err != nil:
-					t.Fatalf("PING: %v", err)
-				case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
-					t.Fatalf("PING: got %v, want an error mentioning %q", err, tc.wantErr)
-				}
-			})
-		}
+		runPingCases(t, cases)
 
 		// An edge and a consumer over TLS, through the settings both use.
 		edgeURL := tlsStack(t, streams.RedisOptions{URL: url, TLSCA: p.caCert, TLSServerName: tlsServerName})
@@ -221,11 +227,7 @@ func TestRedisTLS(t *testing.T) {
 
 	t.Run("client certificates required", func(t *testing.T) {
 		url := startTLSRedis(t, p, "yes")
-		cases := []struct {
-			name    string
-			opts    streams.RedisOptions
-			wantErr string // "" for success; else a substring of the error
-		}{
+		cases := []pingCase{
 			{"client certificate from the CA", streams.RedisOptions{URL: url, TLSCA: p.caCert, TLSServerName: tlsServerName, TLSCert: p.clientCert, TLSKey: p.clientKey}, ""},
 			{"no client certificate", streams.RedisOptions{URL: url, TLSCA: p.caCert, TLSServerName: tlsServerName}, "tls: certificate required"},
 			// The server's alert for a certificate it cannot verify varies
@@ -233,17 +235,7 @@ func TestRedisTLS(t *testing.T) {
 			// certificate): any TLS alert will do.
 			{"client certificate from another CA", streams.RedisOptions{URL: url, TLSCA: p.caCert, TLSServerName: tlsServerName, TLSCert: p.strangerCert, TLSKey: p.strangerKey}, "tls: "},
 		}
-		for _, tc := range cases {
-			t.Run(tc.name, func(t *testing.T) {
-				err := pingWith(t, tc.opts)
-				switch {
-				case tc.wantErr == "" && err != nil:
-					t.Fatalf("PING: %v", err)
-				case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
-					t.Fatalf("PING: got %v, want an error mentioning %q", err, tc.wantErr)
-				}
-			})
-		}
+		runPingCases(t, cases)
 	})
 }
 
@@ -251,37 +243,9 @@ func TestRedisTLS(t *testing.T) {
 // returns the edge's URL.
 func tlsStack(t *testing.T, opts streams.RedisOptions) string {
 	t.Helper()
-	connect := func() redis.UniversalClient {
-		rdb, err := streams.Connect(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = rdb.Close() })
-		return rdb
-	}
-	edge, err := app.New(connect(), app.Config{Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = edge.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = edge.Shutdown(ctx)
-	})
-	srv, err := consumers.NewServer(connect(), consumers.Config{Handler: echo.Name, Logger: testLogger(t)}, echo.Mux())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	return "http://" + ln.Addr().String()
+	st := stackOn(&RedisServer{URL: opts.URL})
+	st.tls = opts
+	st.edge = st.startEdge(t, app.Config{})
+	st.consumer = st.startConsumer(t, consumers.Config{}, echo.Mux())
+	return st.url
 }

@@ -52,6 +52,23 @@ type Cluster struct {
 	pod *pod
 }
 
+// URL is the cluster's REDIS_URL for streamrpc: redis+cluster:// with every node as a seed.
+func (c *Cluster) URL() string { return seedsURL("redis+cluster://", c.Addrs, "") }
+
+// seedsURL is scheme + the first address, the others as addr= query parameters, then extra.
+func seedsURL(scheme string, addrs []string, extra string) string {
+	u := scheme + addrs[0]
+	sep := "?"
+	if extra != "" {
+		u, sep = u+"?"+extra, "&"
+	}
+	for _, a := range addrs[1:] {
+		u += sep + "addr=" + a
+		sep = "&"
+	}
+	return u
+}
+
 // StartCluster starts a Redis Cluster for this test and terminates it in t.Cleanup. It skips
 // the test when no Docker engine answers (fails it when STREAMRPC_REQUIRE_DOCKER=1).
 func StartCluster(t testing.TB) *Cluster {

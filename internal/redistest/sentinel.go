@@ -285,6 +285,11 @@ func (s *Sentinel) primaryPer(ctx context.Context, sentinelAddr string) (string,
 	return hp[0] + ":" + hp[1], nil
 }
 
+// URL is the group's REDIS_URL for streamrpc: redis+sentinel:// with every sentinel.
+func (s *Sentinel) URL() string {
+	return seedsURL("redis+sentinel://", s.SentinelAddrs, "master_name="+s.MasterName)
+}
+
 func sentinelClient(address string) *redis.SentinelClient {
 	return redis.NewSentinelClient(adminOptions(address))
 }
