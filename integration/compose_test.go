@@ -23,7 +23,7 @@ const (
 	composeImage         = "streamrpc:local" // as compose.yaml names them
 	composeUpstreamImage = "streamrpc-upstream:local"
 	// 32 MiB: the binary grew from 23.8 to 30.1 MB with the Prometheus client and the
-	// OpenTelemetry SDK and OTLP exporter (see README "Container image and compose").
+	// OpenTelemetry SDK and OTLP exporter (see docs/deploy.md "Container image and compose").
 	maxImageBytes       = 32 << 20
 	composeBuildTimeout = 10 * time.Minute
 	composeUpTimeout    = 3 * time.Minute
