@@ -21,7 +21,7 @@ import (
 // Config.AuthEnabled) one middleware, ahead of every route, finds the
 // request's credential, checks it and stores its Principal in Fiber's locals;
 // each route then asks for the scope it needs (e.need, e.needCall). The
-// route → scope table is in README "Security model".
+// route → scope table is in docs/security.md ("Routes").
 //
 // A credential is an API key or a JWT: one with two dots is taken as a JWT.
 // It is read from, in order:

@@ -66,7 +66,7 @@ type Config struct {
 	// Auth is "" or "none". "" (the default): authentication is on exactly
 	// when API keys or a JWT key are configured below, and off otherwise, so
 	// that the library's zero Config stays open. "none": run open on purpose;
-	// `streamrpc edge` refuses to start open without it. See README "Security model".
+	// `streamrpc edge` refuses to start open without it. See docs/security.md.
 	Auth string `env:"STREAMRPC_AUTH"`
 	// APIKeys are the accepted API keys, hashed: entries "id:sha256hex:scopes"
 	// separated by ";" or newlines, scopes space-separated (`streamrpc
@@ -87,8 +87,8 @@ type Config struct {
 	// JWTLeeway is the clock skew allowed on exp and nbf, at most 5m. Default 30s.
 	JWTLeeway time.Duration `env:"STREAMRPC_JWT_LEEWAY"`
 
-	// Rate limits, shared by every edge on the same Redis (README "Rate
-	// limits and limits"). A request whose authentication set a principal
+	// Rate limits, shared by every edge on the same Redis (docs/security.md,
+	// "Rate limits and limits"). A request whose authentication set a principal
 	// (Fiber local "streamrpc.principal_id") counts against the principal's
 	// limit, any other against its client IP address's. /healthz, /readyz
 	// and the dashboard's static files are not limited. A request over the

@@ -21,7 +21,7 @@ import (
 func (e *Edge) routes() {
 	if e.auth != nil {
 		// Ahead of every route: what is not public needs a credential. Each
-		// route below names the scope it needs (README "Security model").
+		// route below names the scope it needs (docs/security.md, "Routes").
 		e.fiber.Use(e.authenticate)
 	}
 	// Rate limits come first, so a refused request costs nothing more; but

@@ -29,7 +29,7 @@ type waiterShard struct {
 type waiter struct {
 	ch chan streams.Reply
 	// check is when to look the call's result up in Redis, in case its reply
-	// was lost on the way (see replyReader.recover); every look doubles the
+	// was lost on the way (see replyReader.recoverLost); every look doubles the
 	// wait to the next one.
 	check time.Time
 	every time.Duration

@@ -1,14 +1,7 @@
 // Package client calls a streamrpc edge from Go: over HTTP (POST
 // /rpc/{handler}/{method}) with Client, and over a WebSocket speaking JSON-RPC
-// 2.0 (GET /ws) with WS.
-//
-//	c := client.New("http://localhost:8080")
-//	var out Reply
-//	err := c.Call(ctx, "echo", "echo", params, &out)
-//
-//	ws, err := client.DialWS(ctx, "ws://localhost:8080/ws")
-//	defer ws.Close()
-//	err = ws.Call(ctx, "echo.echo", params, &out)
+// 2.0 (GET /ws) with WS. See Example, ExampleClient_CallAsync and
+// ExampleDialWS (compiled by go test; they need an edge to run).
 //
 // A call that fails on the edge or in the handler returns a *Error with the
 // wire error's code, message and data; test for it with errors.As.

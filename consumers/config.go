@@ -62,7 +62,7 @@ type Config struct {
 	// Logger receives the server's logs. Default slog.Default().
 	Logger *slog.Logger `env:"-"`
 	// Registerer, if set, gets the server's Prometheus metrics
-	// (streamrpc_consumer_*; see README "Metrics"). Default nil: none kept.
+	// (streamrpc_consumer_*; see docs/observability.md). Default nil: none kept.
 	Registerer prometheus.Registerer `env:"-"`
 	// TracerProvider, if set, gives each handler run a span, the child of
 	// the edge's span of the call (its context travels in the envelope); the

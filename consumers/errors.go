@@ -41,11 +41,7 @@ func Errorf(code int, format string, args ...any) *Error {
 // Retryable marks err as worth another attempt: the call is run again after
 // an exponential backoff with jitter, up to the server's MaxAttempts, then
 // moved to the dead letters. Without it a handler's error is final and goes
-// straight back to the caller. Retryable(nil) is nil.
-//
-//	if errors.Is(err, io.ErrUnexpectedEOF) {
-//		return nil, consumers.Retryable(err) // the database hiccuped: try again
-//	}
+// straight back to the caller. Retryable(nil) is nil. See ExampleRetryable.
 func Retryable(err error) error {
 	if err == nil {
 		return nil

@@ -3,12 +3,8 @@
 // middleware wraps handlers, and a Server reads calls from Redis and runs them
 // with bounded concurrency.
 //
-//	mux := consumers.NewMux()
-//	mux.HandleFunc("echo", func(ctx context.Context, r *consumers.Request) (any, error) {
-//		return r.Params, nil
-//	}, consumers.Describe("returns its params"))
-//	srv, _ := consumers.NewServer(rdb, consumers.Config{Handler: "echo"}, mux)
-//	srv.Run(ctx)
+// The package's examples (Example, ExampleMux, ExampleSidecar, …; in
+// example_test.go) are compiled and, where they need no Redis, run by go test.
 package consumers
 
 import (

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/streamrpc/streamrpc/client"
+	"github.com/streamrpc/streamrpc/internal/redistest"
 	"github.com/streamrpc/streamrpc/streams"
 )
 
@@ -23,7 +24,7 @@ const (
 	composeImage         = "streamrpc:local" // as compose.yaml names them
 	composeUpstreamImage = "streamrpc-upstream:local"
 	// 32 MiB: the binary grew from 23.8 to 30.1 MB with the Prometheus client and the
-	// OpenTelemetry SDK and OTLP exporter (see README "Container image and compose").
+	// OpenTelemetry SDK and OTLP exporter (see docs/deploy.md "Container image and compose").
 	maxImageBytes       = 32 << 20
 	composeBuildTimeout = 10 * time.Minute
 	composeUpTimeout    = 3 * time.Minute
@@ -110,6 +111,8 @@ func docker(t *testing.T, args ...string) string {
 // call whose sidecar is killed while it runs. Then it checks the image is small and runs as non-root.
 func TestComposeStack(t *testing.T) {
 	requireDocker(t)
+	// The Dockerfiles build FROM these; without them the builds fail after minutes.
+	redistest.RequireImages(t, "golang:1.26-bookworm", "gcr.io/distroless/static-debian12:nonroot")
 	cc := composeCmd(t)
 	start := time.Now()
 

@@ -429,7 +429,7 @@ func TestRedisRestartWithQueuedCalls(t *testing.T) {
 // are killed (SIGKILL) and restarted at random. Every call must be answered
 // (or dead-lettered), none lost, and the handler runs beyond one per call
 // (at-least-once duplicates) are bounded by the crashes. STREAMRPC_SOAK_CALLS
-// scales it (default 2000; the README gives a 10,000-call run).
+// scales it (default 2000; docs/guarantees.md gives a 10,000-call run).
 func TestSoak(t *testing.T) {
 	calls := 2000
 	if v, err := strconv.Atoi(os.Getenv("STREAMRPC_SOAK_CALLS")); err == nil && v > 0 {

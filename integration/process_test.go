@@ -180,6 +180,33 @@ func TestDevModeEmbedded(t *testing.T) {
 	}
 }
 
+// TestDevModeServesConsumerMetrics: `streamrpc dev` runs a consumer in its
+// process, so its GET /metrics has the consumer's streamrpc_consumer_* series
+// beside the edge's.
+func TestDevModeServesConsumerMetrics(t *testing.T) {
+	rs := startRedis(t)
+	addr := freeAddr(t)
+	p := startProcess(t, binary(t, "streamrpc"), []string{"REDIS_URL=" + rs.URL, "STREAMRPC_ADDR=" + addr}, "dev")
+	url := "http://" + addr
+	waitForEcho(t, url)
+	ok := map[string]string{"handler": "echo", "method": "echo", "outcome": "ok"}
+	// The consumer counts a run once it has settled it, which may be a moment
+	// after the edge answered.
+	waitUntil(t, 10*time.Second, func() error {
+		fams := scrape(t, url)
+		if n := metricValue(fams, "streamrpc_consumer_runs_total", ok); n < 1 {
+			return fmt.Errorf("streamrpc_consumer_runs_total%v = %v, want >= 1", ok, n)
+		}
+		if n := metricValue(fams, "streamrpc_calls_total", ok); n < 1 {
+			return fmt.Errorf("streamrpc_calls_total%v = %v, want >= 1", ok, n)
+		}
+		return nil
+	})
+	if code := p.signal(t, syscall.SIGTERM, 20*time.Second); code != 0 {
+		t.Fatalf("exit code %d after SIGTERM", code)
+	}
+}
+
 // TestEdgeAndConsumerProcesses runs the parts apart, as in production: an
 // edge and the example consumer as separate processes on one real Redis.
 func TestEdgeAndConsumerProcesses(t *testing.T) {

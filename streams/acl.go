@@ -105,8 +105,8 @@ var consumerReplyStreams = replyKey("*")
 //   - one selector with XADD, write only, on the edges' reply streams: the
 //     only command any rule allows there.
 //
-// What a consumer running under these rules can still do is described in the
-// README ("Redis ACLs").
+// What a consumer running under these rules can still do is described in
+// docs/security.md ("Redis ACLs").
 func ConsumerACL(handler string) ([]string, error) {
 	if err := ValidateName("handler", handler); err != nil {
 		return nil, err

@@ -188,7 +188,8 @@ func newScriptBatcher(rdb redis.UniversalClient, max int, timeout time.Duration)
 	})
 }
 
-// run queues one script call and returns its reply.
+// runScript queues one script call on b, waits until its batch has run and
+// returns the script's reply.
 func runScript(ctx context.Context, b *batcher[*scriptCall], s *redis.Script, keys []string, args ...any) (any, error) {
 	sc := &scriptCall{script: s, keys: keys, args: args}
 	if err := b.do(ctx, sc); err != nil {

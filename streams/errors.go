@@ -43,7 +43,7 @@ const (
 )
 
 // CodeInfo describes one wire error code: its name and the HTTP status the edge
-// answers with. It is the one table of codes; the README prints it.
+// answers with. It is the one table of codes; docs/http-api.md prints it.
 type CodeInfo struct {
 	Code    int
 	Name    string

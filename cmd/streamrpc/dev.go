@@ -49,15 +49,6 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer stopTracing()
-	srv, err := consumers.NewServer(rdb, consumers.Config{Handler: echo.Name, Description: "the example echo handler", Logger: log, TracerProvider: tp}, echo.Mux())
-	if err != nil {
-		return err
-	}
-	if err := srv.Start(ctx); err != nil {
-		return err
-	}
-	defer srv.Close()
-
 	// dev may run open, for trying streamrpc on a laptop; it says so.
 	if s.Edge.AuthEnabled() {
 		log.Info("authentication on")
@@ -70,6 +61,17 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// The consumer runs in this process, so its metrics (streamrpc_consumer_*)
+	// are served with the edge's on the edge's GET /metrics.
+	srv, err := consumers.NewServer(rdb, consumers.Config{Handler: echo.Name, Description: "the example echo handler",
+		Logger: log, TracerProvider: tp, Registerer: edge.Registry()}, echo.Mux())
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(ctx); err != nil {
+		return err
+	}
+	defer srv.Close()
 	authHeader := ""
 	if s.Edge.AuthEnabled() {
 		authHeader = " -H 'Authorization: Bearer <your API key or token>'"

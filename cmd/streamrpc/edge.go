@@ -67,7 +67,7 @@ func checkEdgeAuth(cfg app.Config, log *slog.Logger) error {
 
 // warnOpen is the loud line of an edge that runs without authentication.
 func warnOpen(log *slog.Logger) {
-	log.Warn("AUTHENTICATION IS OFF: anyone who can reach this edge can call every handler, read the dashboard and replay or delete dead letters; configure STREAMRPC_API_KEYS or a JWT key (README \"Security model\")")
+	log.Warn("AUTHENTICATION IS OFF: anyone who can reach this edge can call every handler, read the dashboard and replay or delete dead letters; configure STREAMRPC_API_KEYS or a JWT key (docs/security.md)")
 }
 
 // serveUntil serves the edge until ctx ends, then drains it: readiness

@@ -33,7 +33,7 @@ commands:
           STREAMRPC_AUTH=none
   consumer
           run a sidecar consumer: serve STREAMRPC_HANDLER by forwarding each
-          call to POST $STREAMRPC_UPSTREAM_URL/{method} (see README)
+          call to POST $STREAMRPC_UPSTREAM_URL/{method} (docs/sidecar.md)
   healthcheck [--url URL]
           exit 0 if this host's edge (or consumer) answers GET /healthz with
           200, else 1; for a container HEALTHCHECK with no shell
@@ -42,12 +42,12 @@ commands:
           (only the key's SHA-256 is configured; the key is shown once)
   acl [-user NAME] [-password-stdin] edge | consumer <handler>
           print the ACL SETUSER command that gives an edge, or a consumer of
-          one handler, only the Redis commands and keys it needs (see README,
-          "Redis ACLs"); pipe it into redis-cli
+          one handler, only the Redis commands and keys it needs
+          (docs/security.md, "Redis ACLs"); pipe it into redis-cli
   bench [flags]  load an edge and report throughput and latency (-h for flags)
   help    show this text
 
-Settings are environment variables; see .env.example.
+Settings are environment variables; see docs/configuration.md and .env.example.
 `
 
 func main() {

@@ -1,7 +1,7 @@
 // Command upstream is an example app for the streamrpc sidecar consumer
 // (`streamrpc consumer`): a plain HTTP service, Go standard library only, that
-// any language could replace in a few lines. The contract (see README,
-// "Sidecar consumers"):
+// any language could replace in a few lines. The contract (see
+// docs/sidecar.md):
 //
 //	GET  /healthz            200 once the app can take calls
 //	POST /{method}           the params as a JSON body; headers

@@ -96,7 +96,8 @@ func StartCluster(t testing.TB) *Cluster {
 // reports cluster_state:ok, all 16384 slots are served and every replica is in sync with its
 // master. The caller must call Terminate when done; this suits a cluster shared by a whole
 // test package (started in TestMain). Without a Docker engine it returns an error wrapping
-// ErrNoDocker.
+// ErrNoDocker; without its image (missing and not pullable), one wrapping
+// ErrNoImage.
 func NewCluster(ctx context.Context) (c *Cluster, err error) {
 	if err := checkDocker(); err != nil {
 		return nil, err

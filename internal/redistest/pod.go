@@ -18,10 +18,13 @@
 //
 // # Docker
 //
-// The image is redis:7-alpine and must already be present: nothing is pulled. When no Docker
-// engine answers, StartCluster and StartSentinel skip the test, or fail it when
-// STREAMRPC_REQUIRE_DOCKER=1. Run with TESTCONTAINERS_RYUK_DISABLED=true and
-// TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1 where Ryuk's image is not available.
+// The image is redis:7-alpine; a missing one is pulled once, if a registry answers. When no
+// Docker engine answers, or the image is missing and cannot be pulled, RequireDocker,
+// StartCluster and StartSentinel skip the test with one line saying why and how to provide the
+// image, or fail it when STREAMRPC_REQUIRE_DOCKER=1. When Ryuk's image (ReaperImage) is missing
+// and cannot be pulled and TESTCONTAINERS_RYUK_DISABLED is not set, the reaper is turned off for
+// the process (each test removes its containers anyway). TESTCONTAINERS_HOST_OVERRIDE=127.0.0.1
+// may be needed where Docker's host address is not reachable.
 package redistest
 
 import (
@@ -60,24 +63,37 @@ const (
 // answers, so that a TestMain can tell "skip" from "broken".
 var ErrNoDocker = errors.New("redistest: no Docker engine answers")
 
-// checkDocker returns an error wrapping ErrNoDocker when no Docker engine answers.
+// ErrNoImage is returned (wrapped) by NewCluster and NewSentinel when Image is not present and
+// cannot be pulled.
+var ErrNoImage = errors.New("redistest: a Docker image is missing")
+
+// checkDocker returns an error wrapping ErrNoDocker when no Docker engine answers, or ErrNoImage
+// when Image is missing and cannot be pulled.
 func checkDocker() error {
+	prepareReaper()
 	if err := dockerHealth(); err != nil {
 		return fmt.Errorf("%w: %w", ErrNoDocker, err)
+	}
+	if err := imageProblem(Image); err != nil {
+		return fmt.Errorf("%w: %w", ErrNoImage, err)
 	}
 	return nil
 }
 
-// RequireDocker skips the test when no Docker engine answers, or fails it when
-// STREAMRPC_REQUIRE_DOCKER=1 (as in CI), so that tests needing Docker cannot silently vanish.
+// RequireDocker skips the test when no Docker engine answers or the Redis image (Image) is
+// missing and cannot be pulled, with one line saying which and how to provide it; it fails the
+// test instead when STREAMRPC_REQUIRE_DOCKER=1 (as in CI), so that tests needing Docker cannot
+// silently vanish. When the reaper's image is missing, it turns the reaper off (prepareReaper).
 func RequireDocker(t testing.TB) {
 	t.Helper()
+	prepareReaper()
 	if err := dockerHealth(); err != nil {
 		if os.Getenv("STREAMRPC_REQUIRE_DOCKER") == "1" {
 			t.Fatalf("test needs a Docker engine (STREAMRPC_REQUIRE_DOCKER=1), but none answers: %v", err)
 		}
 		t.Skipf("skipping test: no Docker engine answers (%v); set STREAMRPC_REQUIRE_DOCKER=1 to make this a failure", err)
 	}
+	RequireImages(t, Image)
 }
 
 func dockerHealth() (err error) {

@@ -66,7 +66,8 @@ func StartSentinel(t testing.TB) *Sentinel {
 // NewSentinel starts a primary, a replica and three sentinels and returns once the replica is
 // in sync and every sentinel knows the primary, the replica and the two other sentinels. The
 // caller must call Terminate when done. Without a Docker engine it returns an error wrapping
-// ErrNoDocker.
+// ErrNoDocker; without its image (missing and not pullable), one wrapping
+// ErrNoImage.
 func NewSentinel(ctx context.Context) (s *Sentinel, err error) {
 	if err := checkDocker(); err != nil {
 		return nil, err
