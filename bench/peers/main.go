@@ -31,7 +31,7 @@ import (
 
 type options struct {
 	d, warmup, d1, timeout, poll time.Duration
-	c, size                      int
+	c, size, runs                int
 	peers, repo, redisServer     string
 	keep                         bool
 }
@@ -51,6 +51,7 @@ func main() {
 	flag.StringVar(&o.redisServer, "redis-server", "redis-server", "redis-server binary")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Second, "longest one call may take")
 	flag.DurationVar(&o.poll, "poll", time.Millisecond, "asynq: result poll interval")
+	flag.IntVar(&o.runs, "runs", 1, "repeat the whole series this many times (tables per run, then ranges)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the processes' logs (their folder is printed)")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -124,13 +125,13 @@ func run(o options) error {
 		}
 		chosen = append(chosen, peers[i])
 	}
-	if o.c < 1 || o.d <= 0 {
-		return errors.New("-c and -d must be positive")
+	if o.c < 1 || o.d <= 0 || o.runs < 1 {
+		return errors.New("-c, -d and -runs must be positive")
 	}
 	// Bounded in time whatever happens: every run's length plus a minute per
 	// peer for starting and stopping, plus five for the builds.
 	per := 2*o.warmup + o.d + o.d1 + time.Minute
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(len(chosen))*per+5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(o.runs*len(chosen))*per+5*time.Minute)
 	defer cancel()
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -161,16 +162,23 @@ func run(o options) error {
 	}
 	defer e.rdb.Close()
 
-	var rows []row
-	for _, p := range chosen {
-		fmt.Fprintf(os.Stderr, "== %s\n", p.name)
-		r, err := runPeer(ctx, e, p)
-		if err != nil {
-			return fmt.Errorf("%s: %w", p.name, err)
+	var runs [][]row
+	for i := range o.runs {
+		var rows []row
+		for _, p := range chosen {
+			fmt.Fprintf(os.Stderr, "== run %d/%d: %s\n", i+1, o.runs, p.name)
+			r, err := runPeer(ctx, e, p)
+			if err != nil {
+				return fmt.Errorf("%s: %w", p.name, err)
+			}
+			rows = append(rows, r)
 		}
-		rows = append(rows, r)
+		printTables(os.Stdout, o, rows)
+		runs = append(runs, rows)
 	}
-	printTables(os.Stdout, o, rows)
+	if o.runs > 1 {
+		printRanges(os.Stdout, o, runs)
+	}
 	return nil
 }
 

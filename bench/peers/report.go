@@ -128,3 +128,105 @@ func firstErrs(w io.Writer, rows []row, pick func(row) result) {
 		}
 	}
 }
+
+// span is the range of one figure over the runs.
+type span struct {
+	lo, hi float64
+	n      int
+}
+
+func (s *span) add(v float64) {
+	if s.n == 0 || v < s.lo {
+		s.lo = v
+	}
+	if s.n == 0 || v > s.hi {
+		s.hi = v
+	}
+	s.n++
+}
+
+func (s span) format(f string) string {
+	if s.n == 0 {
+		return "—"
+	}
+	a, b := fmt.Sprintf(f, s.lo), fmt.Sprintf(f, s.hi)
+	if a == b {
+		return a
+	}
+	return a + "–" + b
+}
+
+// printRanges prints, for each peer, the range over the runs of the figures
+// that matter: throughput and its ratio to the echo's in the same run, CPU per
+// call (all processes and each) and its ratio, and the c=1 p50 ratio.
+func printRanges(w io.Writer, o options, runs [][]row) {
+	type figures struct {
+		rate, ratio, cpu, cpuRatio, p50, p50Ratio span
+		col                                       map[string]*span
+	}
+	var order []string
+	by := map[string]*figures{}
+	for _, rows := range runs {
+		var base *row
+		for i := range rows {
+			if rows[i].p.name == "echo" {
+				base = &rows[i]
+			}
+		}
+		for _, r := range rows {
+			f := by[r.p.name]
+			if f == nil {
+				f = &figures{col: map[string]*span{}}
+				by[r.p.name] = f
+				order = append(order, r.p.name)
+			}
+			all := float64(perCall(total(r.cpu), r.hot.calls)) / float64(time.Microsecond)
+			f.rate.add(r.hot.rate())
+			f.cpu.add(all)
+			for k, v := range r.cpu {
+				if f.col[k] == nil {
+					f.col[k] = &span{}
+				}
+				f.col[k].add(float64(perCall(v, r.hot.calls)) / float64(time.Microsecond))
+			}
+			p50 := float64(r.lone.percentile(0.5)) / float64(time.Microsecond)
+			if o.d1 > 0 {
+				f.p50.add(p50)
+			}
+			if base == nil {
+				continue
+			}
+			f.ratio.add(r.hot.rate() / base.hot.rate())
+			if b := float64(perCall(total(base.cpu), base.hot.calls)) / float64(time.Microsecond); b > 0 {
+				f.cpuRatio.add(all / b)
+			}
+			if b := float64(base.lone.percentile(0.5)) / float64(time.Microsecond); o.d1 > 0 && b > 0 {
+				f.p50Ratio.add(p50 / b)
+			}
+		}
+	}
+	fmt.Fprintf(w, "\nRanges over %d runs (each ratio taken within its run):\n\n", len(runs))
+	fmt.Fprint(w, "| system | calls/s | ratio |")
+	for _, c := range columns {
+		fmt.Fprintf(w, " %s µs/call |", c.title)
+	}
+	fmt.Fprintln(w, " all µs/call | × echo's | c=1 p50 µs | × echo's |")
+	fmt.Fprint(w, "|---|---:|---:|")
+	for range columns {
+		fmt.Fprint(w, "---:|")
+	}
+	fmt.Fprintln(w, "---:|---:|---:|---:|")
+	for _, name := range order {
+		f := by[name]
+		fmt.Fprintf(w, "| %s | %s | %s |", name, f.rate.format("%.0f"), f.ratio.format("%.2f"))
+		for _, c := range columns {
+			if s := f.col[c.key]; s != nil {
+				fmt.Fprintf(w, " %s |", s.format("%.0f"))
+			} else {
+				fmt.Fprint(w, " — |")
+			}
+		}
+		fmt.Fprintf(w, " %s | %s | %s | %s |\n", f.cpu.format("%.0f"), f.cpuRatio.format("%.1f"),
+			f.p50.format("%.0f"), f.p50Ratio.format("%.1f"))
+	}
+}
