@@ -19,7 +19,7 @@ import (
 
 	"github.com/streamrpc/streamrpc/app"
 	"github.com/streamrpc/streamrpc/consumers"
-	"github.com/streamrpc/streamrpc/examples/echo/echo"
+	"github.com/streamrpc/streamrpc/internal/echo"
 	"github.com/streamrpc/streamrpc/internal/redistest"
 	"github.com/streamrpc/streamrpc/streams"
 )

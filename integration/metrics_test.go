@@ -20,7 +20,7 @@ import (
 
 	"github.com/streamrpc/streamrpc/app"
 	"github.com/streamrpc/streamrpc/consumers"
-	"github.com/streamrpc/streamrpc/examples/echo/echo"
+	"github.com/streamrpc/streamrpc/internal/echo"
 )
 
 // scrape GETs url's /metrics and parses the text exposition.

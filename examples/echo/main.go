@@ -13,6 +13,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -22,7 +23,6 @@ import (
 	"time"
 
 	"github.com/streamrpc/streamrpc/consumers"
-	"github.com/streamrpc/streamrpc/examples/echo/echo"
 )
 
 func main() {
@@ -42,11 +42,11 @@ func main() {
 		os.Exit(2)
 	}
 	cfg.Description = "the example echo handler"
-	mux := echo.Mux()
+	mux := newMux()
 	if os.Getenv("ECHO_TRACE") == "1" {
 		mux.Use(trace)
 	}
-	names := []string{echo.Name}
+	names := []string{"echo"}
 	if v := os.Getenv("ECHO_HANDLERS"); v != "" {
 		names = strings.Split(v, ",")
 	}
@@ -83,4 +83,55 @@ func trace(next consumers.Handler) consumers.Handler {
 		fmt.Printf("run %s %d\n", r.ID, r.Attempt)
 		return next.ServeRPC(ctx, r)
 	})
+}
+
+// The sleep method's JSON Schemas: the edge rejects params that do not match
+// (422, -32602) before they are enqueued.
+var (
+	sleepParams = json.RawMessage(`{"type":"object","properties":{"ms":{"type":"integer","minimum":0,"maximum":600000}},"required":["ms"]}`)
+	sleepResult = json.RawMessage(`{"type":"object","properties":{"slept":{"type":"integer"}},"required":["slept"]}`)
+)
+
+// newMux returns the example's methods.
+func newMux() *consumers.Mux {
+	mux := consumers.NewMux()
+	mux.HandleFunc("echo", func(_ context.Context, r *consumers.Request) (any, error) {
+		return r.Params, nil // raw: the caller gets its bytes back exactly
+	}, consumers.Describe("returns its params unchanged"))
+
+	mux.HandleFunc("sleep", func(ctx context.Context, r *consumers.Request) (any, error) {
+		var p struct {
+			MS int64 `json:"ms"`
+		}
+		if err := r.Bind(&p); err != nil {
+			return nil, err
+		}
+		if p.MS < 0 {
+			return nil, consumers.Errorf(consumers.CodeInvalidParams, "ms must not be negative")
+		}
+		t := time.NewTimer(time.Duration(p.MS) * time.Millisecond)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return map[string]int64{"slept": p.MS}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}, consumers.Describe(`sleeps {"ms":N} milliseconds, then returns {"slept":N}`),
+		consumers.Schemas(sleepParams, sleepResult))
+
+	mux.HandleFunc("fail", func(_ context.Context, r *consumers.Request) (any, error) {
+		var p struct {
+			Message   string `json:"message"`
+			Retryable bool   `json:"retryable"`
+		}
+		if err := r.Bind(&p); err != nil {
+			return nil, err
+		}
+		if p.Message == "" {
+			p.Message = "failed on request"
+		}
+		return nil, &consumers.Error{Code: consumers.CodeHandlerError, Message: p.Message, Retryable: p.Retryable}
+	}, consumers.Describe(`returns the error {"message":"…","retryable":bool}`))
+	return mux
 }

@@ -1,5 +1,8 @@
-// Package echo is the example handler used by demos, tests and benchmarks:
-// echo returns its params, sleep waits, fail returns the error it is asked for.
+// Package echo is the echo handler that `streamrpc dev`, the benchmarks and the
+// tests serve: echo returns its params, sleep waits, fail returns the error it
+// is asked for. examples/echo is the same handler written as a user would, a
+// program of its own against the public SDK only; this copy lives inside the
+// module so that product code never depends on an example.
 package echo
 
 import (

@@ -1,0 +1,105 @@
+// Package architecture holds the test that keeps the module's import rules:
+// the whiteboard's layering, checked on every `go test ./...`.
+package architecture
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/streamrpc/streamrpc"
+
+type pkg struct {
+	ImportPath   string
+	Imports      []string
+	TestImports  []string
+	XTestImports []string
+}
+
+// listPackages runs `go list -json ./...` at the module's root.
+func listPackages(t *testing.T) []pkg {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-json", "./...")
+	cmd.Dir = "../.."
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	var pkgs []pkg
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for {
+		var p pkg
+		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("decoding go list: %v", err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	if len(pkgs) < 10 {
+		t.Fatalf("go list found %d packages; expected the whole module", len(pkgs))
+	}
+	return pkgs
+}
+
+// rel is p without the module's prefix ("streams", "examples/echo"), or ""
+// for a package outside the module.
+func rel(p string) string {
+	if p == module {
+		return "."
+	}
+	r, ok := strings.CutPrefix(p, module+"/")
+	if !ok {
+		return ""
+	}
+	return r
+}
+
+func under(p, dir string) bool { return p == dir || strings.HasPrefix(p, dir+"/") }
+
+// TestImportRules: streams knows Redis and nothing of the module; consumers
+// and app never import each other; examples use only the public SDK
+// (consumers, client) and product code never depends on an example.
+func TestImportRules(t *testing.T) {
+	rules := []struct {
+		name    string
+		from    func(string) bool
+		allowed func(to string) bool
+	}{
+		{"streams imports nothing of the module", func(p string) bool { return under(p, "streams") },
+			func(to string) bool { return under(to, "streams") }},
+		{"consumers never imports app", func(p string) bool { return under(p, "consumers") },
+			func(to string) bool { return !under(to, "app") }},
+		{"app never imports consumers", func(p string) bool { return under(p, "app") },
+			func(to string) bool { return !under(to, "consumers") }},
+		{"examples use only the SDK", func(p string) bool { return under(p, "examples") },
+			func(to string) bool { return to == "consumers" || to == "client" }},
+		{"nothing outside examples imports an example", func(p string) bool { return !under(p, "examples") },
+			func(to string) bool { return !under(to, "examples") }},
+	}
+	for _, p := range listPackages(t) {
+		from := rel(p.ImportPath)
+		for _, r := range rules {
+			if !r.from(from) {
+				continue
+			}
+			imports := p.Imports
+			if !under(from, "examples") { // an example's tests may use what they like
+				imports = append(append(append([]string{}, p.Imports...), p.TestImports...), p.XTestImports...)
+			}
+			for _, imp := range imports {
+				to := rel(imp)
+				if to == "" || to == from {
+					continue
+				}
+				if !r.allowed(to) {
+					t.Errorf("%s: %s imports %s", r.name, from, to)
+				}
+			}
+		}
+	}
+}
