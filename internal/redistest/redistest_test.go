@@ -11,7 +11,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-const recoverTimeout = 20 * time.Second
+// recoverTimeout bounds a failover. Sentinels that split their votes retry
+// only after 2 x failover-timeout (20 s), and a loaded CI machine stretches
+// every step, so the bound is generous: it is a deadline, not a wait.
+const recoverTimeout = 60 * time.Second
 
 // eventually polls f until it returns nil, or fails the test with f's last error after timeout.
 func eventually(t *testing.T, timeout time.Duration, what string, f func(ctx context.Context) error) {
