@@ -61,10 +61,10 @@ type Server struct {
 	probe     *periodic // asks a Prober handler whether its app is up; nil if not a Prober
 	loops     sync.WaitGroup
 
-	gateMu  sync.Mutex
-	waiting bool          // the app is down: take no calls
-	resume  chan struct{} // closed when the app is back
-	inflight  sync.WaitGroup
+	gateMu   sync.Mutex
+	waiting  bool          // the app is down: take no calls
+	resume   chan struct{} // closed when the app is back
+	inflight sync.WaitGroup
 
 	running sync.Map // stream entry id -> call id ("" if undecodable): calls this server holds
 	cancels sync.Map // call id -> context.CancelCauseFunc of its running handler
