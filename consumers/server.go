@@ -672,7 +672,7 @@ func (s *Server) settle(d *streams.Delivery, op func(ctx context.Context) (bool,
 		if err == nil {
 			if !settled {
 				s.stats.duplicate()
-				s.log.Info("call was already settled by another consumer; this run's outcome is dropped", "call_id", d.Call.ID)
+				s.log.Info("another consumer settled the call, or holds it (this one was declared dead); this run's outcome is dropped", "call_id", d.Call.ID)
 			}
 			return
 		}
