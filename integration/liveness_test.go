@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -450,4 +451,142 @@ func TestKillSoakRecovery(t *testing.T) {
 	if p := pct(0.9); p > maxRecovery {
 		t.Errorf("p90 time to rerun %s, want <= %s", p, maxRecovery)
 	}
+}
+
+// restartableApp is an app on a fixed address that can go down (connection
+// refused) and come back; it counts the runs of each call id.
+type restartableApp struct {
+	addr string
+	mu   sync.Mutex
+	srv  *http.Server
+	runs map[string]int
+}
+
+func newRestartableApp(t *testing.T) *restartableApp {
+	t.Helper()
+	a := &restartableApp{addr: freeAddr(t), runs: map[string]int{}}
+	a.up(t)
+	t.Cleanup(a.down)
+	return a
+}
+
+func (a *restartableApp) up(t *testing.T) {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(http.ResponseWriter, *http.Request) {})
+	mux.HandleFunc("POST /echo", func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		a.runs[r.Header.Get("Streamrpc-Call-Id")]++
+		a.mu.Unlock()
+		b, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(b)
+	})
+	ln, err := net.Listen("tcp", a.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	a.mu.Lock()
+	a.srv = srv
+	a.mu.Unlock()
+}
+
+// down closes the listener and every connection: calls are refused.
+func (a *restartableApp) down() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.srv != nil {
+		_ = a.srv.Close()
+		a.srv = nil
+	}
+}
+
+func (a *restartableApp) runsOf(id string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.runs[id]
+}
+
+// TestSidecarWaitsWhileAppDown takes a sidecar's app down for 20 s
+// (STREAMRPC_TEST_APP_DOWN) under a trickle of a call a second, with every
+// setting at its default: the sidecar stops taking calls (/readyz 503, the
+// registry shows it waiting_for_app) instead of spending their attempts; the
+// calls wait in the stream, and once the app is back every one is answered
+// 200, none dead-lettered, none run twice.
+func TestSidecarWaitsWhileAppDown(t *testing.T) {
+	downFor := 20 * time.Second
+	if v, err := time.ParseDuration(os.Getenv("STREAMRPC_TEST_APP_DOWN")); err == nil && v > 0 {
+		downFor = v
+	}
+	st := newStack(t, stackOptions{noConsume: true})
+	sc := st.streamsClient(t)
+	app := newRestartableApp(t)
+	health := freeAddr(t)
+	startProcess(t, binary(t, "streamrpc"), []string{
+		"REDIS_URL=" + st.redis.URL, "STREAMRPC_HANDLER=app", "STREAMRPC_UPSTREAM_URL=http://" + app.addr,
+		"STREAMRPC_METHODS=echo", "STREAMRPC_HEALTH_ADDR=" + health, "STREAMRPC_CONSUMER_NAME=side",
+	}, "consumer")
+	readyz := "http://" + health + "/readyz"
+	state := func() string {
+		d, err := sc.HandlerDetail(context.Background(), "app")
+		if err != nil || len(d.Consumers) != 1 {
+			return ""
+		}
+		return d.Consumers[0].State
+	}
+	waitUntil(t, 30*time.Second, func() error {
+		if code := healthStatus(readyz); code != 200 || state() != streams.ConsumerRunning {
+			return fmt.Errorf("/readyz %d, state %q", code, state())
+		}
+		return nil
+	})
+	if r := post(t, st.url, "/rpc/app/echo", []byte(`{"before":true}`), nil); r.status != 200 {
+		t.Fatalf("before the outage: %d %s", r.status, r.body)
+	}
+
+	app.down()
+	type sent struct {
+		params string
+		answer <-chan *response
+	}
+	var calls []sent
+	tick := time.NewTicker(time.Second)
+	downUntil := time.Now().Add(downFor)
+	sawWaiting := false
+	for i := 0; time.Now().Before(downUntil); i++ {
+		p := fmt.Sprintf(`{"i":%d}`, i)
+		calls = append(calls, sent{p, asyncPost(t, st.url, "/rpc/app/echo", p, nil)})
+		if healthStatus(readyz) == http.StatusServiceUnavailable && state() == streams.ConsumerWaitingForApp {
+			sawWaiting = true
+		}
+		<-tick.C
+	}
+	tick.Stop()
+	if !sawWaiting {
+		t.Error("while the app was down, the sidecar never showed /readyz 503 and waiting_for_app")
+	}
+	app.up(t)
+
+	for _, c := range calls {
+		r := await(t, c.answer, 35*time.Second)
+		if r.status != 200 || string(r.Result) != c.params {
+			t.Errorf("call %s: %d %s", c.params, r.status, r.body)
+			continue
+		}
+		if n := app.runsOf(r.requestID); n != 1 {
+			t.Errorf("call %s (%s): the app ran it %d times, want 1", c.params, r.requestID, n)
+		}
+	}
+	d, err := sc.HandlerDetail(context.Background(), "app")
+	if err != nil || d.DeadLetters != 0 || d.Totals.Retries != 0 {
+		t.Fatalf("%d dead letters, %d retries (%v), want none: the outage spent no attempt", d.DeadLetters, d.Totals.Retries, err)
+	}
+	waitUntil(t, 10*time.Second, func() error {
+		if code := healthStatus(readyz); code != 200 || state() != streams.ConsumerRunning {
+			return fmt.Errorf("after the outage: /readyz %d, state %q", code, state())
+		}
+		return nil
+	})
+	t.Logf("app down %s: %d calls made meanwhile, all answered 200 once it was back, each run once", downFor, len(calls))
 }
