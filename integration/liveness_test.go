@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/streamrpc/streamrpc/consumers"
+	"github.com/streamrpc/streamrpc/examples/echo/echo"
 	"github.com/streamrpc/streamrpc/streams"
 )
 
@@ -589,4 +591,23 @@ func TestSidecarWaitsWhileAppDown(t *testing.T) {
 		return nil
 	})
 	t.Logf("app down %s: %d calls made meanwhile, all answered 200 once it was back, each run once", downFor, len(calls))
+}
+
+// TestIdleConsumerCommands measures what liveness costs Redis: an idle
+// consumer with the default settings sends a heartbeat and a dead-consumer
+// sweep (one script run each) every second, plus its blocking read, retry
+// forwarder and lease backstop. Nothing of it is per call (TestCommandsPerCall
+// counts those).
+func TestIdleConsumerCommands(t *testing.T) {
+	st := newStack(t, stackOptions{noConsume: true})
+	own := stackOn(st.redis) // a counter of the consumer's commands alone
+	own.startConsumer(t, consumers.Config{}, echo.Mux())
+	before := own.cmds.n.Load()
+	const window = 5 * time.Second
+	<-time.After(window) // a measuring window, not a wait for a condition
+	per := float64(own.cmds.n.Load()-before) / window.Seconds()
+	t.Logf("an idle consumer sends %.1f Redis commands per second (heartbeat, dead-consumer sweep, blocking read, retry forwarder)", per)
+	if per > 5 {
+		t.Fatalf("an idle consumer sends %.1f commands per second, want at most 5", per)
+	}
 }
