@@ -116,8 +116,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: durations must not be negative", ErrConfig)
 	case c.HeartbeatInterval > 0 && (c.HeartbeatInterval < 100*time.Millisecond || c.HeartbeatInterval > 2*time.Second):
 		return fmt.Errorf("%w: HeartbeatInterval %s is not between 100ms and 2s", ErrConfig, c.HeartbeatInterval)
-	case c.DeadAfter > 0 && c.DeadAfter < 2*max(c.HeartbeatInterval, defaultHeartbeatInterval):
-		return fmt.Errorf("%w: DeadAfter %s is under twice the heartbeat interval", ErrConfig, c.DeadAfter)
+	case c.DeadAfter > 0 && c.DeadAfter < 2*c.heartbeatInterval():
+		return fmt.Errorf("%w: DeadAfter %s is under twice the heartbeat interval %s", ErrConfig, c.DeadAfter, c.heartbeatInterval())
 	case c.VisibilityTimeout > 0 && c.VisibilityTimeout < 300*time.Millisecond:
 		return fmt.Errorf("%w: VisibilityTimeout %s is under 300ms", ErrConfig, c.VisibilityTimeout)
 	case c.RetryBaseDelay > 0 && c.RetryMaxDelay > 0 && c.RetryMaxDelay < c.RetryBaseDelay:
@@ -136,6 +136,14 @@ const (
 	defaultHeartbeatInterval = time.Second
 	defaultDeadAfter         = 3 * time.Second
 )
+
+// heartbeatInterval is HeartbeatInterval or its default.
+func (c Config) heartbeatInterval() time.Duration {
+	if c.HeartbeatInterval > 0 {
+		return c.HeartbeatInterval
+	}
+	return defaultHeartbeatInterval
+}
 
 func (c Config) withDefaults() Config {
 	if c.Concurrency == 0 {

@@ -139,8 +139,8 @@ func TestKilledConsumerCallRerunWithinSeconds(t *testing.T) {
 	}{
 		{
 			name: "go sdk", handler: "echo",
-			start: func(t *testing.T, st *stack, name string) *process { return st.echoConsumer(t, name) },
-			running: func(p *process) map[string][]int { return p.runs() },
+			start:    func(t *testing.T, st *stack, name string) *process { return st.echoConsumer(t, name) },
+			running:  func(p *process) map[string][]int { return p.runs() },
 			wantRuns: []int{2},
 		},
 		{
