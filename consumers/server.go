@@ -533,11 +533,11 @@ func (s *Server) process(d *streams.Delivery) {
 		ID: call.ID, Handler: call.Handler, Method: call.Method, Params: call.Params,
 		Attempt: attempt, Deadline: call.Deadline, EnqueuedAt: call.EnqueuedAt, trace: requestTrace(call),
 	}
-	res, err, run, cancelled, timedOut := s.runOnce(req)
-	for s.probe != nil && errors.Is(err, ErrAppUnavailable) {
+	ran := s.runOnce(req)
+	for s.probe != nil && errors.Is(ran.err, ErrAppUnavailable) {
 		// The app is down: this attempt does not count. Hold the call (its
 		// lease is renewed) and run it again once the app answers.
-		s.appDown(err)
+		s.appDown(ran.err)
 		if !s.waitForApp(s.reader.stop) {
 			s.log.Warn("stopping while the app is down; the call stays pending for another consumer", "call_id", call.ID)
 			return
@@ -547,8 +547,9 @@ func (s *Server) process(d *streams.Delivery) {
 			s.answer(d, streams.ErrorReply(call.ID, streams.NewError(streams.CodeTimeout, "the call's deadline passed while the app was down; it was not run")), streams.Run{Consumer: s.cfg.Name})
 			return
 		}
-		res, err, run, cancelled, timedOut = s.runOnce(req)
+		ran = s.runOnce(req)
 	}
+	res, err, run, cancelled, timedOut := ran.res, ran.err, ran.run, ran.cancelled, ran.timedOut
 	took := run.Took
 	var reply streams.Reply
 	if err == nil {
@@ -588,20 +589,29 @@ func (s *Server) process(d *streams.Delivery) {
 	s.forwarder.poke() // it may be sleeping past this retry's due time
 }
 
+// runResult is what one run of the handler gave.
+type runResult struct {
+	res       any
+	err       error
+	run       streams.Run
+	cancelled bool // by the caller
+	timedOut  bool // the call's deadline passed
+}
+
 // runOnce runs the handler once for req, with the call's deadline and its
 // cancellation by the caller.
-func (s *Server) runOnce(req *Request) (res any, err error, run streams.Run, cancelled, timedOut bool) {
+func (s *Server) runOnce(req *Request) runResult {
 	dctx, cancel := context.WithDeadline(s.runCtx, req.Deadline)
 	ctx, cancelCall := context.WithCancelCause(dctx)
 	s.cancels.Store(req.ID, cancelCall)
 	start := time.Now()
-	res, err = s.serve(ctx, req)
+	res, err := s.serve(ctx, req)
 	s.cancels.Delete(req.ID)
-	cancelled = errors.Is(context.Cause(ctx), errCancelledByCaller)
-	timedOut = dctx.Err() != nil
+	a := runResult{res: res, err: err, cancelled: errors.Is(context.Cause(ctx), errCancelledByCaller), timedOut: dctx.Err() != nil}
 	cancelCall(nil)
 	cancel()
-	return res, err, streams.Run{Consumer: s.cfg.Name, Started: start, Took: time.Since(start)}, cancelled, timedOut
+	a.run = streams.Run{Consumer: s.cfg.Name, Started: start, Took: time.Since(start)}
+	return a
 }
 
 // backoff is the delay before retrying after attempt: exponential from
