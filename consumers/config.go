@@ -47,11 +47,30 @@ type Config struct {
 	// lease is renewed every VisibilityTimeout/3, so only a dead or stuck
 	// consumer loses its calls. Default 30s.
 	VisibilityTimeout time.Duration `env:"STREAMRPC_VISIBILITY_TIMEOUT"`
+	// HeartbeatInterval is how often the consumer tells the registry it is
+	// alive, and how often it looks for consumers of its handler that were
+	// declared dead, to claim their calls (one script run each: per-consumer
+	// periodic work, nothing per call). At most 2s, so that the registry
+	// (streams.ConsumerOnlineAfter, 5s) shows a live consumer online.
+	// Default 1s.
+	HeartbeatInterval time.Duration `env:"STREAMRPC_HEARTBEAT_INTERVAL"`
+	// DeadAfter is how long a consumer may go without heartbeating before
+	// the others declare it dead and claim its calls at once, whatever their
+	// lease: with the defaults a killed consumer's calls are running again
+	// elsewhere 2 to 4 seconds after the kill. A consumer paused longer than
+	// this (a stop-the-world pause, a SIGSTOP, a network partition from
+	// Redis) loses its calls to the others; what it settles when it wakes is
+	// dropped, and the caller gets one answer. At least twice
+	// HeartbeatInterval. VisibilityTimeout stays the backstop for a consumer
+	// that heartbeats but stopped renewing its calls. Default 3s.
+	DeadAfter time.Duration `env:"STREAMRPC_DEAD_AFTER"`
 	// MaxBacklog makes the edge refuse calls (503) once this many are queued
 	// or running for the handler. Default 0: the edge's STREAMRPC_BACKLOG_LIMIT.
 	MaxBacklog int64 `env:"STREAMRPC_MAX_BACKLOG"`
-	// ReadBlock is how long one read waits for calls. It bounds how long a
-	// Shutdown waits for the reader to stop. Default 2s.
+	// ReadBlock is how long one read waits for calls, at most
+	// HeartbeatInterval (so that claiming a dead consumer's calls is never
+	// late by more than that). It bounds how long a Shutdown waits for the
+	// reader to stop. Default 2s, so 1s with the default heartbeat.
 	ReadBlock time.Duration `env:"STREAMRPC_READ_BLOCK"`
 	// ResultTTL is how long replies stay readable by id when the edge did
 	// not say. Default 10m.
@@ -92,8 +111,13 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: MaxAttempts %d is negative", ErrConfig, c.MaxAttempts)
 	case c.MaxBacklog < 0:
 		return fmt.Errorf("%w: MaxBacklog %d is negative", ErrConfig, c.MaxBacklog)
-	case c.ReadBlock < 0 || c.ResultTTL < 0 || c.RetryBaseDelay < 0 || c.RetryMaxDelay < 0 || c.VisibilityTimeout < 0:
+	case c.ReadBlock < 0 || c.ResultTTL < 0 || c.RetryBaseDelay < 0 || c.RetryMaxDelay < 0 || c.VisibilityTimeout < 0 ||
+		c.HeartbeatInterval < 0 || c.DeadAfter < 0:
 		return fmt.Errorf("%w: durations must not be negative", ErrConfig)
+	case c.HeartbeatInterval > 0 && (c.HeartbeatInterval < 100*time.Millisecond || c.HeartbeatInterval > 2*time.Second):
+		return fmt.Errorf("%w: HeartbeatInterval %s is not between 100ms and 2s", ErrConfig, c.HeartbeatInterval)
+	case c.DeadAfter > 0 && c.DeadAfter < 2*c.heartbeatInterval():
+		return fmt.Errorf("%w: DeadAfter %s is under twice the heartbeat interval %s", ErrConfig, c.DeadAfter, c.heartbeatInterval())
 	case c.VisibilityTimeout > 0 && c.VisibilityTimeout < 300*time.Millisecond:
 		return fmt.Errorf("%w: VisibilityTimeout %s is under 300ms", ErrConfig, c.VisibilityTimeout)
 	case c.RetryBaseDelay > 0 && c.RetryMaxDelay > 0 && c.RetryMaxDelay < c.RetryBaseDelay:
@@ -105,6 +129,20 @@ func (c Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// Defaults of the liveness settings (see HeartbeatInterval and DeadAfter).
+const (
+	defaultHeartbeatInterval = time.Second
+	defaultDeadAfter         = 3 * time.Second
+)
+
+// heartbeatInterval is HeartbeatInterval or its default.
+func (c Config) heartbeatInterval() time.Duration {
+	if c.HeartbeatInterval > 0 {
+		return c.HeartbeatInterval
+	}
+	return defaultHeartbeatInterval
 }
 
 func (c Config) withDefaults() Config {
@@ -132,6 +170,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReadBlock == 0 {
 		c.ReadBlock = 2 * time.Second
+	}
+	if c.HeartbeatInterval == 0 {
+		c.HeartbeatInterval = defaultHeartbeatInterval
+	}
+	if c.DeadAfter == 0 {
+		c.DeadAfter = max(defaultDeadAfter, 2*c.HeartbeatInterval)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -10,6 +10,7 @@ package consumers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"time"
 )
 
@@ -41,6 +42,26 @@ func (r *Request) Bind(v any) error {
 type Handler interface {
 	ServeRPC(ctx context.Context, req *Request) (any, error)
 }
+
+// Prober is a Handler that knows whether the app behind it can take calls:
+// the Sidecar asks its upstream's ready path. A Server whose handler is a
+// Prober asks it every ProbeInterval, and after a call fails with
+// ErrAppUnavailable; while the app is down the server takes no calls (its
+// State, shown in the registry, is "waiting_for_app"), holds the call that
+// failed without counting the attempt, and resumes once Ready answers nil.
+type Prober interface {
+	Handler
+	// Ready returns nil while the app can take calls.
+	Ready(ctx context.Context) error
+	// ProbeInterval is how often Ready is asked.
+	ProbeInterval() time.Duration
+}
+
+// ErrAppUnavailable marks a handler error meaning the app cannot take any
+// call now (a Sidecar's upstream refuses connections), as opposed to this
+// call failing. With a Prober handler the call is held and run again when the
+// app is back; otherwise it is an ordinary error.
+var ErrAppUnavailable = errors.New("consumers: the app is unavailable")
 
 // HandlerFunc adapts a function to a Handler.
 type HandlerFunc func(ctx context.Context, req *Request) (any, error)

@@ -374,6 +374,13 @@ func TestConfigValidate(t *testing.T) {
 		{name: "negative visibility timeout", cfg: Config{Handler: "b", VisibilityTimeout: -time.Second}, wantErr: true, mention: "negative"},
 		{name: "visibility timeout under 300ms", cfg: Config{Handler: "b", VisibilityTimeout: 299 * time.Millisecond}, wantErr: true, mention: "under 300ms"},
 		{name: "visibility timeout 300ms", cfg: Config{Handler: "b", VisibilityTimeout: 300 * time.Millisecond}},
+		{name: "negative heartbeat interval", cfg: Config{Handler: "b", HeartbeatInterval: -time.Second}, wantErr: true, mention: "negative"},
+		{name: "heartbeat interval under 100ms", cfg: Config{Handler: "b", HeartbeatInterval: 99 * time.Millisecond}, wantErr: true, mention: "between 100ms and 2s"},
+		{name: "heartbeat interval over 2s", cfg: Config{Handler: "b", HeartbeatInterval: 3 * time.Second}, wantErr: true, mention: "between 100ms and 2s"},
+		{name: "negative dead after", cfg: Config{Handler: "b", DeadAfter: -time.Second}, wantErr: true, mention: "negative"},
+		{name: "dead after under twice the default heartbeat", cfg: Config{Handler: "b", DeadAfter: 1500 * time.Millisecond}, wantErr: true, mention: "twice the heartbeat interval 1s"},
+		{name: "dead after twice a short heartbeat", cfg: Config{Handler: "b", HeartbeatInterval: 200 * time.Millisecond, DeadAfter: 400 * time.Millisecond}},
+		{name: "dead after under twice a given heartbeat", cfg: Config{Handler: "b", HeartbeatInterval: 2 * time.Second, DeadAfter: 3 * time.Second}, wantErr: true, mention: "twice the heartbeat interval 2s"},
 		{name: "retry max under base", cfg: Config{Handler: "b", RetryBaseDelay: time.Second, RetryMaxDelay: time.Millisecond}, wantErr: true, mention: "RetryMaxDelay"},
 		{name: "retry max equal to base", cfg: Config{Handler: "b", RetryBaseDelay: time.Second, RetryMaxDelay: time.Second}},
 		{name: "bad consumer name", cfg: Config{Handler: "b", Name: "host 1"}, wantErr: true, mention: "consumer name"},
@@ -418,6 +425,12 @@ func TestConfigWithDefaults(t *testing.T) {
 	if c.MaxAttempts != 5 || c.RetryBaseDelay != time.Second || c.RetryMaxDelay != time.Minute || c.VisibilityTimeout != 30*time.Second {
 		t.Errorf("retry defaults = attempts %d, base %v, max %v, visibility %v; want 5, 1s, 1m, 30s",
 			c.MaxAttempts, c.RetryBaseDelay, c.RetryMaxDelay, c.VisibilityTimeout)
+	}
+	if c.HeartbeatInterval != time.Second || c.DeadAfter != 3*time.Second {
+		t.Errorf("liveness defaults = heartbeat %v, dead after %v; want 1s, 3s", c.HeartbeatInterval, c.DeadAfter)
+	}
+	if c := (Config{Handler: "b", HeartbeatInterval: 2 * time.Second}).withDefaults(); c.DeadAfter != 4*time.Second {
+		t.Errorf("dead after with a 2s heartbeat = %v, want 4s (twice the heartbeat)", c.DeadAfter)
 	}
 	if c.MaxBacklog != 0 || c.ResultTTL != 0 {
 		t.Errorf("MaxBacklog %d, ResultTTL %v; want 0 (the edge's settings)", c.MaxBacklog, c.ResultTTL)

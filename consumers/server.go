@@ -33,9 +33,15 @@ var ErrServerClosed = errors.New("consumers: server closed")
 // cancels what still runs and leaves those calls pending in Redis for another
 // consumer to take. Close is Shutdown without a grace period.
 //
-// Delivery is at least once: a call taken by a consumer that dies is claimed
-// by another after VisibilityTimeout; a retryable error is retried with
-// backoff up to MaxAttempts, then the call goes to the dead letters.
+// Delivery is at least once: a call taken by a consumer that dies (it stops
+// heartbeating for DeadAfter) is claimed by a live one at once, and one whose
+// lease is not renewed for VisibilityTimeout is claimed as a backstop; a
+// retryable error is retried with backoff up to MaxAttempts, then the call
+// goes to the dead letters.
+//
+// A handler that is a Prober (the Sidecar) is asked whether its app can take
+// calls: while it cannot, the server takes none (State is
+// streams.ConsumerWaitingForApp) and the calls wait in the stream.
 type Server struct {
 	cfg     Config
 	handler Handler
@@ -52,10 +58,15 @@ type Server struct {
 	forwarder *periodic // moves due retries into the stream
 	lease     *periodic // renews the lease of running calls
 	beat      *periodic // heartbeats to the registry
+	probe     *periodic // asks a Prober handler whether its app is up; nil if not a Prober
 	loops     sync.WaitGroup
-	inflight  sync.WaitGroup
 
-	running sync.Map // stream entry id -> struct{}: calls this server holds
+	gateMu   sync.Mutex
+	waiting  bool          // the app is down: take no calls
+	resume   chan struct{} // closed when the app is back
+	inflight sync.WaitGroup
+
+	running sync.Map // stream entry id -> call id ("" if undecodable): calls this server holds
 	cancels sync.Map // call id -> context.CancelCauseFunc of its running handler
 	watcher *cancelWatcher
 
@@ -123,6 +134,10 @@ func (s *Server) Start(ctx context.Context) error {
 	s.lease = newPeriodic(s.renewLeases)
 	s.beat = newPeriodic(s.heartbeat)
 	s.beat.start(&s.loops)
+	if _, ok := s.handler.(Prober); ok {
+		s.probe = newPeriodic(s.probeApp)
+		s.probe.start(&s.loops)
+	}
 	s.watcher = newCancelWatcher(s)
 	s.watcher.start(&s.loops)
 	s.reader.start(&s.loops)
@@ -130,7 +145,7 @@ func (s *Server) Start(ctx context.Context) error {
 	s.lease.start(&s.loops)
 	s.started = true
 	s.log.Info("consumer started", "concurrency", s.cfg.Concurrency, "max_attempts", s.cfg.MaxAttempts,
-		"visibility_timeout", s.cfg.VisibilityTimeout)
+		"visibility_timeout", s.cfg.VisibilityTimeout, "heartbeat_interval", s.cfg.HeartbeatInterval, "dead_after", s.cfg.DeadAfter)
 	return nil
 }
 
@@ -173,12 +188,83 @@ func (s *Server) heartbeat() time.Duration {
 	defer cancel()
 	err := s.streams.Heartbeat(ctx, s.cfg.Handler, streams.ConsumerInfo{
 		Name: s.cfg.Name, Kind: s.kind(), Version: s.cfg.Version, Host: host,
-		Concurrency: s.cfg.Concurrency, Running: n, Started: s.stats.started,
+		Concurrency: s.cfg.Concurrency, Running: n, Started: s.stats.started, State: s.State(),
 	})
 	if err != nil {
 		s.log.Debug("heartbeat failed", "err", err)
 	}
-	return streams.ConsumerOnlineAfter / 3
+	return s.cfg.HeartbeatInterval
+}
+
+// State is what the registry shows of this consumer:
+// streams.ConsumerRunning, or streams.ConsumerWaitingForApp while its
+// handler's app is down.
+func (s *Server) State() string {
+	s.gateMu.Lock()
+	defer s.gateMu.Unlock()
+	if s.waiting {
+		return streams.ConsumerWaitingForApp
+	}
+	return streams.ConsumerRunning
+}
+
+// appDown stops taking calls until the Prober handler's app answers again.
+func (s *Server) appDown(err error) {
+	s.gateMu.Lock()
+	if s.waiting {
+		s.gateMu.Unlock()
+		return
+	}
+	s.waiting = true
+	s.resume = make(chan struct{})
+	s.gateMu.Unlock()
+	s.log.Warn("the app is down; taking no calls until it answers (they wait in the stream)", "err", err)
+	s.beat.poke() // the registry shows it now
+	s.probe.poke()
+}
+
+// appUp takes calls again.
+func (s *Server) appUp() {
+	s.gateMu.Lock()
+	if !s.waiting {
+		s.gateMu.Unlock()
+		return
+	}
+	s.waiting = false
+	close(s.resume)
+	s.gateMu.Unlock()
+	s.log.Info("the app answers again; taking calls")
+	s.beat.poke()
+}
+
+// waitForApp returns true at once while the app is up, else once it is back;
+// false if stop ends first.
+func (s *Server) waitForApp(stop <-chan struct{}) bool {
+	s.gateMu.Lock()
+	waiting, resume := s.waiting, s.resume
+	s.gateMu.Unlock()
+	if !waiting {
+		return true
+	}
+	select {
+	case <-resume:
+		return true
+	case <-stop:
+		return false
+	}
+}
+
+// probeApp asks the Prober handler whether its app can take calls.
+func (s *Server) probeApp() time.Duration {
+	p := s.handler.(Prober)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.Ready(ctx); err != nil {
+		s.appDown(err)
+	} else {
+		s.appUp()
+	}
+	return p.ProbeInterval()
 }
 
 // Run starts the server and serves until ctx ends, then shuts down with up
@@ -227,6 +313,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			s.lease.shutdown()
 			s.watcher.shutdown()
 			s.beat.shutdown()
+			if s.probe != nil {
+				s.probe.shutdown()
+			}
 			s.loops.Wait()
 			dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			if derr := s.streams.Deregister(dctx, s.cfg.Handler, s.cfg.Name); derr != nil {
@@ -251,7 +340,10 @@ func (s *Server) Close() error {
 
 // reader is the loop that takes calls, only as many as there are free slots,
 // and starts one goroutine per call. Before reading new calls it claims, at
-// most every VisibilityTimeout/2, calls whose consumer stopped renewing them.
+// most every HeartbeatInterval, the calls of consumers declared dead (no
+// heartbeat for DeadAfter), and at most every VisibilityTimeout/2 calls whose
+// consumer stopped renewing them. A read blocks for at most HeartbeatInterval,
+// so a consumer with a free slot looks for dead consumers' calls that often.
 type reader struct {
 	s     *Server
 	slots chan struct{} // a token per running call
@@ -278,8 +370,14 @@ func (r *reader) loop() {
 	s := r.s
 	outages := outage.New(s.log)
 	claimEvery := s.cfg.VisibilityTimeout / 2
-	var lastClaim time.Time
+	sweepEvery := s.cfg.HeartbeatInterval
+	readBlock := min(s.cfg.ReadBlock, sweepEvery)
+	var lastClaim, lastSweep time.Time
 	for {
+		// While the app is down, take nothing: calls wait in the stream.
+		if !s.waitForApp(r.stop) {
+			return
+		}
 		// Wait for one free slot, then take every other free one.
 		select {
 		case r.slots <- struct{}{}:
@@ -300,16 +398,30 @@ func (r *reader) loop() {
 		// be left pending. They return within ReadBlock.
 		var ds []streams.Delivery
 		var err error
-		if time.Since(lastClaim) >= claimEvery {
-			lastClaim = time.Now()
-			ds, err = s.streams.Claim(context.Background(), s.cfg.Handler, s.cfg.Name, s.cfg.VisibilityTimeout, int64(n))
-			if len(ds) > 0 {
-				s.log.Info("claimed calls from a consumer that stopped renewing them", "count", len(ds))
+		if time.Since(lastSweep) >= sweepEvery {
+			lastSweep = time.Now()
+			var res streams.Rescued
+			res, err = s.streams.ClaimFromDead(context.Background(), s.cfg.Handler, s.cfg.Name, s.cfg.DeadAfter, int64(n))
+			ds = res.Deliveries
+			for _, d := range ds {
+				s.log.Warn("claimed a call from a consumer that stopped heartbeating", "call_id", callID(&d), "detail", d.Claimed)
 			}
+			if len(res.Removed) > 0 {
+				s.log.Info("removed dead consumers from the group", "consumers", res.Removed)
+			}
+		}
+		if err == nil && len(ds) < n && time.Since(lastClaim) >= claimEvery {
+			lastClaim = time.Now()
+			var claimed []streams.Delivery
+			claimed, err = s.streams.Claim(context.Background(), s.cfg.Handler, s.cfg.Name, s.cfg.VisibilityTimeout, int64(n-len(ds)))
+			if len(claimed) > 0 {
+				s.log.Info("claimed calls from a consumer that stopped renewing them", "count", len(claimed))
+			}
+			ds = append(ds, claimed...)
 		}
 		if err == nil && len(ds) < n {
 			var fresh []streams.Delivery
-			block := s.cfg.ReadBlock
+			block := readBlock
 			if len(ds) > 0 {
 				block = -1 // do not wait: there is work in hand
 			}
@@ -321,7 +433,7 @@ func (r *reader) loop() {
 		}
 		for i := range ds {
 			d := ds[i]
-			s.running.Store(d.StreamID, struct{}{})
+			s.running.Store(d.StreamID, callID(&d))
 			s.inflight.Add(1)
 			go func() {
 				defer func() { s.running.Delete(d.StreamID); <-r.slots; s.inflight.Done() }()
@@ -349,7 +461,16 @@ func (r *reader) loop() {
 var (
 	errPanic             = errors.New("handler panicked")
 	errCancelledByCaller = errors.New("cancelled by the caller")
+	errLeaseLost         = errors.New("another consumer claimed the call (this one was declared dead)")
 )
+
+// callID is the delivery's call id, "" for an undecodable entry.
+func callID(d *streams.Delivery) string {
+	if d.Call == nil {
+		return ""
+	}
+	return d.Call.ID
+}
 
 // cancelWatcher listens on the handler's cancel channel (one subscription per
 // server, not per call) and cancels the context of each running call named.
@@ -412,17 +533,24 @@ func (s *Server) process(d *streams.Delivery) {
 		ID: call.ID, Handler: call.Handler, Method: call.Method, Params: call.Params,
 		Attempt: attempt, Deadline: call.Deadline, EnqueuedAt: call.EnqueuedAt, trace: requestTrace(call),
 	}
-	dctx, cancel := context.WithDeadline(s.runCtx, call.Deadline)
-	ctx, cancelCall := context.WithCancelCause(dctx)
-	s.cancels.Store(call.ID, cancelCall)
-	start := time.Now()
-	res, err := s.serve(ctx, req)
-	s.cancels.Delete(call.ID)
-	cancelled := errors.Is(context.Cause(ctx), errCancelledByCaller)
-	cancelCall(nil)
-	cancel()
-	took := time.Since(start)
-	run := streams.Run{Consumer: s.cfg.Name, Started: start, Took: took}
+	ran := s.runOnce(req)
+	for s.probe != nil && errors.Is(ran.err, ErrAppUnavailable) {
+		// The app is down: this attempt does not count. Hold the call (its
+		// lease is renewed) and run it again once the app answers.
+		s.appDown(ran.err)
+		if !s.waitForApp(s.reader.stop) {
+			s.log.Warn("stopping while the app is down; the call stays pending for another consumer", "call_id", call.ID)
+			return
+		}
+		if time.Now().After(call.Deadline) {
+			s.stats.expired(call.Method)
+			s.answer(d, streams.ErrorReply(call.ID, streams.NewError(streams.CodeTimeout, "the call's deadline passed while the app was down; it was not run")), streams.Run{Consumer: s.cfg.Name})
+			return
+		}
+		ran = s.runOnce(req)
+	}
+	res, err, run, cancelled, timedOut := ran.res, ran.err, ran.run, ran.cancelled, ran.timedOut
+	took := run.Took
 	var reply streams.Reply
 	if err == nil {
 		reply, err = resultReply(call.ID, call.Params, res)
@@ -435,7 +563,7 @@ func (s *Server) process(d *streams.Delivery) {
 	switch {
 	case cancelled:
 		err = &Error{Code: streams.CodeCancelled, Message: "the call was cancelled by its caller"}
-	case errors.Is(err, context.DeadlineExceeded) && dctx.Err() != nil:
+	case errors.Is(err, context.DeadlineExceeded) && timedOut:
 		err = &Error{Code: CodeTimeout, Message: "the handler did not finish before the call's deadline"}
 	}
 	we := wireError(err)
@@ -459,6 +587,31 @@ func (s *Server) process(d *streams.Delivery) {
 	s.stats.retried(call.Method)
 	s.settle(d, func(ctx context.Context) (bool, error) { return s.streams.Retry(ctx, d, due, we, run) })
 	s.forwarder.poke() // it may be sleeping past this retry's due time
+}
+
+// runResult is what one run of the handler gave.
+type runResult struct {
+	res       any
+	err       error
+	run       streams.Run
+	cancelled bool // by the caller
+	timedOut  bool // the call's deadline passed
+}
+
+// runOnce runs the handler once for req, with the call's deadline and its
+// cancellation by the caller.
+func (s *Server) runOnce(req *Request) runResult {
+	dctx, cancel := context.WithDeadline(s.runCtx, req.Deadline)
+	ctx, cancelCall := context.WithCancelCause(dctx)
+	s.cancels.Store(req.ID, cancelCall)
+	start := time.Now()
+	res, err := s.serve(ctx, req)
+	s.cancels.Delete(req.ID)
+	a := runResult{res: res, err: err, cancelled: errors.Is(context.Cause(ctx), errCancelledByCaller), timedOut: dctx.Err() != nil}
+	cancelCall(nil)
+	cancel()
+	a.run = streams.Run{Consumer: s.cfg.Name, Started: start, Took: time.Since(start)}
+	return a
 }
 
 // backoff is the delay before retrying after attempt: exponential from
@@ -529,7 +682,7 @@ func (s *Server) settle(d *streams.Delivery, op func(ctx context.Context) (bool,
 		if err == nil {
 			if !settled {
 				s.stats.duplicate()
-				s.log.Info("call was already settled by another consumer; this run's outcome is dropped", "call_id", d.Call.ID)
+				s.log.Info("another consumer settled the call, or holds it (this one was declared dead); this run's outcome is dropped", "call_id", d.Call.ID)
 			}
 			return
 		}
@@ -572,16 +725,31 @@ func (s *Server) forwardDue() time.Duration {
 	return min(max(time.Until(next), 5*time.Millisecond), time.Second)
 }
 
-// renewLeases extends the lease of every call this server is running.
+// renewLeases extends the lease of every call this server is running. A call
+// another consumer claimed meanwhile (this one was declared dead: paused
+// longer than DeadAfter) has its handler's context cancelled: its outcome
+// would be dropped anyway.
 func (s *Server) renewLeases() time.Duration {
 	var ids []string
-	s.running.Range(func(k, _ any) bool { ids = append(ids, k.(string)); return true })
+	calls := map[string]string{}
+	s.running.Range(func(k, v any) bool {
+		ids = append(ids, k.(string))
+		calls[k.(string)], _ = v.(string)
+		return true
+	})
 	if len(ids) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := s.streams.ExtendLease(ctx, s.cfg.Handler, s.cfg.Name, ids); err != nil {
+		lost, err := s.streams.ExtendLease(ctx, s.cfg.Handler, s.cfg.Name, ids)
+		if err != nil {
 			s.log.Warn("renewing leases failed", "calls", len(ids), "err", err)
 		}
 		cancel()
+		for _, id := range lost {
+			if c, ok := s.cancels.Load(calls[id]); ok {
+				s.log.Warn("another consumer claimed a call this one is running; cancelling it", "call_id", calls[id])
+				c.(context.CancelCauseFunc)(errLeaseLost)
+			}
+		}
 	}
 	return s.cfg.VisibilityTimeout / 3
 }

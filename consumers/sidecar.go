@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/caarlos0/env/v11"
@@ -55,6 +56,12 @@ type SidecarConfig struct {
 	// MaxIdleConns is how many idle keep-alive connections to the upstream
 	// are kept for reuse. Default 64.
 	MaxIdleConns int `env:"STREAMRPC_UPSTREAM_MAX_IDLE_CONNS"`
+	// ProbeInterval is how often a running sidecar asks the ready path.
+	// While it fails, or once a call finds the upstream refusing connections,
+	// the sidecar takes no calls (registry state "waiting_for_app",
+	// readiness 503) and spends no attempt: calls wait in the stream until
+	// the ready path answers 2xx again. Default 1s.
+	ProbeInterval time.Duration `env:"STREAMRPC_UPSTREAM_PROBE_INTERVAL"`
 }
 
 // SidecarConfigFromEnv reads a SidecarConfig from the environment variables
@@ -98,7 +105,7 @@ func (c SidecarConfig) Validate() error {
 		return fmt.Errorf("%w: upstream URL %q: want http://host:port or https://host:port", ErrConfig, c.UpstreamURL)
 	case len(c.Methods) == 0:
 		return fmt.Errorf("%w: no methods (STREAMRPC_METHODS, e.g. greet:says hello,add)", ErrConfig)
-	case c.UpstreamTimeout < 0 || c.ReadyTimeout < 0:
+	case c.UpstreamTimeout < 0 || c.ReadyTimeout < 0 || c.ProbeInterval < 0:
 		return fmt.Errorf("%w: durations must not be negative", ErrConfig)
 	case c.MaxIdleConns < 0:
 		return fmt.Errorf("%w: MaxIdleConns %d is negative", ErrConfig, c.MaxIdleConns)
@@ -130,6 +137,9 @@ func (c SidecarConfig) withDefaults() SidecarConfig {
 	}
 	if c.MaxIdleConns == 0 {
 		c.MaxIdleConns = 64
+	}
+	if c.ProbeInterval == 0 {
+		c.ProbeInterval = time.Second
 	}
 	return c
 }
@@ -206,6 +216,9 @@ func (s *Sidecar) Methods() []MethodInfo {
 	copy(out, s.cfg.Methods)
 	return out
 }
+
+// ProbeInterval is how often a Server asks Ready (Prober).
+func (s *Sidecar) ProbeInterval() time.Duration { return s.cfg.ProbeInterval }
 
 // Close closes the idle connections to the upstream.
 func (s *Sidecar) Close() { s.client.CloseIdleConnections() }
@@ -296,15 +309,23 @@ func (s *Sidecar) ServeRPC(ctx context.Context, r *Request) (any, error) {
 }
 
 // transportError is a failure to get an answer: always worth another attempt.
+// A connection the upstream refused (nothing listens: the app is down or
+// restarting) is ErrAppUnavailable too: the Server holds the call and waits
+// for the app rather than spending the call's attempts.
 func (s *Sidecar) transportError(ctx context.Context, err error) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return &Error{Code: CodeTimeout, Message: "upstream did not answer in time", Retryable: true}
 	}
+	refused := errors.Is(err, syscall.ECONNREFUSED)
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err // drop the repeated method and URL
 	}
-	return &Error{Code: CodeInternal, Message: "upstream unreachable: " + err.Error(), Retryable: true}
+	e := &Error{Code: CodeInternal, Message: "upstream unreachable: " + err.Error(), Retryable: true}
+	if refused {
+		return fmt.Errorf("%w: %w", ErrAppUnavailable, e)
+	}
+	return e
 }
 
 // upstreamReply maps an upstream's status and body to a result or an error.

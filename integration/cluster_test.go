@@ -38,7 +38,7 @@ var clusterSuite = []string{
 	"TestCrashRedelivery", "TestLostReplyIsRecovered", "TestRetryThenSuccess", "TestDeadLettersAndReplay", "TestPoisonEntry",
 	"TestDeadlinePassedWhileQueued", "TestIdempotencyKey", "TestBacklogLimit",
 	"TestAsync.*", "TestCancelQueuedAndRunning", "TestClientAsync",
-	"TestSecondSettleIsDropped", "TestStatsExactWhileActivityIsSampled", "TestStatsMatchTheCalls", "TestEventsFeed",
+	"TestSecondSettleIsDropped", "TestDeadConsumerCallsClaimed", "TestStatsExactWhileActivityIsSampled", "TestStatsMatchTheCalls", "TestEventsFeed",
 	"TestACLLeastPrivilege", "TestRateLimit.*", "TestScaleToZero",
 }
 

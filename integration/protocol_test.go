@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -180,4 +181,119 @@ func TestStatsExactWhileActivityIsSampled(t *testing.T) {
 		t.Fatalf("activity: %d records (%d errors) for %d calls; want a sample with the errors in it", len(act), errors, n)
 	}
 	t.Logf("%d calls: %d activity records, %d of them errors", n, len(act), errors)
+}
+
+// TestDeadConsumerCallsClaimed drives the liveness protocol directly: a
+// consumer that heartbeats keeps its calls however long they run; one that
+// stops heartbeating for the dead-after time loses them at once to a live
+// consumer (as further deliveries, the story saying why), is removed from
+// the group and the registry, and what it settles or renews when it wakes
+// is dropped: the caller gets the live consumer's reply only.
+func TestDeadConsumerCallsClaimed(t *testing.T) {
+	f := newProtocolFixture(t)
+	ctx := context.Background()
+	const deadAfter = 600 * time.Millisecond
+	beat := func(name string) {
+		t.Helper()
+		if err := f.client.Heartbeat(ctx, "p", streams.ConsumerInfo{Name: name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	beat("slow")
+	beat("dead")
+	beat("live")
+	slowIDs := f.enqueue(t, 1)
+	slow := f.read(t, "slow", 1)
+	ids := f.enqueue(t, 2)
+	dead := f.read(t, "dead", 2)
+
+	// Nobody is dead yet: nothing is claimed.
+	if r, err := f.client.ClaimFromDead(ctx, "p", "live", deadAfter, 10); err != nil || len(r.Deliveries) != 0 || len(r.Removed) != 0 {
+		t.Fatalf("claim with every consumer alive: %+v %v", r, err)
+	}
+	// "slow" keeps heartbeating while "dead" stays silent.
+	var rescued streams.Rescued
+	waitUntil(t, 10*time.Second, func() error {
+		beat("slow")
+		beat("live")
+		r, err := f.client.ClaimFromDead(ctx, "p", "live", deadAfter, 10)
+		if err != nil {
+			return err
+		}
+		rescued.Deliveries = append(rescued.Deliveries, r.Deliveries...)
+		rescued.Removed = append(rescued.Removed, r.Removed...)
+		if len(rescued.Removed) == 0 {
+			return fmt.Errorf("claimed %d calls so far, nobody removed", len(rescued.Deliveries))
+		}
+		return nil
+	})
+	if len(rescued.Deliveries) != 2 || len(rescued.Removed) != 1 || rescued.Removed[0] != "dead" {
+		t.Fatalf("rescued %+v, want dead's 2 calls and dead removed", rescued)
+	}
+	for i, d := range rescued.Deliveries {
+		if d.Call.ID != ids[i] || d.Deliveries != 2 || d.Attempt() != 2 ||
+			!strings.Contains(d.Claimed, "consumer dead stopped heartbeating") || !strings.Contains(d.Claimed, "claimed by live") {
+			t.Fatalf("rescued call %d: id %s (want %s), deliveries %d, attempt %d, claimed %q", i, d.Call.ID, ids[i], d.Deliveries, d.Attempt(), d.Claimed)
+		}
+		if !d.Call.Deadline.Equal(dead[i].Call.Deadline) {
+			t.Fatalf("the deadline changed on redelivery: %s, was %s", d.Call.Deadline, dead[i].Call.Deadline)
+		}
+	}
+	// The slow consumer, alive, still holds its call.
+	if ok, err := f.client.Finish(ctx, &slow[0], streams.ResultReply(slowIDs[0], json.RawMessage(`"slow"`)), streams.Run{Consumer: "slow"}); err != nil || !ok {
+		t.Fatalf("the slow consumer's finish: settled %v, %v", ok, err)
+	}
+	// "dead" wakes up: its lease renewal takes nothing back, its settles are dropped.
+	lost, err := f.client.ExtendLease(ctx, "p", "dead", []string{dead[0].StreamID, dead[1].StreamID})
+	if err != nil || len(lost) != 2 {
+		t.Fatalf("the woken consumer's lease renewal: lost %v, %v; want both calls lost", lost, err)
+	}
+	if ok, err := f.client.Finish(ctx, &dead[0], streams.ResultReply(ids[0], json.RawMessage(`"late"`)), streams.Run{Consumer: "dead"}); err != nil || ok {
+		t.Fatalf("the woken consumer's late finish: settled %v, %v; want dropped", ok, err)
+	}
+	if ok, err := f.client.Retry(ctx, &dead[1], time.Now(), streams.NewError(1, "x"), streams.Run{Consumer: "dead"}); err != nil || ok {
+		t.Fatalf("the woken consumer's late retry: settled %v, %v; want dropped", ok, err)
+	}
+	for i := range rescued.Deliveries {
+		d := &rescued.Deliveries[i]
+		if ok, err := f.client.Finish(ctx, d, streams.ResultReply(d.Call.ID, json.RawMessage(`"live"`)), streams.Run{Consumer: "live", Started: time.Now()}); err != nil || !ok {
+			t.Fatalf("the live consumer's finish of %s: settled %v, %v", d.Call.ID, ok, err)
+		}
+	}
+	seen := f.replies(t)
+	for _, id := range append(ids, slowIDs...) {
+		if seen[id] != 1 {
+			t.Errorf("call %s: %d replies, want 1", id, seen[id])
+		}
+	}
+	for _, id := range ids {
+		if r, err := f.client.Result(ctx, id); err != nil || string(r.Body) != `"live"` {
+			t.Fatalf("result of %s: %s %v, want the live consumer's", id, r.Body, err)
+		}
+	}
+	if n, err := f.client.Backlog(ctx, "p"); err != nil || n != 0 {
+		t.Fatalf("backlog %d %v, want 0", n, err)
+	}
+	if d, err := f.client.HandlerDetail(ctx, "p"); err != nil {
+		t.Fatal(err)
+	} else {
+		for _, c := range d.Consumers {
+			if c.Name == "dead" {
+				t.Fatalf("the dead consumer is still in the registry: %+v", d.Consumers)
+			}
+		}
+	}
+	// The story says who stopped heartbeating and who took over.
+	waitUntil(t, 5*time.Second, func() error {
+		events, err := f.client.Story(ctx, ids[0])
+		if err != nil {
+			return err
+		}
+		for _, e := range events {
+			if e.Event == "claimed" && e.Consumer == "live" && strings.Contains(e.Detail, "consumer dead stopped heartbeating") {
+				return nil
+			}
+		}
+		return fmt.Errorf("no claimed event in %+v", events)
+	})
 }

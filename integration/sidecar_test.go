@@ -192,16 +192,33 @@ func TestSidecarMapping(t *testing.T) {
 }
 
 // TestSidecarConnectionRefused: an upstream that went away makes each attempt
-// fail with a retryable error; the call is dead-lettered with the reason.
+// TestSidecarConnectionRefused: an upstream that stops answering (connection
+// refused) does not burn the calls' attempts. The sidecar stops taking calls
+// and shows waiting_for_app in the registry; the call waits, is not
+// dead-lettered, and its caller gets a timeout when its deadline passes.
 func TestSidecarConnectionRefused(t *testing.T) {
 	st := newStack(t, stackOptions{noConsume: true})
 	up := newFakeUpstream(t)
 	startSidecar(t, st, up.URL, consumers.Config{MaxAttempts: 2})
 	up.Close() // gone after the sidecar found it ready
-	r := post(t, st.url, "/rpc/app/echo", []byte(`{}`), nil)
-	if r.status != http.StatusBadGateway || r.Error == nil || r.Error.Code != streams.CodeDeadLettered || !strings.Contains(r.Error.Message, "refused") {
-		t.Fatalf("got %d %s", r.status, r.body)
+	r := post(t, st.url, "/rpc/app/echo", []byte(`{}`), map[string]string{"Request-Timeout": "2"})
+	if r.status != http.StatusGatewayTimeout {
+		t.Fatalf("got %d %s, want 504 (the call waited for the app)", r.status, r.body)
 	}
+	sc := st.streamsClient(t)
+	waitUntil(t, 10*time.Second, func() error {
+		d, err := sc.HandlerDetail(context.Background(), "app")
+		if err != nil {
+			return err
+		}
+		if d.DeadLetters != 0 {
+			t.Fatalf("%d dead letters, want none: the app being down spends no attempt", d.DeadLetters)
+		}
+		if len(d.Consumers) != 1 || d.Consumers[0].State != streams.ConsumerWaitingForApp {
+			return fmt.Errorf("consumers %+v, want one %s", d.Consumers, streams.ConsumerWaitingForApp)
+		}
+		return nil
+	})
 }
 
 // TestSidecarWaitsForUpstream runs `streamrpc consumer` as a process: it must

@@ -62,12 +62,14 @@ func EdgeACL() []string {
 
 // consumerOwnCommands are what a consumer runs on its own handler's keys:
 // EnsureGroup, Register, ReadCalls, ExtendLease, Heartbeat, Deregister, the
-// recorder's stories, and in claimScript, answerScript, settleScript,
-// poisonScript, forwardScript and flushScript.
+// recorder's stories, and in claimScript, rescueScript, leaseScript,
+// heartbeatScript, answerScript, settleScript, poisonScript, forwardScript
+// and flushScript.
 var consumerOwnCommands = []string{
-	"+xgroup|create", "+xreadgroup", "+xautoclaim", "+xclaim", "+xpending", "+xack", "+xdel", "+xadd",
+	"+xgroup|create", "+xgroup|delconsumer", "+xinfo|consumers", "+xreadgroup", "+xautoclaim", "+xclaim",
+	"+xpending", "+xack", "+xdel", "+xadd",
 	"+hset", "+hdel", "+hincrby", "+hkeys",
-	"+zadd", "+zrem", "+zrange", "+zrangebyscore", "+zremrangebyscore",
+	"+zadd", "+zrem", "+zrange", "+zrangebyscore", "+zremrangebyscore", "+zscore", "+time",
 	"+set", "+sadd", "+llen", "+rpush", "+pexpire",
 	"+subscribe", "+unsubscribe",
 }

@@ -73,6 +73,10 @@ type Delivery struct {
 	Call       *Call          // nil if Err is set and nothing usable was decoded
 	Err        error          // ErrBadEnvelope when the entry could not be decoded
 	Raw        map[string]any // the entry's fields, kept only when Err is set
+	// Claimed says why this consumer took the call over from another (empty
+	// on a first read): the call's story shows it.
+	Claimed   string
+	ClaimedAt time.Time
 }
 
 // Attempt is the call's attempt number counting retries and redeliveries.
@@ -154,6 +158,137 @@ func (c *Client) Claim(ctx context.Context, handler, consumer string, minIdle ti
 	}
 	entries, _ := res[0].([]any)
 	counts, _ := res[1].([]any)
+	out := decodeClaimed(handler, entries, counts)
+	now := time.Now()
+	for i := range out {
+		out[i].Claimed = fmt.Sprintf("its lease was not renewed for %s; claimed by %s", minIdle, consumer)
+		out[i].ClaimedAt = now
+	}
+	return out, nil
+}
+
+// rescueScript takes over the calls of the handler's consumers that were
+// declared dead: their last heartbeat (srpc:{h}:consumers, written with
+// Redis's clock) is older than the dead-after time. A consumer that holds
+// calls but has no heartbeat at all (it deregistered, leaving calls it could
+// not finish, or it never heartbeated) is dead once it has not touched the
+// stream for the dead-after time either. Each dead consumer's pending calls
+// are claimed at once (XPENDING … consumer, then XCLAIM, which counts a
+// delivery), up to the given number; a dead consumer that holds nothing
+// more is removed from the group (XGROUP DELCONSUMER) and the registry. It
+// runs in the handler's slot: every key is the handler's.
+//
+//	KEYS[1] calls stream, KEYS[2] consumers zset, KEYS[3] consumer info hash
+//	ARGV[1] group, ARGV[2] the claiming consumer, ARGV[3] dead after ms,
+//	ARGV[4] most calls to claim
+//	returns {{id, fields}...}, {deliveries...}, {the dead consumer of each...},
+//	{each dead consumer removed...}
+var rescueScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadAfter = tonumber(ARGV[3])
+local cutoff = now - deadAfter
+local want = tonumber(ARGV[4])
+local entries, counts, from, removed = {}, {}, {}, {}
+local inGroup = {}
+for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local f = {}
+  for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+  local name = f['name']
+  inGroup[name] = true
+  if name ~= ARGV[2] then
+    local score = redis.call('ZSCORE', KEYS[2], name)
+    local dead
+    if score then dead = tonumber(score) < cutoff else dead = tonumber(f['idle']) >= deadAfter end
+    if dead then
+      local pending = tonumber(f['pending'])
+      if pending > 0 and #entries < want then
+        local ids, seen = {}, {}
+        for _, p in ipairs(redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', want - #entries, name)) do
+          ids[#ids + 1] = p[1]
+          seen[p[1]] = p[4]
+        end
+        local claimed = {}
+        if #ids > 0 then claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(ids)) end
+        for _, e in ipairs(claimed) do
+          if e and e[1] then
+            entries[#entries + 1] = e
+            counts[#counts + 1] = seen[e[1]] + 1
+            from[#from + 1] = name
+          end
+        end
+        -- an entry deleted meanwhile leaves the PEL without being returned
+        pending = #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, name)
+      end
+      if pending == 0 then
+        redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+        redis.call('ZREM', KEYS[2], name)
+        redis.call('HDEL', KEYS[3], name)
+        removed[#removed + 1] = name
+      end
+    end
+  end
+end
+-- dead consumers that never read (not in the group) leave the registry too
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', '(' .. cutoff, 'LIMIT', 0, 16)) do
+  if not inGroup[name] and name ~= ARGV[2] then
+    redis.call('ZREM', KEYS[2], name)
+    redis.call('HDEL', KEYS[3], name)
+    removed[#removed + 1] = name
+  end
+end
+return {entries, counts, from, removed}
+`)
+
+// Rescued is what one dead-consumer sweep did.
+type Rescued struct {
+	Deliveries []Delivery // calls taken over, each with Claimed set
+	Removed    []string   // dead consumers removed from the group and the registry
+}
+
+// ClaimFromDead takes over, for consumer, up to count calls held by the
+// handler's consumers that were declared dead (no heartbeat for deadAfter:
+// see rescueScript). It is one script run, whatever it finds; each consumer
+// runs it every heartbeat interval while it has free slots, never per call.
+func (c *Client) ClaimFromDead(ctx context.Context, handler, consumer string, deadAfter time.Duration, count int64) (Rescued, error) {
+	keys := []string{callsKey(handler), consumersKey(handler), consumerInfoKey(handler)}
+	res, err := rescueScript.Run(ctx, c.rdb, keys, Group, consumer, deadAfter.Milliseconds(), count).Slice()
+	if redis.HasErrorPrefix(err, "NOGROUP") || redis.HasErrorPrefix(err, "ERR no such key") {
+		return Rescued{}, c.EnsureGroup(ctx, handler)
+	}
+	if err != nil {
+		return Rescued{}, unavailable(err)
+	}
+	if len(res) != 4 {
+		return Rescued{}, fmt.Errorf("streams: rescue: unexpected reply %v", res)
+	}
+	entries, _ := res[0].([]any)
+	counts, _ := res[1].([]any)
+	from, _ := res[2].([]any)
+	var out Rescued
+	ds := decodeClaimed(handler, entries, counts)
+	now := time.Now()
+	for i := range ds {
+		dead := ""
+		if i < len(from) {
+			dead, _ = from[i].(string)
+		}
+		ds[i].Claimed = fmt.Sprintf("consumer %s stopped heartbeating (no heartbeat for %s); claimed by %s", dead, deadAfter, consumer)
+		ds[i].ClaimedAt = now
+	}
+	out.Deliveries = ds
+	removed, _ := res[3].([]any)
+	for _, r := range removed {
+		if name, ok := r.(string); ok {
+			out.Removed = append(out.Removed, name)
+		}
+	}
+	return out, nil
+}
+
+// decodeClaimed turns claimed entries and their delivery counts into
+// deliveries.
+func decodeClaimed(handler string, entries, counts []any) []Delivery {
 	out := make([]Delivery, 0, len(entries))
 	for i, e := range entries {
 		pair, _ := e.([]any)
@@ -175,23 +310,49 @@ func (c *Client) Claim(ctx context.Context, handler, consumer string, minIdle ti
 		}
 		out = append(out, newDelivery(handler, redis.XMessage{ID: id, Values: values}, n))
 	}
-	return out, nil
+	return out
 }
 
+// leaseScript renews the lease of the entries ids for consumer: only those
+// it still owns (XPENDING names the owner), so that a consumer that was
+// declared dead and wakes up does not take back calls another consumer
+// claimed meanwhile. XCLAIM JUSTID resets their idle time and does not count
+// a delivery.
+//
+//	KEYS[1] the handler's calls stream
+//	ARGV[1] group, ARGV[2] consumer, ARGV[3..] entry ids
+//	returns the ids this consumer no longer owns (settled, or claimed by another)
+var leaseScript = redis.NewScript(`
+local mine, lost = {}, {}
+for i = 3, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] and p[1][2] == ARGV[2] then mine[#mine + 1] = ARGV[i] else lost[#lost + 1] = ARGV[i] end
+end
+if #mine > 0 then redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, unpack(mine), 'JUSTID') end
+return lost
+`)
+
 // ExtendLease tells the group that consumer is still working on the entries
-// ids, so that no one claims them (XCLAIM JUSTID resets their idle time and
-// does not count a delivery).
-func (c *Client) ExtendLease(ctx context.Context, handler, consumer string, ids []string) error {
+// ids, so that no one claims them. It returns the ids this consumer no
+// longer holds: another consumer claimed them (this one was declared dead)
+// or they were settled.
+func (c *Client) ExtendLease(ctx context.Context, handler, consumer string, ids []string) ([]string, error) {
 	if len(ids) == 0 {
-		return nil
+		return nil, nil
 	}
-	err := c.rdb.XClaimJustID(ctx, &redis.XClaimArgs{
-		Stream: callsKey(handler), Group: Group, Consumer: consumer, MinIdle: 0, Messages: ids,
-	}).Err()
+	args := make([]any, 0, 2+len(ids))
+	args = append(args, Group, consumer)
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	lost, err := leaseScript.Run(ctx, c.rdb, []string{callsKey(handler)}, args...).StringSlice()
 	if errors.Is(err, redis.Nil) {
-		return nil
+		return nil, nil
 	}
-	return unavailable(err)
+	if redis.HasErrorPrefix(err, "NOGROUP") {
+		return ids, nil
+	}
+	return lost, unavailable(err)
 }
 
 // answerScript settles a batch of answered calls of one handler, taken by one
@@ -202,11 +363,14 @@ func (c *Client) ExtendLease(ctx context.Context, handler, consumer string, ids 
 // keys of one slot, so publishReplies appends them afterwards, a second round
 // trip (see docs/scaling.md for what it costs).
 //
-// A call is settled only if it is still pending (XCLAIM JUSTID returns just
-// those, without counting a delivery; they are acked at once). One that is
-// not was settled by another consumer after a redelivery: its reply is dropped
-// here, and not published, so a caller never gets a second reply. Entries are
-// then deleted, so the stream's length is the backlog. Stats are not written
+// A call is settled only if it is still pending for this consumer (XPENDING
+// names its owner; it is acked at once). One that is not was settled by
+// another consumer after a redelivery, or claimed by another consumer when
+// this one was declared dead (it stopped heartbeating: a SIGSTOP, a long GC
+// pause, a partition) and woke up late: its reply is dropped here, and not
+// published, so a caller never gets a second reply, and the run that now
+// holds the call settles it. Settled entries are then deleted, so the
+// stream's length is the backlog. Stats are not written
 // here: the recorder adds them up and writes them a few times a second (see
 // recorder.go).
 //
@@ -222,18 +386,19 @@ func (c *Client) ExtendLease(ctx context.Context, handler, consumer string, ids 
 // (NOMKSTREAM): the result stays readable by id.
 var answerScript = redis.NewScript(`
 local n = tonumber(ARGV[3])
-local claim = {'XCLAIM', KEYS[1], ARGV[1], ARGV[2], '0'}
-local ids = {}
+local mine, owned = {}, {}
 for c = 1, n do
-  ids[c] = ARGV[5 * c]
-  claim[5 + c] = ids[c]
+  local id = ARGV[5 * c]
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+  if p[1] and p[1][2] == ARGV[2] and not mine[id] then
+    mine[id] = true
+    owned[#owned + 1] = id
+  end
 end
-claim[6 + n] = 'JUSTID'
-local pending = redis.call(unpack(claim))
-local mine = {}
-for _, id in ipairs(pending) do mine[id] = true end
-if #pending > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(pending)) end
-redis.call('XDEL', KEYS[1], unpack(ids))
+if #owned > 0 then
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(owned))
+  redis.call('XDEL', KEYS[1], unpack(owned))
+end
 local out, per = {}, {}
 for c = 1, n do
   local a = 5 * c
@@ -382,8 +547,8 @@ func (c *Client) publishReplies(ctx context.Context, r edgeReplies) {
 }
 
 // settleScript settles one call that is not simply answered, in one round
-// trip: ack and delete its entry, add this attempt to the call's story, then
-// by mode:
+// trip: ack and delete its entry (only if this consumer still holds it: see
+// answerScript), add this attempt to the call's story, then by mode:
 //
 //	retry   schedule the call again: add it to the delayed set at its due time;
 //	dead    add it to the dead letters, keep the dead_lettered reply under
@@ -397,19 +562,21 @@ func (c *Client) publishReplies(ctx context.Context, r edgeReplies) {
 //	ARGV[5] encoded reply, ARGV[6] result TTL ms,
 //	ARGV[7] reply stream max length, or '' when the reply is not sent here,
 //	ARGV[8] the story's "queued" event (pushed if the story is empty),
-//	ARGV[9] k, ARGV[10..9+k] this settle's story events,
-//	ARGV[10+k] retry: due time ms         | dead: first of the dead letter's field/value pairs
-//	ARGV[11+k] retry: the envelope (JSON array of field/value strings)
-//	returns 1 if this settled the call, 0 if it was already settled (acked by
-//	another consumer after a redelivery): then nothing else is done.
+//	ARGV[9] the settling consumer,
+//	ARGV[10] k, ARGV[11..10+k] this settle's story events,
+//	ARGV[11+k] retry: due time ms         | dead: first of the dead letter's field/value pairs
+//	ARGV[12+k] retry: the envelope (JSON array of field/value strings)
+//	returns 1 if this settled the call, 0 if this consumer no longer held it
+//	(settled or claimed by another consumer): then nothing is done.
 var settleScript = redis.NewScript(`
-local acked = redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if not p[1] or p[1][2] ~= ARGV[9] then return 0 end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
-if acked == 0 then return 0 end
-local k = tonumber(ARGV[9])
-local x = 10 + k
+local k = tonumber(ARGV[10])
+local x = 11 + k
 if redis.call('LLEN', KEYS[5]) == 0 then redis.call('RPUSH', KEYS[5], ARGV[8]) end
-if k > 0 then redis.call('RPUSH', KEYS[5], unpack(ARGV, 10, 9 + k)) end
+if k > 0 then redis.call('RPUSH', KEYS[5], unpack(ARGV, 11, 10 + k)) end
 redis.call('PEXPIRE', KEYS[5], ARGV[6])
 if ARGV[3] == 'retry' then
   redis.call('ZADD', KEYS[3], ARGV[x], ARGV[x + 1])
@@ -487,7 +654,7 @@ func (c *Client) settle(ctx context.Context, d *Delivery, mode string, reply Rep
 	ttl := c.resultTTL(d)
 	rec := settledOf(d, mode, reply, run, detail, ttl)
 	events := rec.runEvents()
-	args := make([]any, 0, 12+len(events)+len(extra))
+	args := make([]any, 0, 13+len(events)+len(extra))
 	encoded := reply.encode()
 	keys := []string{callsKey(d.Handler), resultKey(d.Call.ID), delayedKey(d.Handler), deadKey(d.Handler), storyKey(d.Call.ID)}
 	maxLen := any("")
@@ -497,7 +664,7 @@ func (c *Client) settle(ctx context.Context, d *Delivery, mode string, reply Rep
 		maxLen = c.opts.ReplyStreamMaxLen
 	}
 	args = append(args, Group, d.StreamID, mode, d.Call.ID, encoded, ttl.Milliseconds(), maxLen,
-		mustJSON(rec.queuedEvent()), len(events))
+		mustJSON(rec.queuedEvent()), run.Consumer, len(events))
 	for _, e := range events {
 		args = append(args, mustJSON(e))
 	}

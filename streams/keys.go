@@ -27,7 +27,7 @@ import (
 //	srpc:{h}:dead                stream   dead letters: calls that failed every attempt
 //	srpc:{h}:idem:{sha256}       string   an Idempotency-Key's call id and params fingerprint
 //	srpc:{h}:info                string   JSON HandlerInfo the consumers registered
-//	srpc:{h}:consumers           zset     consumer name -> last heartbeat (ms)
+//	srpc:{h}:consumers           zset     consumer name -> last heartbeat (ms, Redis's clock)
 //	srpc:{h}:consumer-info       hash     consumer name -> JSON ConsumerInfo
 //	srpc:{h}:stats               hash     "<method>:<counter>" -> count (calls, errors, ...)
 //	srpc:{h}:rate                hash     "<bucket>" and "<method>:<bucket>" -> calls per 10s

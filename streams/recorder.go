@@ -40,7 +40,9 @@ type settledCall struct {
 	params                                json.RawMessage
 	errText, detail                       string
 	ttl                                   time.Duration
-	story                                 bool // write the story at flush (answers; retries and dead letters write theirs at once)
+	story                                 bool      // write the story at flush (answers; retries and dead letters write theirs at once)
+	claimed                               string    // why this consumer took the call over (Delivery.Claimed)
+	claimedAt                             time.Time // when
 }
 
 func settledOf(d *Delivery, mode string, reply Reply, run Run, detail string, ttl time.Duration) settledCall {
@@ -49,6 +51,7 @@ func settledOf(d *Delivery, mode string, reply Reply, run Run, detail string, tt
 		outcome: outcomeOf(mode, reply), attempt: d.Attempt(), firstAttempt: d.Call.Attempt <= 1,
 		enqueued: d.Call.EnqueuedAt, started: run.Started, took: run.Took, at: time.Now(),
 		params: d.Call.Params, ttl: ttl, story: mode == "answer", detail: detail,
+		claimed: d.Claimed, claimedAt: d.ClaimedAt,
 	}
 	if !reply.OK && reply.Body != nil {
 		s.errText = truncate(reply.Err().Message, 200)
@@ -65,9 +68,13 @@ func (s *settledCall) queuedEvent() StoryEvent {
 	return StoryEvent{Time: s.enqueued, Event: "queued", Params: s.params, Detail: s.caller, Handler: s.handler, Method: s.method}
 }
 
-// runEvents are this attempt's story events: started (if it ran) and how it ended.
+// runEvents are this attempt's story events: claimed (if this consumer took
+// the call over from another), started (if it ran) and how it ended.
 func (s *settledCall) runEvents() []StoryEvent {
 	var events []StoryEvent
+	if s.claimed != "" {
+		events = append(events, StoryEvent{Time: s.claimedAt, Event: "claimed", Attempt: s.attempt, Consumer: s.consumer, Detail: s.claimed})
+	}
 	if !s.started.IsZero() {
 		events = append(events, StoryEvent{Time: s.started, Event: "started", Attempt: s.attempt, Consumer: s.consumer})
 	}

@@ -13,17 +13,30 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Heartbeat records that consumer c of handler is alive, with what it runs.
-// Consumers call it every ConsumerOnlineAfter/3; consumers silent for an hour
-// are forgotten.
+// heartbeatScript records a consumer's heartbeat with Redis's clock, so that
+// consumers on hosts whose clocks disagree judge each other's heartbeats
+// alike (see rescueScript), and forgets consumers silent for an hour.
+//
+//	KEYS[1] consumers zset, KEYS[2] consumer info hash
+//	ARGV[1] consumer, ARGV[2] its ConsumerInfo (JSON), ARGV[3] forget after ms
+//	returns 1
+var heartbeatScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], string.format('%.0f', now), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('(%.0f', now - tonumber(ARGV[3])))
+return 1
+`)
+
+// Heartbeat records that consumer c of handler is alive, with what it runs:
+// one script run. Consumers call it every heartbeat interval (1s by
+// default); one silent for the dead-after time is declared dead and its calls
+// are claimed (ClaimFromDead); consumers silent for an hour are forgotten.
 func (c *Client) Heartbeat(ctx context.Context, handler string, ci ConsumerInfo) error {
-	now := time.Now()
-	ci.LastHeartbeat = now
-	pipe := c.rdb.Pipeline()
-	pipe.ZAdd(ctx, consumersKey(handler), redis.Z{Score: float64(now.UnixMilli()), Member: ci.Name})
-	pipe.HSet(ctx, consumerInfoKey(handler), ci.Name, mustJSON(ci))
-	pipe.ZRemRangeByScore(ctx, consumersKey(handler), "-inf", strconv.FormatInt(now.Add(-time.Hour).UnixMilli(), 10))
-	_, err := pipe.Exec(ctx)
+	ci.LastHeartbeat = time.Now()
+	err := heartbeatScript.Run(ctx, c.rdb, []string{consumersKey(handler), consumerInfoKey(handler)},
+		ci.Name, mustJSON(ci), time.Hour.Milliseconds()).Err()
 	return unavailable(err)
 }
 

@@ -21,8 +21,19 @@ const (
 )
 
 // ConsumerOnlineAfter is how long after its last heartbeat a consumer still
-// counts as online; consumers heartbeat every ConsumerOnlineAfter/3.
-const ConsumerOnlineAfter = 15 * time.Second
+// counts as online in the registry. Consumers heartbeat every second by
+// default (consumers.Config.HeartbeatInterval, at most 2s) and are declared
+// dead, their calls claimed by live consumers, after 3s (DeadAfter).
+const ConsumerOnlineAfter = 5 * time.Second
+
+// Consumer states shown in the registry (ConsumerInfo.State).
+const (
+	// ConsumerRunning takes calls.
+	ConsumerRunning = "running"
+	// ConsumerWaitingForApp takes no calls: its app (a sidecar's upstream)
+	// refuses connections or fails its ready path. Calls wait in the stream.
+	ConsumerWaitingForApp = "waiting_for_app"
+)
 
 // HandlerInfo is what a consumer registers about its handler.
 type HandlerInfo struct {
@@ -50,7 +61,8 @@ type ConsumerInfo struct {
 	Version       string    `json:"version,omitempty"`
 	Host          string    `json:"host,omitempty"`
 	Concurrency   int       `json:"concurrency"`
-	Running       int       `json:"running"` // calls in flight at the last heartbeat
+	Running       int       `json:"running"`         // calls in flight at the last heartbeat
+	State         string    `json:"state,omitempty"` // ConsumerRunning or ConsumerWaitingForApp
 	Started       time.Time `json:"started"`
 	LastHeartbeat time.Time `json:"last_heartbeat"`
 	Online        bool      `json:"online"`
@@ -122,7 +134,7 @@ type Activity struct {
 // StoryEvent is one step of a call's story.
 type StoryEvent struct {
 	Time     time.Time       `json:"time"`
-	Event    string          `json:"event"` // queued, started, retried, finished, dead_lettered
+	Event    string          `json:"event"` // queued, claimed, started, retried, finished, dead_lettered
 	Attempt  int             `json:"attempt,omitempty"`
 	Consumer string          `json:"consumer,omitempty"`
 	Outcome  string          `json:"outcome,omitempty"`

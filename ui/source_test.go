@@ -134,7 +134,7 @@ func newFakeSource() *fakeSource {
 		Methods: echoStats,
 		Consumers: []streams.ConsumerInfo{
 			{Name: "web-1-4211-a9f2", Kind: "go", Version: "0.4.0", Host: "web-1", Concurrency: 16, Running: 3, Started: now.Add(-3 * time.Hour), LastHeartbeat: now.Add(-2 * time.Second), Online: true},
-			{Name: "web-2-977-c01d", Kind: "go", Version: "0.4.0", Host: "web-2", Concurrency: 16, Running: 0, Started: now.Add(-50 * time.Minute), LastHeartbeat: now.Add(-4 * time.Second), Online: true},
+			{Name: "web-2-977-c01d", Kind: "go", Version: "0.4.0", Host: "web-2", Concurrency: 16, Running: 0, Started: now.Add(-50 * time.Minute), LastHeartbeat: now.Add(-4 * time.Second), Online: true, State: streams.ConsumerWaitingForApp},
 			{Name: "web-3-12-ffee", Kind: "go", Version: "0.3.9", Host: "web-3", Concurrency: 8, Started: now.Add(-26 * time.Hour), LastHeartbeat: now.Add(-40 * time.Minute)},
 		},
 	}

@@ -118,6 +118,8 @@ func TestHandlerPage(t *testing.T) {
 		`href="/ui/handlers/echo/methods#m-sleep"`, `<td class="num">412</td>`, `99.3%`,
 		// consumers: online first, the gone one dimmed
 		`web-1-4211-a9f2`, `<tr class="gone">`, `3/16`,
+		// a sidecar whose app is down says so
+		`>waiting for app</span>`,
 		// latest activity: only this handler's
 		`<tr data-id="01JPB3Z7K90000000000008995">`,
 		// dead letters with replay and delete

@@ -24,7 +24,8 @@ import (
 // consumers SDK's Config and SidecarConfig.
 type consumerSettings struct {
 	// HealthAddr is where the consumer answers GET /healthz (200 once it has
-	// registered and takes calls, 503 before and while it drains), for
+	// registered and takes calls, 503 before, while its app is down and while
+	// it drains), for
 	// `streamrpc healthcheck`; "off" serves nothing. Default :8081.
 	HealthAddr string `env:"STREAMRPC_HEALTH_ADDR" envDefault:":8081"`
 	// MetricsAddr is where the consumer serves GET /metrics (Prometheus).
@@ -97,7 +98,19 @@ func runConsumer(ctx context.Context, stderr io.Writer) error {
 		if cs.MetricsAddr != "" {
 			withMetrics = nil // served on its own address, or off
 		}
-		stop, err := serveHealth(cs.HealthAddr, &ready, withMetrics, log)
+		live := func() error {
+			if !ready.Load() {
+				return errors.New("not ready")
+			}
+			return nil
+		}
+		takesCalls := func() error {
+			if srv.State() == streams.ConsumerWaitingForApp {
+				return errors.New("waiting for the app: it refuses connections or fails its ready path")
+			}
+			return live()
+		}
+		stop, err := serveHealth(cs.HealthAddr, live, takesCalls, withMetrics, log)
 		if err != nil {
 			return err
 		}
@@ -165,25 +178,29 @@ func startWhileRedisFails(ctx context.Context, srv *consumers.Server, log *slog.
 	}
 }
 
-// serveHealth serves GET /healthz on addr: 200 while ready holds, else 503;
-// and GET /metrics if metrics is not nil. The returned func stops the server
-// and waits for it.
-func serveHealth(addr string, ready *atomic.Bool, metrics http.Handler, log *slog.Logger) (func(), error) {
+// serveHealth serves GET /healthz on addr: 200 while live returns nil, else
+// 503 with its reason; GET /readyz the same with ready; and GET /metrics if
+// metrics is not nil. The returned func stops the server and waits for it.
+func serveHealth(addr string, live, ready func() error, metrics http.Handler, log *slog.Logger) (func(), error) {
 	mux := http.NewServeMux()
 	if metrics != nil {
 		mux.Handle("GET /metrics", metrics)
 	}
-	health := func(w http.ResponseWriter, _ *http.Request) {
-		if !ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
+	check := func(fn func() error) http.HandlerFunc {
+		return func(w http.ResponseWriter, _ *http.Request) {
+			if err := fn(); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			_, _ = io.WriteString(w, "ok\n")
 		}
-		_, _ = io.WriteString(w, "ok\n")
 	}
-	// A sidecar is useless until it takes calls, so liveness and readiness
-	// are the same here; /readyz is there for `streamrpc healthcheck --ready`.
-	mux.HandleFunc("GET /healthz", health)
-	mux.HandleFunc("GET /readyz", health)
+	// A sidecar is useless until it takes calls, so both are 503 until it
+	// registered and while it drains. While its app is down it takes no
+	// calls (/readyz 503) but is alive (/healthz 200): restarting it would
+	// not bring the app back.
+	mux.HandleFunc("GET /healthz", check(live))
+	mux.HandleFunc("GET /readyz", check(ready))
 	return serveHTTP(addr, mux, "health endpoint (STREAMRPC_HEALTH_ADDR)", log)
 }
 
