@@ -21,8 +21,13 @@ import (
 )
 
 // consumerSettings are the settings of `streamrpc consumer` besides the
-// consumers SDK's Config and SidecarConfig.
+// consumers SDK's Config and SidecarConfig. None of the edge's is read.
 type consumerSettings struct {
+	Redis streams.RedisOptions
+	Log logSettings
+	// ShutdownGrace is how long a stopping consumer (SIGTERM) lets the calls
+	// it runs finish. Default 30s.
+	ShutdownGrace time.Duration `env:"STREAMRPC_SHUTDOWN_GRACE" envDefault:"30s"`
 	// HealthAddr is where the consumer answers GET /healthz (200 once it has
 	// registered and takes calls, 503 before, while its app is down and while
 	// it drains), for
@@ -39,19 +44,18 @@ const defaultHealthAddr = ":8081"
 // runConsumer runs the sidecar consumer: it serves a handler by forwarding
 // each call to the HTTP upstream next to it, until ctx ends, then drains.
 func runConsumer(ctx context.Context, stderr io.Writer) error {
-	s, err := loadSettings()
-	if err != nil {
-		return err
-	}
-	log, err := s.logger(stderr, logJSON)
-	if err != nil {
-		return err
-	}
 	var cs consumerSettings
 	if err := env.Parse(&cs); err != nil {
 		return fmt.Errorf("reading settings: %w", err)
 	}
-	if s.Redis.URL == "" {
+	if cs.ShutdownGrace < 0 {
+		return fmt.Errorf("STREAMRPC_SHUTDOWN_GRACE %s is negative", cs.ShutdownGrace)
+	}
+	log, err := cs.Log.logger(stderr, logJSON)
+	if err != nil {
+		return err
+	}
+	if cs.Redis.URL == "" {
 		return errors.New("REDIS_URL is not set")
 	}
 	cfg, err := consumers.ConfigFromEnv()
@@ -81,7 +85,7 @@ func runConsumer(ctx context.Context, stderr io.Writer) error {
 		return err
 	}
 	defer side.Close()
-	rdb, err := streams.Connect(s.Redis)
+	rdb, err := streams.Connect(cs.Redis)
 	if err != nil {
 		return err
 	}
@@ -146,10 +150,7 @@ func runConsumer(ctx context.Context, stderr io.Writer) error {
 	ready.Store(true)
 	<-ctx.Done()
 	ready.Store(false)
-	grace := s.Edge.ShutdownGrace
-	if grace <= 0 {
-		grace = 30 * time.Second
-	}
+	grace := cs.ShutdownGrace
 	log.Info("shutting down; draining calls in flight", "grace", grace)
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()

@@ -22,7 +22,7 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := s.logger(stderr, logText)
+	log, err := s.Log.logger(stderr, logText)
 	if err != nil {
 		return err
 	}

@@ -17,7 +17,7 @@ func runEdge(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log, err := s.logger(stderr, logJSON)
+	log, err := s.Log.logger(stderr, logJSON)
 	if err != nil {
 		return err
 	}

@@ -66,10 +66,14 @@ func TestConsumerRequiresSettings(t *testing.T) {
 		{"no upstream", map[string]string{"REDIS_URL": "redis://127.0.0.1:1/0", "STREAMRPC_HANDLER": "app", "STREAMRPC_METHODS": "greet"}, "STREAMRPC_UPSTREAM_URL"},
 		{"no methods", map[string]string{"REDIS_URL": "redis://127.0.0.1:1/0", "STREAMRPC_HANDLER": "app", "STREAMRPC_UPSTREAM_URL": "http://127.0.0.1:1"}, "STREAMRPC_METHODS"},
 		{"bad method", map[string]string{"REDIS_URL": "redis://127.0.0.1:1/0", "STREAMRPC_HANDLER": "app", "STREAMRPC_UPSTREAM_URL": "http://127.0.0.1:1", "STREAMRPC_METHODS": "a b"}, "method"},
+		// The consumer reads none of the edge's settings: a broken edge setting
+		// in a shared environment does not stop it.
+		{"edge settings ignored", map[string]string{"REDIS_URL": "", "STREAMRPC_AUTH": "bogus", "STREAMRPC_CALL_TIMEOUT": "-1s"}, "REDIS_URL is not set"},
+		{"bad grace", map[string]string{"REDIS_URL": "redis://127.0.0.1:1/0", "STREAMRPC_SHUTDOWN_GRACE": "-1s"}, "STREAMRPC_SHUTDOWN_GRACE"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, k := range []string{"REDIS_URL", "STREAMRPC_HANDLER", "STREAMRPC_METHODS", "STREAMRPC_UPSTREAM_URL"} {
+			for _, k := range []string{"REDIS_URL", "STREAMRPC_HANDLER", "STREAMRPC_METHODS", "STREAMRPC_UPSTREAM_URL", "STREAMRPC_AUTH", "STREAMRPC_CALL_TIMEOUT", "STREAMRPC_SHUTDOWN_GRACE"} {
 				t.Setenv(k, tc.env[k])
 			}
 			t.Setenv("STREAMRPC_HEALTH_ADDR", "off")

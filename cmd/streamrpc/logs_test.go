@@ -29,7 +29,7 @@ func TestLoggerSelection(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var buf bytes.Buffer
-			log, err := settings{LogLevel: tc.level, LogFormat: tc.format}.logger(&buf, tc.def)
+			log, err := logSettings{LogLevel: tc.level, LogFormat: tc.format}.logger(&buf, tc.def)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err %v, want one naming %s", err, tc.wantErr)

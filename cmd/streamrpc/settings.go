@@ -12,10 +12,16 @@ import (
 	"github.com/streamrpc/streamrpc/streams"
 )
 
-// settings are every setting of the binary, read from the environment.
+// settings are the settings of `edge` and `dev`, read from the environment.
+// `consumer` has its own (consumerSettings): it reads nothing of the edge's.
 type settings struct {
 	Redis streams.RedisOptions
 	Edge  app.Config
+	Log logSettings
+}
+
+// logSettings are the logging settings every subcommand reads.
+type logSettings struct {
 	// LogLevel is debug, info, warn or error. Default info.
 	LogLevel string `env:"STREAMRPC_LOG_LEVEL" envDefault:"info"`
 	// LogFormat is text or json. Default: json for `edge` and `consumer`
@@ -42,7 +48,7 @@ func loadSettings() (settings, error) {
 
 // logger is the process's logger on w: STREAMRPC_LOG_FORMAT, or
 // defaultFormat when it is unset, at STREAMRPC_LOG_LEVEL.
-func (s settings) logger(w io.Writer, defaultFormat string) (*slog.Logger, error) {
+func (s logSettings) logger(w io.Writer, defaultFormat string) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(s.LogLevel)); err != nil {
 		return nil, fmt.Errorf("STREAMRPC_LOG_LEVEL %q: want debug, info, warn or error", s.LogLevel)
