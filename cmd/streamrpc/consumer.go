@@ -24,7 +24,7 @@ import (
 // consumers SDK's Config and SidecarConfig. None of the edge's is read.
 type consumerSettings struct {
 	Redis streams.RedisOptions
-	Log logSettings
+	Log   logSettings
 	// ShutdownGrace is how long a stopping consumer (SIGTERM) lets the calls
 	// it runs finish. Default 30s.
 	ShutdownGrace time.Duration `env:"STREAMRPC_SHUTDOWN_GRACE" envDefault:"30s"`

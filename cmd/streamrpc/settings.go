@@ -17,7 +17,7 @@ import (
 type settings struct {
 	Redis streams.RedisOptions
 	Edge  app.Config
-	Log logSettings
+	Log   logSettings
 }
 
 // logSettings are the logging settings every subcommand reads.
