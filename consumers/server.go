@@ -118,7 +118,8 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.register(ctx); err != nil {
 		return err
 	}
-	s.reader = &reader{s: s, stop: make(chan struct{}), done: make(chan struct{}), slots: make(chan struct{}, s.cfg.Concurrency)}
+	s.reader = &reader{s: s, stop: make(chan struct{}), done: make(chan struct{}), slots: make(chan struct{}, s.cfg.Concurrency),
+		settles: make(chan struct{}, settleSlotsPer*s.cfg.Concurrency)}
 	s.forwarder = newPeriodic(s.forwardDue)
 	s.lease = newPeriodic(s.renewLeases)
 	s.beat = newPeriodic(s.heartbeat)
@@ -253,11 +254,12 @@ func (s *Server) Close() error {
 // and starts one goroutine per call. Before reading new calls it claims, at
 // most every VisibilityTimeout/2, calls whose consumer stopped renewing them.
 type reader struct {
-	s     *Server
-	slots chan struct{} // a token per running call
-	stop  chan struct{}
-	done  chan struct{}
-	once  sync.Once
+	s       *Server
+	slots   chan struct{} // a token per call read and not yet settling
+	settles chan struct{} // a token per call settling (callSlot)
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
 }
 
 func (r *reader) start(wg *sync.WaitGroup) {
@@ -324,8 +326,9 @@ func (r *reader) loop() {
 			s.running.Store(d.StreamID, struct{}{})
 			s.inflight.Add(1)
 			go func() {
-				defer func() { s.running.Delete(d.StreamID); <-r.slots; s.inflight.Done() }()
-				s.process(&d)
+				cs := &callSlot{r: r}
+				defer func() { s.running.Delete(d.StreamID); cs.release(); s.inflight.Done() }()
+				s.process(&d, cs)
 			}()
 		}
 		if err != nil {
@@ -344,6 +347,43 @@ func (r *reader) loop() {
 		default:
 		}
 	}
+}
+
+// settleSlotsPer is how many settle slots a server has per run slot
+// (Config.Concurrency): outcomes waiting for their batch to reach Redis.
+const settleSlotsPer = 4
+
+// callSlot is a call's hold on its reader's slots: a run slot while it is
+// read and its handler runs, then, once its outcome is known, a settle slot
+// while that outcome waits for its batch to reach Redis. So a handler slot
+// is free again as soon as the handler returns (the next call can run while
+// this one's settle round trip is under way), and the settles waiting are
+// bounded on their own (settleSlotsPer × Concurrency): a slow Redis stops
+// the reader, not memory. The call stays in Server.running (its lease
+// renewed) and in Server.inflight (drained by Shutdown) until it is settled.
+type callSlot struct {
+	r        *reader
+	settling bool
+}
+
+// toSettle trades the run slot for a settle slot, waiting for one if every
+// settle slot is taken (the run slot stays held meanwhile). Idempotent.
+func (c *callSlot) toSettle() {
+	if c == nil || c.settling {
+		return
+	}
+	c.r.settles <- struct{}{}
+	<-c.r.slots
+	c.settling = true
+}
+
+// release gives back whichever slot the call holds.
+func (c *callSlot) release() {
+	if c.settling {
+		<-c.r.settles
+		return
+	}
+	<-c.r.slots
 }
 
 var (
@@ -385,8 +425,10 @@ func (w *cancelWatcher) shutdown() {
 	<-w.done
 }
 
-// process runs one delivery and settles it: an answer, a retry, or a dead letter.
-func (s *Server) process(d *streams.Delivery) {
+// process runs one delivery and settles it: an answer, a retry, or a dead
+// letter. cs (nil in tests) trades its run slot for a settle slot once the
+// outcome is known.
+func (s *Server) process(d *streams.Delivery, cs *callSlot) {
 	if d.Err != nil {
 		s.poison(d)
 		return
@@ -396,6 +438,7 @@ func (s *Server) process(d *streams.Delivery) {
 	if attempt > s.cfg.MaxAttempts {
 		// Delivered again and again without ever being settled: each consumer
 		// that took it died or hung. Running it once more may kill this one.
+		cs.toSettle()
 		s.stats.deadLettered(call.Method)
 		lastErr := streams.NewError(streams.CodeInternal, fmt.Sprintf("delivered %d times without finishing: every consumer that took it crashed or stopped", d.Deliveries))
 		s.settle(d, func(ctx context.Context) (bool, error) {
@@ -404,6 +447,7 @@ func (s *Server) process(d *streams.Delivery) {
 		return
 	}
 	if !call.Deadline.IsZero() && time.Now().After(call.Deadline) {
+		cs.toSettle()
 		s.stats.expired(call.Method)
 		s.answer(d, streams.ErrorReply(call.ID, streams.NewError(streams.CodeTimeout, "the call's deadline passed while it was queued; it was not run")), streams.Run{Consumer: s.cfg.Name})
 		return
@@ -422,6 +466,7 @@ func (s *Server) process(d *streams.Delivery) {
 	cancelCall(nil)
 	cancel()
 	took := time.Since(start)
+	cs.toSettle() // the handler is done: its slot is free for the next call
 	run := streams.Run{Consumer: s.cfg.Name, Started: start, Took: took}
 	var reply streams.Reply
 	if err == nil {
