@@ -119,7 +119,7 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	s.reader = &reader{s: s, stop: make(chan struct{}), done: make(chan struct{}), slots: make(chan struct{}, s.cfg.Concurrency),
-		settles: make(chan struct{}, settleSlotsPer*s.cfg.Concurrency)}
+		settles: make(chan struct{}, settleSlotsPer*s.cfg.Concurrency), work: make(chan streams.Delivery)}
 	s.forwarder = newPeriodic(s.forwardDue)
 	s.lease = newPeriodic(s.renewLeases)
 	s.beat = newPeriodic(s.heartbeat)
@@ -255,8 +255,9 @@ func (s *Server) Close() error {
 // most every VisibilityTimeout/2, calls whose consumer stopped renewing them.
 type reader struct {
 	s       *Server
-	slots   chan struct{} // a token per call read and not yet settling
-	settles chan struct{} // a token per call settling (callSlot)
+	slots   chan struct{}         // a token per call read and not yet settling
+	settles chan struct{}         // a token per call settling (callSlot)
+	work    chan streams.Delivery // to idle workers (dispatch)
 	stop    chan struct{}
 	done    chan struct{}
 	once    sync.Once
@@ -276,7 +277,40 @@ func (r *reader) shutdown() {
 	<-r.done
 }
 
+// dispatch hands d to an idle worker, or starts one. Workers are kept (idle,
+// blocked on r.work) until the reader stops, so that a call runs on a
+// goroutine whose stack has already grown to what a call needs, instead of a
+// new goroutine per call growing (copying) its stack on every call. There are
+// at most as many as calls held at once: Concurrency + settle slots.
+func (r *reader) dispatch(d streams.Delivery) {
+	select {
+	case r.work <- d:
+		return
+	default:
+	}
+	go r.worker(d)
+}
+
+// worker runs d, then every call it is handed, until the reader stops.
+func (r *reader) worker(d streams.Delivery) {
+	for {
+		r.run(&d)
+		var ok bool
+		if d, ok = <-r.work; !ok {
+			return
+		}
+	}
+}
+
+func (r *reader) run(d *streams.Delivery) {
+	s := r.s
+	cs := &callSlot{r: r}
+	defer func() { s.running.Delete(d.StreamID); cs.release(); s.inflight.Done() }()
+	s.process(d, cs)
+}
+
 func (r *reader) loop() {
+	defer close(r.work) // idle workers return; busy ones after their call
 	s := r.s
 	outages := outage.New(s.log)
 	claimEvery := s.cfg.VisibilityTimeout / 2
@@ -322,14 +356,9 @@ func (r *reader) loop() {
 			<-r.slots
 		}
 		for i := range ds {
-			d := ds[i]
-			s.running.Store(d.StreamID, struct{}{})
+			s.running.Store(ds[i].StreamID, struct{}{})
 			s.inflight.Add(1)
-			go func() {
-				cs := &callSlot{r: r}
-				defer func() { s.running.Delete(d.StreamID); cs.release(); s.inflight.Done() }()
-				s.process(&d, cs)
-			}()
+			r.dispatch(ds[i])
 		}
 		if err != nil {
 			outages.Failed(err)
