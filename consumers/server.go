@@ -294,7 +294,7 @@ func (r *reader) dispatch(d streams.Delivery) {
 // worker runs d, then every call it is handed, until the reader stops.
 func (r *reader) worker(d streams.Delivery) {
 	for {
-		r.run(&d)
+		r.run(d)
 		var ok bool
 		if d, ok = <-r.work; !ok {
 			return
@@ -302,11 +302,24 @@ func (r *reader) worker(d streams.Delivery) {
 	}
 }
 
-func (r *reader) run(d *streams.Delivery) {
-	s := r.s
+// run processes one call (its own copy of d: an answer settled after run
+// returns still refers to it).
+func (r *reader) run(d streams.Delivery) {
 	cs := &callSlot{r: r}
-	defer func() { s.running.Delete(d.StreamID); cs.release(); s.inflight.Done() }()
-	s.process(d, cs)
+	defer func() {
+		if !cs.detached {
+			r.s.callDone(&d, cs)
+		}
+	}()
+	r.s.process(&d, cs)
+}
+
+// callDone ends a call's hold on this server: it is no longer running (no
+// lease to renew), its slot is free, Shutdown stops waiting for it.
+func (s *Server) callDone(d *streams.Delivery, cs *callSlot) {
+	s.running.Delete(d.StreamID)
+	cs.release()
+	s.inflight.Done()
 }
 
 func (r *reader) loop() {
@@ -393,6 +406,9 @@ const settleSlotsPer = 4
 type callSlot struct {
 	r        *reader
 	settling bool
+	// detached: the call's answer is settling asynchronously (answer), and
+	// its completion calls callDone, not the worker.
+	detached bool
 }
 
 // toSettle trades the run slot for a settle slot, waiting for one if every
@@ -478,7 +494,7 @@ func (s *Server) process(d *streams.Delivery, cs *callSlot) {
 	if !call.Deadline.IsZero() && time.Now().After(call.Deadline) {
 		cs.toSettle()
 		s.stats.expired(call.Method)
-		s.answer(d, streams.ErrorReply(call.ID, streams.NewError(streams.CodeTimeout, "the call's deadline passed while it was queued; it was not run")), streams.Run{Consumer: s.cfg.Name})
+		s.answer(d, streams.ErrorReply(call.ID, streams.NewError(streams.CodeTimeout, "the call's deadline passed while it was queued; it was not run")), streams.Run{Consumer: s.cfg.Name}, cs)
 		return
 	}
 	req := &Request{
@@ -503,7 +519,7 @@ func (s *Server) process(d *streams.Delivery, cs *callSlot) {
 	}
 	if err == nil {
 		s.stats.record(call.Method, took, nil)
-		s.answer(d, reply, run)
+		s.answer(d, reply, run, cs)
 		return
 	}
 	switch {
@@ -515,7 +531,7 @@ func (s *Server) process(d *streams.Delivery, cs *callSlot) {
 	we := wireError(err)
 	s.stats.record(call.Method, took, we)
 	if !IsRetryable(err) {
-		s.answer(d, streams.ErrorReply(call.ID, we), run)
+		s.answer(d, streams.ErrorReply(call.ID, we), run, cs)
 		return
 	}
 	if attempt >= s.cfg.MaxAttempts {
@@ -527,7 +543,7 @@ func (s *Server) process(d *streams.Delivery, cs *callSlot) {
 	due := time.Now().Add(s.backoff(attempt))
 	if due.After(call.Deadline) {
 		// No caller will be waiting by then: answer with the error now.
-		s.answer(d, streams.ErrorReply(call.ID, we), run)
+		s.answer(d, streams.ErrorReply(call.ID, we), run, cs)
 		return
 	}
 	s.stats.retried(call.Method)
@@ -586,9 +602,40 @@ func sameBytes(a, b []byte) bool {
 	return len(a) == len(b) && len(a) > 0 && unsafe.SliceData(a) == unsafe.SliceData(b)
 }
 
-func (s *Server) answer(d *streams.Delivery, reply streams.Reply, run streams.Run) {
+// answer settles d with reply. With cs (always, but in tests), it does not
+// wait: the answer joins its batch and the batch's completion ends the call
+// (callDone), so the worker is free at once and is not woken back; only when
+// Redis is unavailable does a goroutine retry it as settle does.
+func (s *Server) answer(d *streams.Delivery, reply streams.Reply, run streams.Run, cs *callSlot) {
 	reply = withTiming(reply, d.Call, run)
-	s.settle(d, func(ctx context.Context) (bool, error) { return s.streams.Finish(ctx, d, reply, run) })
+	finish := func(ctx context.Context) (bool, error) { return s.streams.Finish(ctx, d, reply, run) }
+	if cs == nil {
+		s.settle(d, finish)
+		return
+	}
+	cs.detached = true
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	s.streams.FinishAsync(ctx, cancel, d, reply, run, func(settled bool, err error) {
+		if err != nil {
+			s.log.Debug("settling the call failed; retrying", "call_id", d.Call.ID, "err", err)
+			go func() {
+				s.settle(d, finish)
+				s.callDone(d, cs)
+			}()
+			return
+		}
+		if !settled {
+			s.duplicate(d)
+		}
+		s.callDone(d, cs)
+	})
+}
+
+// duplicate notes a run whose outcome was dropped: another consumer settled
+// the call first.
+func (s *Server) duplicate(d *streams.Delivery) {
+	s.stats.duplicate()
+	s.log.Info("call was already settled by another consumer; this run's outcome is dropped", "call_id", d.Call.ID)
 }
 
 // settle runs one settling script, retrying while Redis is unavailable until
@@ -602,8 +649,7 @@ func (s *Server) settle(d *streams.Delivery, op func(ctx context.Context) (bool,
 		cancel()
 		if err == nil {
 			if !settled {
-				s.stats.duplicate()
-				s.log.Info("call was already settled by another consumer; this run's outcome is dropped", "call_id", d.Call.ID)
+				s.duplicate(d)
 			}
 			return
 		}
