@@ -216,7 +216,11 @@ func printReport(w io.Writer, rep *bench.Report) {
 				fmt.Fprintf(w, " %s (%s)", p.Name, p.Err)
 				continue
 			}
-			fmt.Fprintf(w, " %s %s (%.2f cores)", p.Name, fmtUS(p.CPUPerCall), p.Cores)
+			fmt.Fprintf(w, " %s %s (%.2f cores", p.Name, fmtUS(p.CPUPerCall), p.Cores)
+			if p.SleepsPerCall > 0 {
+				fmt.Fprintf(w, ", %.2f sleeps/call", p.SleepsPerCall)
+			}
+			fmt.Fprint(w, ")")
 		}
 		if len(r.Procs) > 1 {
 			fmt.Fprintf(w, "; all %s", fmtUS(r.ProcsPerCall()))

@@ -32,8 +32,12 @@ type ProcCPU struct {
 	CPUPerCall float64 `json:"cpu_us_per_call"`    // microseconds
 	Cores      float64 `json:"cores"`              // CPU seconds per second of the run
 	CPUSeconds float64 `json:"cpu_seconds_in_run"` // the raw reading
-	Source     string  `json:"source,omitempty"`   // "/proc/PID/stat" or "INFO cpu"
-	Err        string  `json:"error,omitempty"`    // a reading that failed
+	// SleepsPerCall is how often the process's threads blocked (voluntary
+	// context switches, every thread, /proc/PID/task/*/status) per call: each
+	// is a sleep that a wake-up ends. Not for Redis.
+	SleepsPerCall float64 `json:"sleeps_per_call,omitempty"`
+	Source        string  `json:"source,omitempty"` // "/proc/PID/stat" or "INFO cpu"
+	Err           string  `json:"error,omitempty"`  // a reading that failed
 }
 
 // Proc names a process to read CPU time from: -pid edge=1234.
@@ -83,6 +87,35 @@ func parseProcStat(s string) (time.Duration, error) {
 		return 0, errors.New("/proc stat: bad utime/stime")
 	}
 	return time.Duration(u+st) * time.Second / clockTicks, nil
+}
+
+// procSleeps adds up voluntary_ctxt_switches over a process's threads
+// (threads that have exited are not counted: Go rarely ends one).
+func procSleeps(pid int) (int64, error) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(dir + "/" + t.Name() + "/status")
+		if err != nil {
+			continue // the thread ended meanwhile
+		}
+		n += parseVoluntary(string(b))
+	}
+	return n, nil
+}
+
+func parseVoluntary(status string) int64 {
+	for _, line := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(line, "voluntary_ctxt_switches:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // redisCPU reads INFO cpu's used_cpu_sys + used_cpu_user (the whole
@@ -138,6 +171,7 @@ type procWatch struct {
 	rdb    redis.UniversalClient // nil: no Redis reading
 	before []time.Duration
 	errs   []error
+	sleeps []int64
 	t0     time.Time
 }
 
@@ -160,7 +194,16 @@ func (w *procWatch) read(ctx context.Context) ([]time.Duration, []error) {
 	return out, errs
 }
 
+func (w *procWatch) readSleeps() []int64 {
+	out := make([]int64, len(w.procs))
+	for i, p := range w.procs {
+		out[i], _ = procSleeps(p.PID)
+	}
+	return out
+}
+
 func (w *procWatch) start(ctx context.Context) {
+	w.sleeps = w.readSleeps()
 	w.before, w.errs = w.read(ctx)
 	w.t0 = time.Now()
 }
@@ -168,6 +211,7 @@ func (w *procWatch) start(ctx context.Context) {
 // finish returns each process's CPU per call over the run.
 func (w *procWatch) finish(ctx context.Context, calls int64) []ProcCPU {
 	after, errs := w.read(ctx)
+	sleeps := w.readSleeps()
 	secs := time.Since(w.t0).Seconds()
 	var out []ProcCPU
 	add := func(i int, p ProcCPU) {
@@ -186,7 +230,11 @@ func (w *procWatch) finish(ctx context.Context, calls int64) []ProcCPU {
 		out = append(out, p)
 	}
 	for i, p := range w.procs {
-		add(i, ProcCPU{Name: p.Name, PID: p.PID, Source: "/proc/PID/stat"})
+		pc := ProcCPU{Name: p.Name, PID: p.PID, Source: "/proc/PID/stat"}
+		if d := sleeps[i] - w.sleeps[i]; d > 0 && calls > 0 {
+			pc.SleepsPerCall = math.Round(float64(d)/float64(calls)*100) / 100
+		}
+		add(i, pc)
 	}
 	if w.rdb != nil {
 		add(len(w.procs), ProcCPU{Name: "redis", Source: "INFO cpu"})

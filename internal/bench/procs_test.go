@@ -104,3 +104,19 @@ func TestParseProc(t *testing.T) {
 		})
 	}
 }
+
+func TestParseVoluntary(t *testing.T) {
+	for _, tc := range []struct {
+		name, status string
+		want         int64
+	}{
+		{name: "status", status: "Name:\tx\nvoluntary_ctxt_switches:\t1234\nnonvoluntary_ctxt_switches:\t9\n", want: 1234},
+		{name: "missing", status: "Name:\tx\n", want: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := parseVoluntary(tc.status); got != tc.want {
+				t.Fatalf("got %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
