@@ -251,7 +251,7 @@ func (s *Server) Close() error {
 }
 
 // reader is the loop that takes calls, only as many as there are free slots,
-// and starts one goroutine per call. Before reading new calls it claims, at
+// and hands each to a worker (dispatch). Before reading new calls it claims, at
 // most every VisibilityTimeout/2, calls whose consumer stopped renewing them.
 type reader struct {
 	s       *Server
@@ -471,8 +471,8 @@ func (w *cancelWatcher) shutdown() {
 }
 
 // process runs one delivery and settles it: an answer, a retry, or a dead
-// letter. cs (nil in tests) trades its run slot for a settle slot once the
-// outcome is known.
+// letter. cs trades its run slot for a settle slot once the outcome is
+// known (nil: no slots, and the answer is settled synchronously).
 func (s *Server) process(d *streams.Delivery, cs *callSlot) {
 	if d.Err != nil {
 		s.poison(d)
