@@ -29,7 +29,10 @@ type Config struct {
 	Description string `env:"STREAMRPC_HANDLER_DESCRIPTION"`
 	// Version is the handler's version, shown in the registry and the UI.
 	Version string `env:"STREAMRPC_HANDLER_VERSION"`
-	// Concurrency is how many calls run at once. Default 16.
+	// Concurrency is how many handlers run at once. Default 16. A call's
+	// slot is free again when its handler returns: its outcome then waits for
+	// its batch to reach Redis without holding it (at most 4 × Concurrency
+	// outcomes wait so at once; beyond that, the reader waits).
 	Concurrency int `env:"STREAMRPC_CONCURRENCY"`
 	// Name identifies this consumer in the group. Default host-pid-random.
 	Name string `env:"STREAMRPC_CONSUMER_NAME"`

@@ -129,7 +129,8 @@ func (s *Server) Start(ctx context.Context) error {
 	if err := s.register(ctx); err != nil {
 		return err
 	}
-	s.reader = &reader{s: s, stop: make(chan struct{}), done: make(chan struct{}), slots: make(chan struct{}, s.cfg.Concurrency)}
+	s.reader = &reader{s: s, stop: make(chan struct{}), done: make(chan struct{}), slots: make(chan struct{}, s.cfg.Concurrency),
+		settles: make(chan struct{}, settleSlotsPer*s.cfg.Concurrency), work: make(chan streams.Delivery)}
 	s.forwarder = newPeriodic(s.forwardDue)
 	s.lease = newPeriodic(s.renewLeases)
 	s.beat = newPeriodic(s.heartbeat)
@@ -339,17 +340,19 @@ func (s *Server) Close() error {
 }
 
 // reader is the loop that takes calls, only as many as there are free slots,
-// and starts one goroutine per call. Before reading new calls it claims, at
-// most every HeartbeatInterval, the calls of consumers declared dead (no
+// and hands each to a worker (dispatch). Before reading new calls it claims,
+// at most every HeartbeatInterval, the calls of consumers declared dead (no
 // heartbeat for DeadAfter), and at most every VisibilityTimeout/2 calls whose
 // consumer stopped renewing them. A read blocks for at most HeartbeatInterval,
 // so a consumer with a free slot looks for dead consumers' calls that often.
 type reader struct {
-	s     *Server
-	slots chan struct{} // a token per running call
-	stop  chan struct{}
-	done  chan struct{}
-	once  sync.Once
+	s       *Server
+	slots   chan struct{}         // a token per call read and not yet settling
+	settles chan struct{}         // a token per call settling (callSlot)
+	work    chan streams.Delivery // to idle workers (dispatch)
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
 }
 
 func (r *reader) start(wg *sync.WaitGroup) {
@@ -366,7 +369,53 @@ func (r *reader) shutdown() {
 	<-r.done
 }
 
+// dispatch hands d to an idle worker, or starts one. Workers are kept (idle,
+// blocked on r.work) until the reader stops, so that a call runs on a
+// goroutine whose stack has already grown to what a call needs, instead of a
+// new goroutine per call growing (copying) its stack on every call. There are
+// at most as many as calls held at once: Concurrency + settle slots.
+func (r *reader) dispatch(d streams.Delivery) {
+	select {
+	case r.work <- d:
+		return
+	default:
+	}
+	go r.worker(d)
+}
+
+// worker runs d, then every call it is handed, until the reader stops.
+func (r *reader) worker(d streams.Delivery) {
+	for {
+		r.run(d)
+		var ok bool
+		if d, ok = <-r.work; !ok {
+			return
+		}
+	}
+}
+
+// run processes one call (its own copy of d: an answer settled after run
+// returns still refers to it).
+func (r *reader) run(d streams.Delivery) {
+	cs := &callSlot{r: r}
+	defer func() {
+		if !cs.detached {
+			r.s.callDone(&d, cs)
+		}
+	}()
+	r.s.process(&d, cs)
+}
+
+// callDone ends a call's hold on this server: it is no longer running (no
+// lease to renew), its slot is free, Shutdown stops waiting for it.
+func (s *Server) callDone(d *streams.Delivery, cs *callSlot) {
+	s.running.Delete(d.StreamID)
+	cs.release()
+	s.inflight.Done()
+}
+
 func (r *reader) loop() {
+	defer close(r.work) // idle workers return; busy ones after their call
 	s := r.s
 	outages := outage.New(s.log)
 	claimEvery := s.cfg.VisibilityTimeout / 2
@@ -432,13 +481,9 @@ func (r *reader) loop() {
 			<-r.slots
 		}
 		for i := range ds {
-			d := ds[i]
-			s.running.Store(d.StreamID, callID(&d))
+			s.running.Store(ds[i].StreamID, callID(&ds[i]))
 			s.inflight.Add(1)
-			go func() {
-				defer func() { s.running.Delete(d.StreamID); <-r.slots; s.inflight.Done() }()
-				s.process(&d)
-			}()
+			r.dispatch(ds[i])
 		}
 		if err != nil {
 			outages.Failed(err)
@@ -456,6 +501,46 @@ func (r *reader) loop() {
 		default:
 		}
 	}
+}
+
+// settleSlotsPer is how many settle slots a server has per run slot
+// (Config.Concurrency): outcomes waiting for their batch to reach Redis.
+const settleSlotsPer = 4
+
+// callSlot is a call's hold on its reader's slots: a run slot while it is
+// read and its handler runs, then, once its outcome is known, a settle slot
+// while that outcome waits for its batch to reach Redis. So a handler slot
+// is free again as soon as the handler returns (the next call can run while
+// this one's settle round trip is under way), and the settles waiting are
+// bounded on their own (settleSlotsPer × Concurrency): a slow Redis stops
+// the reader, not memory. The call stays in Server.running (its lease
+// renewed) and in Server.inflight (drained by Shutdown) until it is settled.
+type callSlot struct {
+	r        *reader
+	settling bool
+	// detached: the call's answer is settling asynchronously (answer), and
+	// its completion calls callDone, not the worker.
+	detached bool
+}
+
+// toSettle trades the run slot for a settle slot, waiting for one if every
+// settle slot is taken (the run slot stays held meanwhile). Idempotent.
+func (c *callSlot) toSettle() {
+	if c == nil || c.settling {
+		return
+	}
+	c.r.settles <- struct{}{}
+	<-c.r.slots
+	c.settling = true
+}
+
+// release gives back whichever slot the call holds.
+func (c *callSlot) release() {
+	if c.settling {
+		<-c.r.settles
+		return
+	}
+	<-c.r.slots
 }
 
 var (
@@ -506,8 +591,10 @@ func (w *cancelWatcher) shutdown() {
 	<-w.done
 }
 
-// process runs one delivery and settles it: an answer, a retry, or a dead letter.
-func (s *Server) process(d *streams.Delivery) {
+// process runs one delivery and settles it: an answer, a retry, or a dead
+// letter. cs trades its run slot for a settle slot once the outcome is
+// known (nil: no slots, and the answer is settled synchronously).
+func (s *Server) process(d *streams.Delivery, cs *callSlot) {
 	if d.Err != nil {
 		s.poison(d)
 		return
@@ -517,6 +604,7 @@ func (s *Server) process(d *streams.Delivery) {
 	if attempt > s.cfg.MaxAttempts {
 		// Delivered again and again without ever being settled: each consumer
 		// that took it died or hung. Running it once more may kill this one.
+		cs.toSettle()
 		s.stats.deadLettered(call.Method)
 		lastErr := streams.NewError(streams.CodeInternal, fmt.Sprintf("delivered %d times without finishing: every consumer that took it crashed or stopped", d.Deliveries))
 		s.settle(d, func(ctx context.Context) (bool, error) {
@@ -525,8 +613,9 @@ func (s *Server) process(d *streams.Delivery) {
 		return
 	}
 	if !call.Deadline.IsZero() && time.Now().After(call.Deadline) {
+		cs.toSettle()
 		s.stats.expired(call.Method)
-		s.answer(d, streams.ErrorReply(call.ID, streams.NewError(streams.CodeTimeout, "the call's deadline passed while it was queued; it was not run")), streams.Run{Consumer: s.cfg.Name})
+		s.answer(d, streams.ErrorReply(call.ID, streams.NewError(streams.CodeTimeout, "the call's deadline passed while it was queued; it was not run")), streams.Run{Consumer: s.cfg.Name}, cs)
 		return
 	}
 	req := &Request{
@@ -536,19 +625,21 @@ func (s *Server) process(d *streams.Delivery) {
 	ran := s.runOnce(req)
 	for s.probe != nil && errors.Is(ran.err, ErrAppUnavailable) {
 		// The app is down: this attempt does not count. Hold the call (its
-		// lease is renewed) and run it again once the app answers.
+		// lease is renewed, its slot kept) and run it again once the app answers.
 		s.appDown(ran.err)
 		if !s.waitForApp(s.reader.stop) {
 			s.log.Warn("stopping while the app is down; the call stays pending for another consumer", "call_id", call.ID)
 			return
 		}
 		if time.Now().After(call.Deadline) {
+			cs.toSettle()
 			s.stats.expired(call.Method)
-			s.answer(d, streams.ErrorReply(call.ID, streams.NewError(streams.CodeTimeout, "the call's deadline passed while the app was down; it was not run")), streams.Run{Consumer: s.cfg.Name})
+			s.answer(d, streams.ErrorReply(call.ID, streams.NewError(streams.CodeTimeout, "the call's deadline passed while the app was down; it was not run")), streams.Run{Consumer: s.cfg.Name}, cs)
 			return
 		}
 		ran = s.runOnce(req)
 	}
+	cs.toSettle() // the handler is done: its slot is free for the next call
 	res, err, run, cancelled, timedOut := ran.res, ran.err, ran.run, ran.cancelled, ran.timedOut
 	took := run.Took
 	var reply streams.Reply
@@ -557,7 +648,7 @@ func (s *Server) process(d *streams.Delivery) {
 	}
 	if err == nil {
 		s.stats.record(call.Method, took, nil)
-		s.answer(d, reply, run)
+		s.answer(d, reply, run, cs)
 		return
 	}
 	switch {
@@ -569,7 +660,7 @@ func (s *Server) process(d *streams.Delivery) {
 	we := wireError(err)
 	s.stats.record(call.Method, took, we)
 	if !IsRetryable(err) {
-		s.answer(d, streams.ErrorReply(call.ID, we), run)
+		s.answer(d, streams.ErrorReply(call.ID, we), run, cs)
 		return
 	}
 	if attempt >= s.cfg.MaxAttempts {
@@ -581,7 +672,7 @@ func (s *Server) process(d *streams.Delivery) {
 	due := time.Now().Add(s.backoff(attempt))
 	if due.After(call.Deadline) {
 		// No caller will be waiting by then: answer with the error now.
-		s.answer(d, streams.ErrorReply(call.ID, we), run)
+		s.answer(d, streams.ErrorReply(call.ID, we), run, cs)
 		return
 	}
 	s.stats.retried(call.Method)
@@ -665,9 +756,40 @@ func sameBytes(a, b []byte) bool {
 	return len(a) == len(b) && len(a) > 0 && unsafe.SliceData(a) == unsafe.SliceData(b)
 }
 
-func (s *Server) answer(d *streams.Delivery, reply streams.Reply, run streams.Run) {
+// answer settles d with reply. With cs (always, but in tests), it does not
+// wait: the answer joins its batch and the batch's completion ends the call
+// (callDone), so the worker is free at once and is not woken back; only when
+// Redis is unavailable does a goroutine retry it as settle does.
+func (s *Server) answer(d *streams.Delivery, reply streams.Reply, run streams.Run, cs *callSlot) {
 	reply = withTiming(reply, d.Call, run)
-	s.settle(d, func(ctx context.Context) (bool, error) { return s.streams.Finish(ctx, d, reply, run) })
+	finish := func(ctx context.Context) (bool, error) { return s.streams.Finish(ctx, d, reply, run) }
+	if cs == nil {
+		s.settle(d, finish)
+		return
+	}
+	cs.detached = true
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	s.streams.FinishAsync(ctx, cancel, d, reply, run, func(settled bool, err error) {
+		if err != nil {
+			s.log.Debug("settling the call failed; retrying", "call_id", d.Call.ID, "err", err)
+			go func() {
+				s.settle(d, finish)
+				s.callDone(d, cs)
+			}()
+			return
+		}
+		if !settled {
+			s.duplicate(d)
+		}
+		s.callDone(d, cs)
+	})
+}
+
+// duplicate notes a run whose outcome was dropped: another consumer settled
+// the call first.
+func (s *Server) duplicate(d *streams.Delivery) {
+	s.stats.duplicate()
+	s.log.Info("another consumer settled the call, or holds it (this one was declared dead); this run's outcome is dropped", "call_id", d.Call.ID)
 }
 
 // settle runs one settling script, retrying while Redis is unavailable until
@@ -681,8 +803,7 @@ func (s *Server) settle(d *streams.Delivery, op func(ctx context.Context) (bool,
 		cancel()
 		if err == nil {
 			if !settled {
-				s.stats.duplicate()
-				s.log.Info("another consumer settled the call, or holds it (this one was declared dead); this run's outcome is dropped", "call_id", d.Call.ID)
+				s.duplicate(d)
 			}
 			return
 		}

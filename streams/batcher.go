@@ -39,6 +39,9 @@ type pending struct {
 	ctx  context.Context
 	err  error
 	done chan struct{}
+	// then, if set (post), runs when the operation completes, on the
+	// goroutine that completes it: it must be quick and must not block.
+	then func()
 }
 
 func (p *pending) base() *pending { return p }
@@ -49,6 +52,9 @@ func (p *pending) init(ctx context.Context) { p.ctx, p.done = ctx, make(chan str
 func (p *pending) complete(err error) {
 	p.err = err
 	close(p.done)
+	if p.then != nil {
+		p.then()
+	}
 }
 
 var errClosed = errors.New("streams: client closed")
@@ -111,6 +117,36 @@ func (b *batcher[T]) do(ctx context.Context, o T) error {
 	case <-ctx.Done():
 		// The operation may still be sent: the caller cannot know if it took effect.
 		return ctx.Err()
+	}
+}
+
+// post is do without waiting: it queues o (initialised with ctx) and returns;
+// then runs when o is complete (its error in o.base().err), on the goroutine
+// that completes it. When no batch is in flight, o is sent at once from the
+// caller's goroutine, as by do. The caller is not woken back: under load this
+// saves a goroutine wake-up per operation. Blocks only while the queue is
+// full (back-pressure); when the batcher has stopped, o completes with
+// errClosed.
+func (b *batcher[T]) post(ctx context.Context, o T, then func()) {
+	p := o.base()
+	p.init(ctx)
+	p.then = then
+	if b.inflight.CompareAndSwap(0, 1) {
+		select {
+		case <-b.stop:
+			b.inflight.Add(-1)
+			p.complete(errClosed)
+			return
+		default:
+		}
+		b.sendLive([]T{o})
+		b.inflight.Add(-1)
+		return
+	}
+	select {
+	case b.queue <- o:
+	case <-b.stop:
+		p.complete(errClosed)
 	}
 }
 

@@ -700,6 +700,29 @@ func (c *Client) Finish(ctx context.Context, d *Delivery, reply Reply, run Run) 
 	return o.settled, nil
 }
 
+// FinishAsync is Finish without waiting: done runs once the answer is
+// settled (or failed: err is then as Finish's), on the goroutine that
+// completed it (the answer batcher's, or the caller's when it sent the batch
+// itself); done must be quick and must not block. ctx bounds the attempt;
+// cancel (may be nil) is called before done.
+func (c *Client) FinishAsync(ctx context.Context, cancel context.CancelFunc, d *Delivery, reply Reply, run Run, done func(settled bool, err error)) {
+	ttl := c.resultTTL(d)
+	o := &answerOp{d: d, reply: reply.encode(), ttl: ttl.Milliseconds(), group: d.Handler + "\x00" + run.Consumer}
+	c.answers.post(ctx, o, func() {
+		if cancel != nil {
+			cancel()
+		}
+		if o.err != nil {
+			done(false, unavailable(o.err))
+			return
+		}
+		if o.settled {
+			c.recorder.record(settledOf(d, "answer", reply, run, "", ttl))
+		}
+		done(o.settled, nil)
+	})
+}
+
 // Retry acks the delivery and schedules the call's next attempt at due. The
 // caller keeps waiting: no reply is sent.
 func (c *Client) Retry(ctx context.Context, d *Delivery, due time.Time, lastErr *Error, run Run) (bool, error) {

@@ -29,7 +29,31 @@ type benchFlags struct {
 	cfg        bench.Config
 	json       bool
 	cpuProfile string
-	idleClient int // hidden: be the child process of -idle
+	idleClient int    // hidden: be the child process of -idle
+	child      string // hidden: be a child process of -spawn
+}
+
+// procFlags is -pid, repeatable.
+type procFlags struct{ procs *[]bench.Proc }
+
+func (p procFlags) String() string {
+	if p.procs == nil {
+		return ""
+	}
+	var s []string
+	for _, x := range *p.procs {
+		s = append(s, fmt.Sprintf("%s=%d", x.Name, x.PID))
+	}
+	return strings.Join(s, ",")
+}
+
+func (p procFlags) Set(v string) error {
+	x, err := bench.ParseProc(v)
+	if err != nil {
+		return err
+	}
+	*p.procs = append(*p.procs, x)
+	return nil
 }
 
 // parseBenchFlags parses bench's arguments. A usage error's message is
@@ -62,6 +86,9 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 	fs.IntVar(&c.ConsumerConcurrency, "consumer-concurrency", 0, "-inprocess: the consumer's concurrency (0: the SDK's default)")
 	fs.IntVar(&c.DurableReplicas, "durable", 0, "-inprocess: durable mode, WAIT for this many replicas after each batch (STREAMRPC_DURABLE_REPLICAS)")
 	fs.IntVar(&c.IdleConns, "idle", 0, "-inprocess: after the run, measure the edge's memory per idle WebSocket with this many sockets")
+	fs.BoolVar(&c.Spawn, "spawn", false, "start streamrpc edge and an echo consumer (defaults) as child processes on -redis, and the baseline as a third; report each process's CPU per call (and Redis's, INFO cpu)")
+	fs.Var(procFlags{&c.Procs}, "pid", "name=PID: also report this process's CPU per call over the run (/proc/PID/stat); repeatable")
+	fs.StringVar(&f.child, "child", "", "internal: be the -spawn child process echo or consumer")
 	fs.BoolVar(&f.json, "json", false, "print the report as JSON")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of this process (with -inprocess: edge, consumer and load) to this file")
 	fs.IntVar(&f.idleClient, "idle-client", 0, "internal: open this many idle sockets to the URL argument")
@@ -75,11 +102,21 @@ func parseBenchFlags(args []string, stderr io.Writer) (benchFlags, error) {
 		c.URL = fs.Arg(0)
 		return f, nil
 	}
+	if f.child != "" {
+		return f, nil
+	}
 	if fs.NArg() > 0 {
 		return f, usageError(fs, stderr, "unexpected arguments: "+strings.Join(fs.Args(), " "))
 	}
 	if c.Concurrency <= 0 || c.Duration <= 0 || c.Conns <= 0 || c.Timeout <= 0 || c.MaxInFlight <= 0 || c.IdleConns < 0 || c.ConsumerConcurrency < 0 || c.DurableReplicas < 0 {
 		return f, usageError(fs, stderr, "-c, -d, -conns, -timeout and -max-inflight must be positive")
+	}
+	if c.Spawn {
+		exe, err := os.Executable()
+		if err != nil {
+			return f, err
+		}
+		c.Self = []string{exe}
 	}
 	if c.IdleConns > 0 {
 		// The idle sockets are opened by this same binary, in a child process.
@@ -112,6 +149,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	if f.idleClient > 0 {
 		if err := bench.IdleClient(ctx, f.idleClient, f.cfg.URL, os.Stdin, stdout); err != nil {
+			fmt.Fprintf(stderr, "streamrpc bench: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	if f.child != "" {
+		if err := bench.Child(ctx, f.child, os.Stdin, stdout); err != nil {
 			fmt.Fprintf(stderr, "streamrpc bench: %v\n", err)
 			return 1
 		}
@@ -161,6 +205,32 @@ func printReport(w io.Writer, rep *bench.Report) {
 	}
 	if rep.Floor != nil {
 		row(*rep.Floor)
+	}
+	procs := func(r *bench.Result) {
+		if r == nil || len(r.Procs) == 0 {
+			return
+		}
+		fmt.Fprintf(w, "%-10s cpu/call by process:", r.Target)
+		for _, p := range r.Procs {
+			if p.Err != "" {
+				fmt.Fprintf(w, " %s (%s)", p.Name, p.Err)
+				continue
+			}
+			fmt.Fprintf(w, " %s %s (%.2f cores", p.Name, fmtUS(p.CPUPerCall), p.Cores)
+			if p.SleepsPerCall > 0 {
+				fmt.Fprintf(w, ", %.2f sleeps/call", p.SleepsPerCall)
+			}
+			fmt.Fprint(w, ")")
+		}
+		if len(r.Procs) > 1 {
+			fmt.Fprintf(w, "; all %s", fmtUS(r.ProcsPerCall()))
+		}
+		fmt.Fprintln(w)
+	}
+	procs(&rep.Result)
+	procs(rep.Baseline)
+	if b := rep.Baseline; b != nil && len(b.Procs) > 0 && len(rep.Result.Procs) > 0 && b.ProcsPerCall() > 0 {
+		fmt.Fprintf(w, "cpu/call, all processes measured ÷ the baseline echo's: %.2f×\n", rep.Result.ProcsPerCall()/b.ProcsPerCall())
 	}
 	if len(rep.Result.ErrorCodes) > 0 {
 		fmt.Fprint(w, "errors by code:")

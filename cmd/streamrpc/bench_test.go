@@ -48,6 +48,9 @@ func TestBenchBadFlags(t *testing.T) {
 		{"-floor"},      // needs -redis
 		{"-floor", "-redis", "redis://127.0.0.1:1/0", "-rate", "10"}, // closed loop only
 		{"-d", "0s"},
+		{"-spawn"}, // needs -redis
+		{"-spawn", "-inprocess", "-redis", "redis://127.0.0.1:1/0"},
+		{"-pid", "edge"},
 		{"stray"},
 	} {
 		var stdout, stderr bytes.Buffer

@@ -52,6 +52,16 @@ type Config struct {
 	// IdleConns > 0 (InProcess only): measure the edge's memory per idle
 	// WebSocket by opening that many from a child process (IdleClient).
 	IdleConns int
+	// Spawn starts the edge (`streamrpc edge`, defaults) and an echo consumer
+	// (the SDK's defaults) as child processes on RedisURL, and the baseline
+	// echo as a third, and reports each one's CPU time per call (Self runs
+	// them).
+	Spawn bool
+	// Procs are more processes to read CPU time from around the run
+	// (/proc/PID/stat), e.g. an edge and a consumer started by hand.
+	Procs []Proc `json:"-"`
+	// Self is this binary, [os.Executable(), ...]: what -spawn starts.
+	Self []string `json:"-"`
 	// IdleClient is the command that opens idle sockets, e.g.
 	// [os.Executable(), "bench", "-idle-client"]; the URL and count are appended.
 	IdleClient []string
@@ -112,6 +122,8 @@ func (c Config) Validate() error {
 		return errors.New("-floor needs -redis URL and a closed loop (no -rate)")
 	case c.Floor && c.Concurrency > 1024:
 		return errors.New("-floor runs a worker and a connection per call in flight: at most 1024")
+	case c.Spawn && (c.RedisURL == "" || c.InProcess || len(c.Self) == 0):
+		return errors.New("-spawn needs -redis URL (and not -inprocess)")
 	case c.IdleConns > 0 && !c.InProcess:
 		return errors.New("-idle measures the edge's memory, so it needs -inprocess")
 	case c.IdleConns > 0 && len(c.IdleClient) == 0:
@@ -165,6 +177,18 @@ type Result struct {
 	// during the run, per answered call, in microseconds: with -inprocess the
 	// edge's, the consumer's and the load generator's; Redis's is not in it.
 	CPUPerCall float64 `json:"cpu_us_per_call"`
+	// Procs is the CPU time per call of each other process measured (-spawn,
+	// -pid; Redis's from INFO cpu with -redis).
+	Procs []ProcCPU `json:"processes,omitempty"`
+}
+
+// ProcsPerCall adds up the CPU per call of r.Procs (Redis included).
+func (r Result) ProcsPerCall() float64 {
+	var t float64
+	for _, p := range r.Procs {
+		t += p.CPUPerCall
+	}
+	return math.Round(t*10) / 10
 }
 
 // Ratios compares a run with its baseline: throughput ours/baseline (higher

@@ -104,14 +104,42 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 		fmt.Fprintf(log, "in-process edge %s and echo consumer on %s\n", st.url, cfg.RedisURL)
 	}
 
-	if cfg.Baseline {
-		b, err := startBaseline()
+	procs := append([]Proc{}, cfg.Procs...)
+	if cfg.Spawn {
+		sp, err := spawnStack(ctx, cfg)
 		if err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(log, "baseline (queue-less Fiber echo) on %s ...\n", b.url)
-		res, err := measure(ctx, cfg, b.url, "baseline", nil)
-		b.stop()
+		defer sp.stop()
+		target = sp.url
+		procs = append(procs, sp.edge.proc(), sp.consumer.proc())
+		fmt.Fprintf(log, "edge (pid %d) on %s and echo consumer (pid %d), child processes, on %s\n",
+			sp.edge.cmd.Process.Pid, sp.url, sp.consumer.cmd.Process.Pid, cfg.RedisURL)
+	}
+
+	if cfg.Baseline {
+		var (
+			res   Result
+			err   error
+			where string
+		)
+		if cfg.Spawn {
+			var c *child
+			if c, where, err = spawnBaseline(cfg); err != nil {
+				return nil, err
+			}
+			fmt.Fprintf(log, "baseline (queue-less Fiber echo, pid %d) on %s ...\n", c.cmd.Process.Pid, where)
+			res, err = measure(ctx, cfg, where, "baseline", nil, newProcWatch([]Proc{c.proc()}, nil))
+			c.stop()
+		} else {
+			b, berr := startBaseline()
+			if berr != nil {
+				return nil, berr
+			}
+			fmt.Fprintf(log, "baseline (queue-less Fiber echo) on %s ...\n", b.url)
+			res, err = measure(ctx, cfg, b.url, "baseline", nil, nil)
+			b.stop()
+		}
 		if err != nil {
 			return nil, fmt.Errorf("baseline: %w", err)
 		}
@@ -132,7 +160,7 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (*Report, error) {
 	if rdb != nil || st != nil {
 		around = &aroundRun{rdb: rdb, st: st}
 	}
-	res, err := measure(ctx, cfg, target, "streamrpc", around)
+	res, err := measure(ctx, cfg, target, "streamrpc", around, newProcWatch(procs, rdb))
 	if err != nil {
 		return nil, err
 	}
@@ -255,7 +283,7 @@ func perCall(n, calls int64) float64 {
 func math2(v float64) float64 { return float64(int64(v*100+0.5)) / 100 }
 
 // measure connects, warms up, then runs the measured load.
-func measure(ctx context.Context, cfg Config, base, target string, around *aroundRun) (Result, error) {
+func measure(ctx context.Context, cfg Config, base, target string, around *aroundRun, procs *procWatch) (Result, error) {
 	cl, err := newCaller(ctx, cfg, base)
 	if err != nil {
 		return Result{}, err
@@ -269,7 +297,13 @@ func measure(ctx context.Context, cfg Config, base, target string, around *aroun
 			return Result{}, err
 		}
 	}
+	if procs != nil {
+		procs.start(ctx)
+	}
 	res := load(ctx, cfg, cl, cfg.Duration, target)
+	if procs != nil {
+		res.Procs = procs.finish(ctx, res.Calls)
+	}
 	if around != nil {
 		if err := around.finish(ctx, res.Calls); err != nil {
 			return res, err
