@@ -7,8 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -762,4 +767,53 @@ func (e *protoEnv) deadLetters(edge string, n int) []string {
 		ids[i] = d.Call.ID
 	}
 	return ids
+}
+
+// TestEveryScriptHasProtocolCases fails when a script of the package
+// (a variable holding redis.NewScript) has no section in protocolCases: a
+// "// <name>" comment line in this file heading its cases.
+func TestEveryScriptHasProtocolCases(t *testing.T) {
+	fset := token.NewFileSet()
+	entries, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var scripts []string
+	for _, en := range entries {
+		if name := en.Name(); strings.HasSuffix(name, ".go") && !strings.HasSuffix(name, "_test.go") {
+			f, err := parser.ParseFile(fset, name, nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ast.Inspect(f, func(n ast.Node) bool {
+				vs, ok := n.(*ast.ValueSpec)
+				if !ok {
+					return true
+				}
+				for i, v := range vs.Values {
+					call, ok := v.(*ast.CallExpr)
+					if !ok {
+						continue
+					}
+					if sel, ok := call.Fun.(*ast.SelectorExpr); ok && sel.Sel.Name == "NewScript" {
+						scripts = append(scripts, vs.Names[i].Name)
+					}
+				}
+				return true
+			})
+		}
+	}
+	if len(scripts) == 0 {
+		t.Fatal("found no scripts: the parse is broken")
+	}
+	src, err := os.ReadFile("protocol_test.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(src), "\n")
+	for _, s := range scripts {
+		if !slices.ContainsFunc(lines, func(l string) bool { return strings.TrimSpace(l) == "// "+s }) {
+			t.Errorf("script %s has no protocol cases (no %q section in protocolCases)", s, "// "+s)
+		}
+	}
 }
