@@ -340,12 +340,12 @@ var protocolCases = []protocolCase{
 		e.register(e.h, HandlerSettings{})
 		d := e.taken("", "a")
 		// Wait until the entry has been idle for a while, then renew it.
-		waitFor(t, "entry idle 200ms", func() bool {
+		waitFor(t, "entry idle 1s", func() bool {
 			p, err := e.rdb.XPendingExt(e.ctx, &redis.XPendingExtArgs{Stream: callsKey(e.h), Group: Group, Start: "-", End: "+", Count: 1}).Result()
-			return err == nil && len(p) == 1 && p[0].Idle >= 200*time.Millisecond
+			return err == nil && len(p) == 1 && p[0].Idle >= time.Second
 		})
 		e.noErr("extend lease", e.c.ExtendLease(e.ctx, e.h, "a", []string{d.StreamID}))
-		got, err := e.c.Claim(e.ctx, e.h, "b", 200*time.Millisecond, 10)
+		got, err := e.c.Claim(e.ctx, e.h, "b", time.Second, 10)
 		e.noErr("claim", err)
 		e.want("claimed after renewal", len(got), 0)
 	}},
@@ -620,7 +620,8 @@ var protocolCases = []protocolCase{
 	// rateLimitScript
 	{"ratelimit/a burst is allowed, then refused with a retry-after", func(t *testing.T, e *protoEnv) {
 		subject := "ip:" + e.h
-		limit := RateLimit{Rate: 1, Burst: 3}
+		// One request per 10 s: the test has 10 s before the allowance grows.
+		limit := RateLimit{Rate: 0.1, Burst: 3}
 		for i, remaining := range []int{2, 1, 0} {
 			dec, err := e.c.RateLimit(e.ctx, subject, limit)
 			e.noErr("rate limit", err)
@@ -630,10 +631,10 @@ var protocolCases = []protocolCase{
 		}
 		dec, err := e.c.RateLimit(e.ctx, subject, limit)
 		e.noErr("rate limit", err)
-		if dec.Allowed || dec.RetryAfter <= 0 || dec.RetryAfter > time.Second {
-			t.Fatalf("fourth request: %+v, want refused with a retry-after in (0, 1s]", dec)
+		if dec.Allowed || dec.RetryAfter <= 0 || dec.RetryAfter > 10*time.Second {
+			t.Fatalf("fourth request: %+v, want refused with a retry-after in (0, 10s]", dec)
 		}
-		e.pttl(rateLimitKey(subject), 3*time.Second+100*time.Millisecond)
+		e.pttl(rateLimitKey(subject), 30*time.Second+time.Second)
 		free := "ip:free-" + e.h
 		dec, err = e.c.RateLimit(e.ctx, free, RateLimit{})
 		e.noErr("no limit", err)
