@@ -316,6 +316,34 @@ var protocolCases = []protocolCase{
 		}
 	}},
 
+	{"enqueue/one script run carries mixed outcomes in order", func(t *testing.T, e *protoEnv) {
+		// Concurrent Enqueues share a run only when they meet in the
+		// batcher; here the batch is handed to sendEnqueues directly, so
+		// that one run carries all of them.
+		e.register(e.h, HandlerSettings{})
+		idem := &Idempotency{Key: "k", TTL: time.Minute}
+		nope := e.newCall(e.h, "")
+		nope.Method = "nope"
+		first := e.newCall(e.h, "")
+		ops := []*enqueueOp{
+			batchOp(e, first, EnqueueOptions{BacklogLimit: 2, Idempotency: idem}),
+			batchOp(e, nope, EnqueueOptions{BacklogLimit: 2}),
+			batchOp(e, e.newCall(e.h, ""), EnqueueOptions{BacklogLimit: 2, Idempotency: idem}), // same key, same params
+			batchOp(e, e.newCall(e.h, ""), EnqueueOptions{BacklogLimit: 2}),
+			batchOp(e, e.newCall(e.h, ""), EnqueueOptions{BacklogLimit: 2}), // the backlog counts this run's calls
+		}
+		e.c.sendEnqueues(e.ctx, ops)
+		want := [][2]string{{"new", ""}, {"err", "NOMETHOD"}, {"dup", first.ID}, {"new", ""}, {"err", "BACKLOG"}}
+		for i, o := range ops {
+			<-o.done
+			e.noErr("op", o.err)
+			if o.kind != want[i][0] || (want[i][1] != "" && o.value != want[i][1]) {
+				t.Fatalf("op %d: %s %s, want %s %s", i, o.kind, o.value, want[i][0], want[i][1])
+			}
+		}
+		e.want("XLEN calls", e.xlen(callsKey(e.h)), 2)
+	}},
+
 	// claimScript
 	{"claim/an idle call is taken over with its delivery count", func(t *testing.T, e *protoEnv) {
 		e.register(e.h, HandlerSettings{})
@@ -817,4 +845,28 @@ func TestEveryScriptHasProtocolCases(t *testing.T) {
 			t.Errorf("script %s has no protocol cases (no %q section in protocolCases)", s, "// "+s)
 		}
 	}
+}
+
+// batchOp is the enqueue operation Enqueue would queue for call, ready for
+// sendEnqueues (initialised as the batcher does).
+func batchOp(e *protoEnv, call *Call, opts EnqueueOptions) *enqueueOp {
+	e.t.Helper()
+	o := &enqueueOp{handler: call.Handler, limit: opts.BacklogLimit}
+	o.keys = [2]string{idemKey(call.Handler, ""), idemKey(call.Handler, "")}
+	idemValue, idemTTL, state := "", int64(0), ""
+	if idem := opts.Idempotency; idem != nil {
+		k := sha256.Sum256([]byte(idem.Key))
+		o.keys[0] = idemKey(call.Handler, hex.EncodeToString(k[:]))
+		fp := sha256.New()
+		fp.Write([]byte(call.Method))
+		fp.Write([]byte{0})
+		fp.Write(call.Params)
+		idemValue = call.ID + " " + hex.EncodeToString(fp.Sum(nil))
+		idemTTL = idem.TTL.Milliseconds()
+	}
+	o.args = []any{call.Method, idemValue, idemTTL, state, e.c.opts.ResultTTL.Milliseconds(), 0}
+	o.args = call.appendFields(o.args)
+	o.args[5] = len(o.args) - 6
+	o.init(e.ctx)
+	return o
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -104,7 +105,13 @@ func startSingle(ctx context.Context) (redis.UniversalClient, func(context.Conte
 	if err != nil {
 		return nil, nil, errors.Join(err, stop(ctx))
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: strings.TrimPrefix(endpoint, "tcp://")})
+	// Dial the published port on 127.0.0.1, as internal/redistest does:
+	// Docker's own idea of its host address may not be reachable here.
+	_, port, err := net.SplitHostPort(strings.TrimPrefix(endpoint, "tcp://"))
+	if err != nil {
+		return nil, nil, errors.Join(err, stop(ctx))
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: net.JoinHostPort("127.0.0.1", port)})
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		return nil, nil, errors.Join(err, rdb.Close(), stop(ctx))
 	}
