@@ -139,7 +139,9 @@ func (c *Client) replay(ctx context.Context, handler, deadLetterID string, deadl
 	}
 	ids, err := replayScript.Run(ctx, c.rdb, []string{deadKey(handler), callsKey(handler)},
 		deadLetterID, deadline.UnixMilli(), time.Now().UnixMilli(), limit).StringSlice()
-	if redis.HasErrorPrefix(err, "ERR Invalid stream ID") {
+	// A malformed id: HasErrorPrefix drops Redis's "ERR " itself, so the
+	// prefix names the message without it.
+	if redis.HasErrorPrefix(err, "Invalid stream ID") {
 		return nil, ErrNotFound
 	}
 	return ids, unavailable(err)
@@ -148,7 +150,7 @@ func (c *Client) replay(ctx context.Context, handler, deadLetterID string, deadl
 // DeleteDeadLetter deletes one dead letter; ErrNotFound if there was none.
 func (c *Client) DeleteDeadLetter(ctx context.Context, handler, deadLetterID string) error {
 	n, err := c.rdb.XDel(ctx, deadKey(handler), deadLetterID).Result()
-	if redis.HasErrorPrefix(err, "ERR Invalid stream ID") || (err == nil && n == 0) {
+	if redis.HasErrorPrefix(err, "Invalid stream ID") || (err == nil && n == 0) {
 		return ErrNotFound
 	}
 	return unavailable(err)
