@@ -273,7 +273,7 @@ func TestDeadlinePassedWhileQueued(t *testing.T) {
 	st := newStack(t, stackOptions{noConsume: true})
 	var runs atomic.Int64
 	st.register(t, consumers.Config{Handler: "counted"}, countingMux(&runs, 0))
-	r := post(t, st.url, "/rpc/counted/run", []byte(`{}`), map[string]string{"Request-Timeout": "0.2"})
+	r := post(t, st.url, "/rpc/counted/run", []byte(`{}`), map[string]string{"Request-Timeout": "1"}) // long enough for the enqueue on a loaded machine
 	if r.status != http.StatusGatewayTimeout {
 		t.Fatalf("got %d %s, want 504", r.status, r.body)
 	}

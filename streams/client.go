@@ -145,7 +145,7 @@ func unavailable(err error) error {
 		redis.HasErrorPrefix(err, "MASTERDOWN") || redis.HasErrorPrefix(err, "CLUSTERDOWN") ||
 		redis.HasErrorPrefix(err, "TRYAGAIN") || // a Cluster slot being migrated or failed over
 		strings.Contains(err.Error(), "connection refused") || errors.Is(err, net.ErrClosed) {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: %w", ErrUnavailable, err) // both: a deadline stays a deadline (app answers it 504)
 	}
 	return err
 }

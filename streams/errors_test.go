@@ -1,6 +1,8 @@
 package streams
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"testing"
 )
@@ -79,5 +81,29 @@ func TestHTTPStatus(t *testing.T) {
 		if got := HTTPStatus(c.Code); got != c.Status {
 			t.Errorf("HTTPStatus(%d) = %d, the table says %d", c.Code, got, c.Status)
 		}
+	}
+}
+
+// TestUnavailableKeepsTheCause: an error marked unavailable still says what
+// it was, so that a call's own deadline passing during a Redis command is a
+// timeout to the edge (504), not an outage (503).
+func TestUnavailableKeepsTheCause(t *testing.T) {
+	cases := []struct {
+		name string
+		err  error
+		want []error
+	}{
+		{"deadline", context.DeadlineExceeded, []error{ErrUnavailable, context.DeadlineExceeded}},
+		{"closed", errClosed, []error{ErrUnavailable, errClosed}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := unavailable(tc.err)
+			for _, w := range tc.want {
+				if !errors.Is(got, w) {
+					t.Errorf("unavailable(%v) = %v: not %v", tc.err, got, w)
+				}
+			}
+		})
 	}
 }
