@@ -214,7 +214,7 @@ func (c *Client) Finish(ctx context.Context, d *Delivery, reply Reply, run Run) 
 		return false, unavailable(err)
 	}
 	if o.settled {
-		c.recorder.record(settledOf(d, "answer", reply, run, "", ttl))
+		c.recorder.record(settledOf(d, settleAnswer, reply, run, "", ttl))
 	}
 	return o.settled, nil
 }
@@ -236,7 +236,7 @@ func (c *Client) FinishAsync(ctx context.Context, cancel context.CancelFunc, d *
 			return
 		}
 		if o.settled {
-			c.recorder.record(settledOf(d, "answer", reply, run, "", ttl))
+			c.recorder.record(settledOf(d, settleAnswer, reply, run, "", ttl))
 		}
 		done(o.settled, nil)
 	})

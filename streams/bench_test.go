@@ -138,7 +138,7 @@ func BenchmarkRecordSettled(b *testing.B) {
 	run := Run{Consumer: "c1", Started: time.Now(), Took: 300 * time.Microsecond}
 	b.ReportAllocs()
 	for b.Loop() {
-		r.record(settledOf(d, "answer", reply, run, "", time.Minute))
+		r.record(settledOf(d, settleAnswer, reply, run, "", time.Minute))
 		if len(r.tallies["echo"].ordinary) == activityPerFlush {
 			r.tallies = map[string]*handlerTally{} // what a flush does
 		}
@@ -151,7 +151,7 @@ func BenchmarkRecordSettledBaselineJSON(b *testing.B) {
 	run := Run{Consumer: "c1", Started: time.Now(), Took: 300 * time.Microsecond}
 	b.ReportAllocs()
 	for b.Loop() {
-		s := settledOf(d, "answer", reply, run, "", time.Minute)
+		s := settledOf(d, settleAnswer, reply, run, "", time.Minute)
 		_ = mustJSON(s.activity())
 		_ = mustJSON(s.queuedEvent())
 		for _, e := range s.runEvents() {

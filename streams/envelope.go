@@ -239,6 +239,10 @@ type Reply struct {
 	// them too; zero when the call was not run (expired, cancelled queued).
 	QueueWait  time.Duration
 	Processing time.Duration
+	// err is the decoded error object of a failed reply: decoded once, where
+	// the reply is made or read off the wire, then carried (Err), so that the
+	// status, the metrics, the log line and the span do not each decode it.
+	err *Error
 }
 
 // ResultReply is a successful reply carrying result (raw JSON).
@@ -250,9 +254,10 @@ func ResultReply(id string, result json.RawMessage) Reply {
 func ErrorReply(id string, e *Error) Reply {
 	body, err := json.Marshal(e)
 	if err != nil { // Data was not valid JSON: keep code and message
-		body, _ = json.Marshal(&Error{Code: e.Code, Message: e.Message})
+		e = &Error{Code: e.Code, Message: e.Message}
+		body, _ = json.Marshal(e)
 	}
-	return Reply{ID: id, OK: false, Body: body}
+	return Reply{ID: id, OK: false, Body: body, err: e}
 }
 
 // Err decodes the error object of a failed reply (nil when OK).
@@ -260,8 +265,17 @@ func (r Reply) Err() *Error {
 	if r.OK {
 		return nil
 	}
+	if r.err != nil {
+		return r.err
+	}
+	return decodeError(r.Body)
+}
+
+// decodeError decodes a failed reply's body; one that cannot be decoded is an
+// internal error that says so.
+func decodeError(body json.RawMessage) *Error {
 	var e Error
-	if err := json.Unmarshal(r.Body, &e); err != nil {
+	if err := json.Unmarshal(body, &e); err != nil {
 		return &Error{Code: CodeInternal, Message: "undecodable error reply: " + err.Error()}
 	}
 	return &e
@@ -310,8 +324,12 @@ func decodeReply(id, v string) (Reply, error) {
 	if len(v) < 2 || (v[0] != '0' && v[0] != '1') {
 		return Reply{}, bad
 	}
-	return Reply{ID: id, OK: v[0] == '1', Body: json.RawMessage(v[1:]),
-		QueueWait: time.Duration(qw) * time.Microsecond, Processing: time.Duration(pr) * time.Microsecond}, nil
+	r := Reply{ID: id, OK: v[0] == '1', Body: json.RawMessage(v[1:]),
+		QueueWait: time.Duration(qw) * time.Microsecond, Processing: time.Duration(pr) * time.Microsecond}
+	if !r.OK {
+		r.err = decodeError(r.Body)
+	}
+	return r, nil
 }
 
 // canonicalMicros parses a count of microseconds written as encode writes it:

@@ -359,3 +359,20 @@ func TestErrorString(t *testing.T) {
 		t.Fatalf("Error() = %q, want %q", got, want)
 	}
 }
+
+// TestReplyErrorDecodedOnce: a failed reply read off the wire carries its
+// error decoded, so each of its readers (status, metrics, log, span, stats)
+// gets it without decoding the body again.
+func TestReplyErrorDecodedOnce(t *testing.T) {
+	wire := string(ErrorReply("echo.1", &Error{Code: CodeHandlerError, Message: "boom"}).encode())
+	r, err := decodeReply("echo.1", wire)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := r.Err(); e == nil || e.Code != CodeHandlerError || e.Message != "boom" {
+		t.Fatalf("Err() = %+v", e)
+	}
+	if n := testing.AllocsPerRun(100, func() { _ = r.Err() }); n != 0 {
+		t.Fatalf("Err() allocates %.0f times: the body is decoded again", n)
+	}
+}

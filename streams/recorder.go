@@ -45,12 +45,12 @@ type settledCall struct {
 	claimedAt                             time.Time // when
 }
 
-func settledOf(d *Delivery, mode string, reply Reply, run Run, detail string, ttl time.Duration) settledCall {
+func settledOf(d *Delivery, mode settleMode, reply Reply, run Run, detail string, ttl time.Duration) settledCall {
 	s := settledCall{
 		handler: d.Handler, method: d.Call.Method, id: d.Call.ID, consumer: run.Consumer, caller: d.Call.Caller,
 		outcome: outcomeOf(mode, reply), attempt: d.Attempt(), firstAttempt: d.Call.Attempt <= 1,
 		enqueued: d.Call.EnqueuedAt, started: run.Started, took: run.Took, at: time.Now(),
-		params: d.Call.Params, ttl: ttl, story: mode == "answer", detail: detail,
+		params: d.Call.Params, ttl: ttl, story: mode == settleAnswer, detail: detail,
 		claimed: d.Claimed, claimedAt: d.ClaimedAt,
 	}
 	if !reply.OK && reply.Body != nil {
@@ -80,9 +80,9 @@ func (s *settledCall) runEvents() []StoryEvent {
 	}
 	last := StoryEvent{Time: s.at, Event: "finished", Attempt: s.attempt, Consumer: s.consumer, Outcome: s.outcome, Detail: s.detail}
 	switch s.outcome {
-	case "retry":
+	case OutcomeRetry:
 		last.Event = "retried"
-	case "dead":
+	case OutcomeDead:
 		last.Event = "dead_lettered"
 	}
 	return append(events, last)
@@ -113,17 +113,17 @@ func newHandlerTally() *handlerTally {
 
 func (t *handlerTally) add(s settledCall) {
 	m := s.method
-	if s.outcome == "retry" {
+	if s.outcome == OutcomeRetry {
 		t.counters[m+":retries"]++
 	} else {
 		t.counters[m+":calls"]++
-		if s.outcome != OutcomeOK && s.outcome != "cancelled" {
+		if s.outcome != OutcomeOK && s.outcome != OutcomeCancelled {
 			t.counters[m+":errors"]++
 		}
-		if s.outcome == "timeout" {
+		if s.outcome == OutcomeTimeout {
 			t.counters[m+":timeouts"]++
 		}
-		if s.outcome == "dead" {
+		if s.outcome == OutcomeDead {
 			t.counters[m+":dead"]++
 		}
 		b := strconv.FormatInt(s.at.UnixMilli()/RateBucket.Milliseconds(), 10)

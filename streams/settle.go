@@ -76,24 +76,6 @@ func bucketOf(d time.Duration) int {
 	return len(DurationBuckets)
 }
 
-func outcomeOf(mode string, reply Reply) string {
-	switch {
-	case mode == "retry":
-		return "retry"
-	case mode == "dead":
-		return "dead"
-	case reply.OK:
-		return OutcomeOK
-	}
-	switch reply.Err().Code {
-	case CodeTimeout:
-		return "timeout"
-	case CodeCancelled:
-		return "cancelled"
-	}
-	return "error"
-}
-
 func (c *Client) resultTTL(d *Delivery) time.Duration {
 	if d.Call.ResultTTL > 0 {
 		return d.Call.ResultTTL
@@ -102,7 +84,7 @@ func (c *Client) resultTTL(d *Delivery) time.Duration {
 }
 
 // settle runs settleScript for a retry or a dead letter.
-func (c *Client) settle(ctx context.Context, d *Delivery, mode string, reply Reply, run Run, detail string, extra ...any) (bool, error) {
+func (c *Client) settle(ctx context.Context, d *Delivery, mode settleMode, reply Reply, run Run, detail string, extra ...any) (bool, error) {
 	ttl := c.resultTTL(d)
 	rec := settledOf(d, mode, reply, run, detail, ttl)
 	events := rec.runEvents()
@@ -115,7 +97,7 @@ func (c *Client) settle(ctx context.Context, d *Delivery, mode string, reply Rep
 		keys = append(keys, replyKey(d.Call.ReplyTo))
 		maxLen = c.opts.ReplyStreamMaxLen
 	}
-	args = append(args, Group, d.StreamID, mode, d.Call.ID, encoded, ttl.Milliseconds(), maxLen,
+	args = append(args, Group, d.StreamID, string(mode), d.Call.ID, encoded, ttl.Milliseconds(), maxLen,
 		mustJSON(rec.queuedEvent()), run.Consumer, len(events))
 	for _, e := range events {
 		args = append(args, mustJSON(e))
@@ -128,7 +110,7 @@ func (c *Client) settle(ctx context.Context, d *Delivery, mode string, reply Rep
 	n, _ := res.(int64)
 	if n == 1 {
 		c.recorder.record(rec)
-		if mode == "dead" && !inline {
+		if mode == settleDead && !inline {
 			var r edgeReplies
 			r.add(d.Call.ReplyTo, d.Call.ID, encoded)
 			c.publishReplies(ctx, r)
@@ -161,7 +143,7 @@ func (c *Client) Retry(ctx context.Context, d *Delivery, due time.Time, lastErr 
 		return false, err
 	}
 	detail := truncate(lastErr.Message, 200) + "; next attempt at " + due.UTC().Format(time.RFC3339Nano)
-	return c.settle(ctx, d, "retry", Reply{ID: d.Call.ID}, run, detail, due.UnixMilli(), member)
+	return c.settle(ctx, d, settleRetry, Reply{ID: d.Call.ID}, run, detail, due.UnixMilli(), member)
 }
 
 // DeadLetter acks the delivery, moves the call to the dead letters with its
@@ -177,7 +159,7 @@ func (c *Client) DeadLetter(ctx context.Context, d *Delivery, lastErr *Error, ru
 	})
 	fields := d.Call.appendFields(nil)
 	fields = append(fields, fieldError, errJSON, fieldAttempts, attempts, fieldFailedAt, time.Now().UnixMilli(), fieldConsumer, run.Consumer)
-	return c.settle(ctx, d, "dead", reply, run, "", fields...)
+	return c.settle(ctx, d, settleDead, reply, run, "", fields...)
 }
 
 // poisonScript moves an entry that cannot be decoded to the dead letters.

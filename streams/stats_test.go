@@ -100,16 +100,17 @@ func TestRatePoints(t *testing.T) {
 
 func TestOutcomeOf(t *testing.T) {
 	cases := []struct {
-		name, mode string
-		reply      Reply
-		want       string
+		name  string
+		mode  settleMode
+		reply Reply
+		want  string
 	}{
-		{"result", "answer", ResultReply("a", []byte(`1`)), "ok"},
-		{"handler error", "answer", ErrorReply("a", NewError(CodeHandlerError, "x")), "error"},
-		{"timeout", "answer", ErrorReply("a", NewError(CodeTimeout, "x")), "timeout"},
-		{"cancelled", "answer", ErrorReply("a", NewError(CodeCancelled, "x")), "cancelled"},
-		{"retry", "retry", Reply{ID: "a"}, "retry"},
-		{"dead", "dead", ErrorReply("a", NewError(CodeDeadLettered, "x")), "dead"},
+		{"result", settleAnswer, ResultReply("a", []byte(`1`)), "ok"},
+		{"handler error", settleAnswer, ErrorReply("a", NewError(CodeHandlerError, "x")), "error"},
+		{"timeout", settleAnswer, ErrorReply("a", NewError(CodeTimeout, "x")), "timeout"},
+		{"cancelled", settleAnswer, ErrorReply("a", NewError(CodeCancelled, "x")), "cancelled"},
+		{"retry", settleRetry, Reply{ID: "a"}, "retry"},
+		{"dead", settleDead, ErrorReply("a", NewError(CodeDeadLettered, "x")), "dead"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -317,11 +317,11 @@ func assetVersion(static fs.FS) string {
 
 func outcomeClass(outcome string) string {
 	switch outcome {
-	case "ok":
+	case streams.OutcomeOK:
 		return "ok"
-	case "error", "dead":
+	case streams.OutcomeError, streams.OutcomeDead:
 		return "err"
-	case "timeout", "retry", "cancelled":
+	case streams.OutcomeTimeout, streams.OutcomeRetry, streams.OutcomeCancelled:
 		return "warn"
 	}
 	return "muted"
