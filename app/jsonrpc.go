@@ -41,14 +41,28 @@ type rpcRequest struct {
 	// trace is the W3C trace context the transport received (HTTP request
 	// or WebSocket upgrade headers).
 	trace traceContext
+	// notify: a valid Request object without "id" (JSON-RPC 2.0's
+	// notification). It is never answered, even when it cannot be run
+	// (unknown or forbidden method, $/cancel over HTTP): err then only stops it.
+	notify bool
 }
 
 // cancelMethod cancels a call in flight on the same WebSocket, as LSP's
 // $/cancelRequest does: {"jsonrpc":"2.0","method":"$/cancel","params":{"id":7}}.
 const cancelMethod = "$/cancel"
 
-// notification reports a valid request without id: it is enqueued, never answered.
-func (r *rpcRequest) notification() bool { return r.id == nil && r.err == nil }
+// notification reports a valid Request object without id: it is never
+// answered; it is enqueued unless err is set.
+func (r *rpcRequest) notification() bool { return r.notify }
+
+// errorResponse answers a request refused before it ran (err is set): nil for
+// a notification, which is never answered.
+func (r *rpcRequest) errorResponse() []byte {
+	if r.notify {
+		return nil
+	}
+	return encodeError(r.id, r.err)
+}
 
 var jsonNull = json.RawMessage("null")
 
@@ -133,6 +147,16 @@ func (m requestMembers) request() rpcRequest {
 		r.err = newError(streams.CodeInvalidRequest, `invalid request: "method" must be a string`)
 		return r
 	}
+	switch p := m.params; {
+	case p == nil || string(p) == "null":
+	case p[0] == '{' || p[0] == '[':
+	default:
+		r.err = newError(streams.CodeInvalidRequest, `invalid request: "params" must be an object or an array (or omitted)`)
+		return r
+	}
+	// A valid Request object from here on: without an id it is a
+	// notification, and nothing below is answered.
+	r.notify = m.id == nil
 	if name == cancelMethod {
 		var p struct {
 			ID json.RawMessage `json:"id"`
@@ -147,13 +171,10 @@ func (m requestMembers) request() rpcRequest {
 	if r.err = r.setMethod(name); r.err != nil {
 		return r
 	}
-	switch p := m.params; {
-	case p == nil || string(p) == "null":
+	if p := m.params; p == nil || string(p) == "null" {
 		r.params = jsonNull
-	case p[0] == '{' || p[0] == '[':
+	} else {
 		r.params = bytes.Clone(p)
-	default:
-		r.err = newError(streams.CodeInvalidRequest, `invalid request: "params" must be an object or an array (or omitted)`)
 	}
 	return r
 }
@@ -252,12 +273,15 @@ type callTracker interface {
 // (besides the call's deadline, STREAMRPC_CALL_TIMEOUT); a notification never
 // waits, and its enqueue does not depend on ctx.
 func (e *Edge) runJSONRPC(ctx context.Context, r *rpcRequest, tracker callTracker) []byte {
-	if r.err != nil {
-		return encodeError(r.id, r.err)
-	}
 	notify := r.notification()
+	if r.err != nil {
+		return r.errorResponse()
+	}
 	if r.cancel != nil {
 		if tracker == nil {
+			if notify {
+				return nil
+			}
 			return encodeError(r.id, newError(streams.CodeMethodNotFound, "$/cancel cancels calls in flight on the same WebSocket; over HTTP use DELETE /rpc/calls/{id} for async calls"))
 		}
 		state, cerr := tracker.cancelCall(r.cancel)
@@ -316,7 +340,7 @@ func (e *Edge) runAll(ctx context.Context, reqs []rpcRequest, tracker callTracke
 	var wg sync.WaitGroup
 	for i := range reqs {
 		if reqs[i].err != nil { // answered without a goroutine
-			out[i] = encodeError(reqs[i].id, reqs[i].err)
+			out[i] = reqs[i].errorResponse()
 			continue
 		}
 		wg.Add(1)

@@ -63,7 +63,7 @@ func TestDecodeJSONRPC(t *testing.T) {
 		{"method ends with a dot", `{"jsonrpc":"2.0","id":1,"method":"echo."}`, false, 0, []want{{id: "1", code: streams.CodeMethodNotFound}}},
 		{"reserved rpc.", `{"jsonrpc":"2.0","id":1,"method":"rpc.discover"}`, false, 0, []want{{id: "1", code: streams.CodeMethodNotFound}}},
 		{"bad handler name", `{"jsonrpc":"2.0","id":1,"method":"ec{ho}.echo"}`, false, 0, []want{{id: "1", code: streams.CodeInvalidRequest}}},
-		{"invalid notification is answered", `{"jsonrpc":"2.0","method":"nodot"}`, false, 0, []want{{code: streams.CodeMethodNotFound}}},
+		{"notification of no handler.method", `{"jsonrpc":"2.0","method":"nodot"}`, false, 0, []want{{code: streams.CodeMethodNotFound}}},
 		{"batch mixed", `[{"jsonrpc":"2.0","id":1,"method":"echo.echo"},1,{"jsonrpc":"2.0","method":"echo.echo"}]`, true, 0,
 			[]want{{id: "1", handler: "echo", method: "echo", params: "null"}, {code: streams.CodeInvalidRequest}, {handler: "echo", method: "echo", params: "null"}}},
 	}
@@ -156,6 +156,12 @@ func TestJSONRPCOverHTTPWithoutRedis(t *testing.T) {
 		{"method not found", "application/json", `{"jsonrpc":"2.0","id":"q","method":"nodot"}`, 200, "", streams.CodeMethodNotFound},
 		{"redis down", "application/json", `{"jsonrpc":"2.0","id":1,"method":"echo.echo"}`, 200, "", streams.CodeUnavailable},
 		{"notification only", "application/json", `{"jsonrpc":"2.0","method":"echo.echo"}`, 204, "-", 0},
+		{"notification of no handler.method", "application/json", `{"jsonrpc":"2.0","method":"update","params":[1,2,3,4,5]}`, 204, "-", 0},
+		{"notification of rpc.", "application/json", `{"jsonrpc":"2.0","method":"rpc.discover"}`, 204, "-", 0},
+		{"$/cancel notification over HTTP", "application/json", `{"jsonrpc":"2.0","method":"$/cancel","params":{"id":1}}`, 204, "-", 0},
+		{"batch of notifications that cannot run", "application/json", `[{"jsonrpc":"2.0","method":"notify_sum","params":[1,2,4]},{"jsonrpc":"2.0","method":"notify_hello","params":[7]}]`, 204, "-", 0},
+		{"invalid request without id", "application/json", `{"jsonrpc":"2.0","method":1}`, 200,
+			`{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"invalid request: \"method\" must be a string"}}`, 0},
 		{"wrong content type", "text/plain", `{}`, 415, "", streams.CodeUnsupportedMedia},
 		{"batch of invalid entries", "application/json", `[1,2]`, 200,
 			`[{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"invalid request: a request must be a JSON object"}},` +

@@ -411,7 +411,9 @@ func (c *wsConn) dispatch(msg []byte) {
 		r := &reqs[0]
 		switch {
 		case r.err != nil:
-			c.send(encodeError(r.id, r.err))
+			if resp := r.errorResponse(); resp != nil {
+				c.send(resp)
+			}
 		case !c.acquire():
 			if r.notification() {
 				// No slot and no id to answer -32005 with: enqueue it here,
@@ -441,7 +443,7 @@ func (c *wsConn) dispatch(msg []byte) {
 		r := &reqs[i]
 		switch {
 		case r.err != nil:
-			out[i] = encodeError(r.id, r.err)
+			out[i] = r.errorResponse()
 		case c.acquire():
 			run[i] = true
 			held++
