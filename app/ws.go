@@ -238,6 +238,11 @@ type wsConn struct {
 	inFlight atomic.Int64 // calls holding a slot of STREAMRPC_WS_MAX_IN_FLIGHT
 	callsMu  sync.Mutex
 	calls    map[string]*wsCall // edge call id -> the call in flight
+	// finished are the JSON-RPC ids of the calls answered last (a ring of
+	// finishedCalls), so that a $/cancel that crossed its call's answer gets
+	// {"was":"done"} rather than an error.
+	finished     [finishedCalls]json.RawMessage
+	finishedNext int
 	remote   string             // the peer's address
 	// principal is who opened the socket; nil when auth is off.
 	principal *Principal
@@ -495,6 +500,10 @@ func (c *wsConn) overloaded() *streams.Error {
 	return newError(streams.CodeOverloaded, "too many calls in flight on this connection; wait for answers before sending more", "limit", c.e.cfg.WSMaxInFlight)
 }
 
+// finishedCalls is how many answered calls a connection remembers for
+// $/cancel: enough for the cancels in flight when their calls are answered.
+const finishedCalls = 64
+
 // wsCall is a call in flight on a connection.
 type wsCall struct {
 	rpcID    json.RawMessage
@@ -518,6 +527,8 @@ func (c *wsConn) track(callID, handler string, rpcID json.RawMessage) (context.C
 	return ctx, enqueued, func() {
 		c.callsMu.Lock()
 		delete(c.calls, callID)
+		c.finished[c.finishedNext] = rpcID
+		c.finishedNext = (c.finishedNext + 1) % finishedCalls
 		c.callsMu.Unlock()
 		cancel(nil)
 	}
@@ -537,12 +548,23 @@ func (c *wsConn) cancelCall(rpcID json.RawMessage) (streams.State, *streams.Erro
 		}
 	}
 	var handler, streamID string
+	finished := false
 	if call != nil {
 		handler, streamID = call.handler, call.streamID
+	} else {
+		for _, f := range c.finished {
+			if f != nil && bytes.Equal(f, rpcID) {
+				finished = true
+				break
+			}
+		}
 	}
 	c.callsMu.Unlock()
-	if call == nil {
-		return "", newError(streams.CodeInvalidParams, "no call with this id is in flight on this connection", "id", rpcID)
+	switch {
+	case finished:
+		return streams.StateDone, nil // answered already: nothing left to cancel
+	case call == nil:
+		return "", newError(streams.CodeInvalidParams, "no call with this id is in flight on this connection (nor among the last answered)", "id", rpcID)
 	}
 	state := streams.StateQueued
 	if streamID != "" {
