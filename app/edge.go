@@ -40,6 +40,9 @@ type Edge struct {
 	tracer   trace.Tracer // nil: tracing off
 
 	draining atomic.Bool // set by Drain and Shutdown: /readyz answers 503
+	// chunkedJSONRPC: the request headers of chunked POST /jsonrpc being
+	// read (headerReceived), for the shape of their 413.
+	chunkedJSONRPC sync.Map
 
 	wg        sync.WaitGroup
 	mu        sync.Mutex
@@ -88,6 +91,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Edge, error) {
 		DisableStartupMessage: true,
 		ErrorHandler:          e.fiberError,
 	})
+	e.fiber.Server().HeaderReceived = e.headerReceived
 	e.routes()
 	return e, nil
 }

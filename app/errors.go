@@ -52,7 +52,13 @@ func (e *Edge) fiberError(c *fiber.Ctx, err error) error {
 	if errors.As(err, &fe) {
 		switch fe.Code {
 		case fiber.StatusRequestEntityTooLarge:
-			return writeError(c, newError(streams.CodeBodyTooLarge, "request body is over the limit", "limit_bytes", e.cfg.MaxBody))
+			tooLarge := newError(streams.CodeBodyTooLarge, "request body is over the limit", "limit_bytes", e.cfg.MaxBody)
+			if _, ok := e.chunkedJSONRPC.LoadAndDelete(&c.Context().Request.Header); ok {
+				// fasthttp reset the request of a chunked body over the
+				// limit: its path is gone, but headerReceived saw it.
+				return writeJSONRPCError(c, tooLarge)
+			}
+			return writeError(c, tooLarge)
 		case fiber.StatusNotFound:
 			return writeError(c, newError(streams.CodeNotFound, "no such route: "+c.Method()+" "+c.Path()))
 		case fiber.StatusMethodNotAllowed:

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
 
 	"github.com/streamrpc/streamrpc/streams"
 )
@@ -383,6 +384,25 @@ func (e *Edge) handleJSONRPC(c *fiber.Ctx) error {
 	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	return c.Send(body)
+}
+
+// headerReceived runs once a request's headers are read, before its body
+// (fasthttp's Server.HeaderReceived). A chunked body over STREAMRPC_MAX_BODY is
+// found only while it is read, and fasthttp then resets the whole request,
+// path included: it notes the chunked requests to /jsonrpc, by their header
+// (one per connection, reused), so that their 413 is still a JSON-RPC
+// response. Sized bodies over the limit are refused with their path intact.
+func (e *Edge) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	if h.ContentLength() == -1 && isJSONRPCURI(h.RequestURI()) {
+		e.chunkedJSONRPC.Store(h, struct{}{})
+	} else if _, ok := e.chunkedJSONRPC.Load(h); ok {
+		e.chunkedJSONRPC.Delete(h)
+	}
+	return fasthttp.RequestConfig{}
+}
+
+func isJSONRPCURI(uri []byte) bool {
+	return bytes.HasPrefix(uri, []byte(jsonrpcPath)) && (len(uri) == len(jsonrpcPath) || uri[len(jsonrpcPath)] == '?')
 }
 
 // writeJSONRPCError answers an error raised before a JSON-RPC message is read

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"strings"
@@ -305,4 +306,52 @@ func FuzzDecodeJSONRPC(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A body over STREAMRPC_MAX_BODY on /jsonrpc is answered with a JSON-RPC
+// response of id null and status 413, sized or chunked alike.
+func TestJSONRPCBodyTooLarge(t *testing.T) {
+	e := newTestEdge(t, Config{MaxBody: 64})
+	base := serve(t, e)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	t.Cleanup(client.CloseIdleConnections)
+	body := `{"jsonrpc":"2.0","id":1,"method":"echo.echo","params":["` + strings.Repeat("x", 200) + `"]}`
+	cases := []struct {
+		name    string
+		chunked bool
+	}{
+		{"sized", false},
+		{"chunked", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var r io.Reader = strings.NewReader(body)
+			if tc.chunked {
+				r = io.MultiReader(r) // no length known: net/http sends it chunked
+			}
+			req, err := http.NewRequest("POST", base+"/jsonrpc", r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			res, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			if tc.chunked && len(res.Request.TransferEncoding) == 0 && req.ContentLength != -1 && req.ContentLength != 0 {
+				t.Fatalf("the request was not chunked")
+			}
+			b, _ := io.ReadAll(res.Body)
+			var got struct {
+				JSONRPC string          `json:"jsonrpc"`
+				ID      json.RawMessage `json:"id"`
+				Error   *streams.Error  `json:"error"`
+			}
+			if res.StatusCode != http.StatusRequestEntityTooLarge || json.Unmarshal(b, &got) != nil || got.JSONRPC != "2.0" || string(got.ID) != "null" ||
+				got.Error == nil || got.Error.Code != streams.CodeBodyTooLarge {
+				t.Fatalf("answered %d %s, want 413 and a JSON-RPC error %d with id null", res.StatusCode, b, streams.CodeBodyTooLarge)
+			}
+		})
+	}
 }
