@@ -117,13 +117,11 @@ func (e *Edge) parseCall(c *fiber.Ctx) (callRequest, *streams.Error) {
 		return req, newError(streams.CodeInvalidRequest, err.Error())
 	}
 	if t := c.Get("Request-Timeout"); t != "" {
-		secs, err := strconv.ParseFloat(t, 64)
-		if err != nil || secs <= 0 || math.IsNaN(secs) || math.IsInf(secs, 0) {
-			return req, newError(streams.CodeInvalidRequest, "Request-Timeout must be a positive number of seconds", "value", t)
+		d, bad := requestTimeout(t, req.timeout)
+		if bad != nil {
+			return req, bad
 		}
-		if d := time.Duration(secs * float64(time.Second)); d < req.timeout {
-			req.timeout = max(d, time.Millisecond)
-		}
+		req.timeout = d
 	}
 	if k := c.Get("Idempotency-Key"); k != "" {
 		if len(k) > 256 {
@@ -149,6 +147,21 @@ func (e *Edge) parseCall(c *fiber.Ctx) (callRequest, *streams.Error) {
 	// the enqueue pipeline may still be sending it then: keep a copy.
 	req.params = bytes.Clone(body)
 	return req, nil
+}
+
+// requestTimeout reads a Request-Timeout header (seconds) against the call
+// timeout max: a call may ask for less, never more, and not under 1ms. The
+// seconds are compared before they become a Duration, which would overflow
+// past 292 years (1e10 would wrap to a negative, then 1ms).
+func requestTimeout(t string, max time.Duration) (time.Duration, *streams.Error) {
+	secs, err := strconv.ParseFloat(t, 64)
+	if err != nil || secs <= 0 || math.IsNaN(secs) || math.IsInf(secs, 0) {
+		return max, newError(streams.CodeInvalidRequest, "Request-Timeout must be a positive number of seconds", "value", t)
+	}
+	if secs >= max.Seconds() {
+		return max, nil
+	}
+	return time.Duration(math.Max(secs*float64(time.Second), float64(time.Millisecond))), nil
 }
 
 func isJSON(contentType string) bool {

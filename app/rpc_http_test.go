@@ -300,6 +300,38 @@ func TestCallBodyTooLarge(t *testing.T) {
 	}
 }
 
+func TestRequestTimeout(t *testing.T) {
+	const callTimeout = 30 * time.Second
+	cases := []struct {
+		name    string
+		header  string
+		want    time.Duration
+		wantErr bool
+	}{
+		{"less is taken", "2.5", 2500 * time.Millisecond, false},
+		{"more is the call timeout", "60", callTimeout, false},
+		{"huge does not overflow", "1e10", callTimeout, false},
+		{"past float range of durations", "1e300", callTimeout, false},
+		{"tiny is 1ms", "0.0000001", time.Millisecond, false},
+		{"zero is refused", "0", 0, true},
+		{"negative is refused", "-1", 0, true},
+		{"a unit is refused", "1s", 0, true},
+		{"NaN is refused", "NaN", 0, true},
+		{"Inf is refused", "Inf", 0, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, bad := requestTimeout(tc.header, callTimeout)
+			switch {
+			case tc.wantErr && (bad == nil || bad.Code != streams.CodeInvalidRequest):
+				t.Fatalf("requestTimeout(%q) = %s, %v; want -32600", tc.header, got, bad)
+			case !tc.wantErr && (bad != nil || got != tc.want):
+				t.Fatalf("requestTimeout(%q) = %s, %v; want %s", tc.header, got, bad, tc.want)
+			}
+		})
+	}
+}
+
 func TestRequestTimeoutErrorData(t *testing.T) {
 	e := newTestEdge(t, Config{})
 	req := httptest.NewRequest(http.MethodPost, "/rpc/h/m", nil)
