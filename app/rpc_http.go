@@ -72,8 +72,8 @@ func (e *Edge) handleCall(c *fiber.Ctx) error {
 		return writeError(c, bad)
 	}
 	id := streams.NewCallID(req.handler)
-	if prefersAsync(c) {
-		return e.answerAsync(c, id, req)
+	if p := parsePrefer(c); p.async {
+		return e.answerAsync(c, id, req, p.wait)
 	}
 	c.Set("X-Request-Id", id)
 	reply, rerr := e.call(id, req)
@@ -86,6 +86,12 @@ func (e *Edge) handleCall(c *fiber.Ctx) error {
 		}
 		return writeError(c, rerr)
 	}
+	return writeReply(c, reply)
+}
+
+// writeReply answers with a call's reply: {"result":…}, or {"error":…} with
+// the status of its code.
+func writeReply(c *fiber.Ctx, reply streams.Reply) error {
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	if !reply.OK {
 		c.Status(streams.HTTPStatus(reply.Err().Code))

@@ -422,3 +422,32 @@ func TestHealthAndReadiness(t *testing.T) {
 		t.Errorf("/readyz message %q does not say Redis is unavailable", body.Error.Message)
 	}
 }
+
+func TestParsePrefer(t *testing.T) {
+	cases := []struct {
+		name   string
+		header string
+		want   preferences
+	}{
+		{"respond-async", "respond-async", preferences{async: true}},
+		{"tokens are case-insensitive", "Respond-Async", preferences{async: true}},
+		{"with wait", "respond-async, wait=10", preferences{async: true, wait: 10 * time.Second}},
+		{"wait first, spaces, any case", "WAIT = 3 ,RESPOND-ASYNC", preferences{async: true, wait: 3 * time.Second}},
+		{"quoted wait", `respond-async, wait="2"`, preferences{async: true, wait: 2 * time.Second}},
+		{"parameters ignored", "respond-async;foo=bar, wait=1;x", preferences{async: true, wait: time.Second}},
+		{"wait capped", "respond-async, wait=100000", preferences{async: true, wait: maxWait}},
+		{"bad wait ignored", "respond-async, wait=-1, wait=soon", preferences{async: true}},
+		{"the first wait counts", "respond-async, wait=1, wait=9", preferences{async: true, wait: time.Second}},
+		{"other preferences", "return=minimal, handling=lenient", preferences{}},
+		{"not a prefix match", "respond-asyncx", preferences{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var p preferences
+			p.add(tc.header)
+			if p != tc.want {
+				t.Fatalf("Prefer: %s gives %+v, want %+v", tc.header, p, tc.want)
+			}
+		})
+	}
+}
