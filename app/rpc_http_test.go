@@ -360,6 +360,7 @@ func TestCallRedisUnavailable(t *testing.T) {
 		{name: "whitespace body", body: " \n\t"},
 		{name: "json suffix media type", body: `[1,2]`, contentType: "application/vnd.x+json; charset=utf-8"},
 		{name: "shorter request timeout", body: `1`, contentType: "application/json", header: map[string]string{"Request-Timeout": "2.5"}},
+		{name: "async", body: `{}`, contentType: "application/json", header: map[string]string{"Prefer": "respond-async"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -387,14 +388,46 @@ func TestCallRedisUnavailable(t *testing.T) {
 			if body.Error.Code != streams.CodeUnavailable {
 				t.Errorf("error code = %d, want %d", body.Error.Code, streams.CodeUnavailable)
 			}
+			if ra := resp.Header.Get("Retry-After"); ra == "" {
+				t.Error("a 503 without Retry-After")
+			}
 			if !strings.Contains(body.Error.Message, "redis") || !strings.Contains(body.Error.Message, "not accepted") {
 				t.Errorf("message %q does not say Redis is down and the call was not accepted", body.Error.Message)
 			}
-			if id := resp.Header.Get("X-Request-Id"); streams.ValidateID(id) != nil {
+			if id := resp.Header.Get("X-Request-Id"); tt.header["Prefer"] == "" && streams.ValidateID(id) != nil {
 				t.Errorf("X-Request-Id = %q, want a valid call id", id)
 			}
 			if n := e.Waiting(); n != 0 {
 				t.Errorf("edge still waits on %d calls after the 503", n)
+			}
+		})
+	}
+}
+
+// Every 503 carries Retry-After, as 429 and overloaded do.
+func TestUnavailableRetryAfter(t *testing.T) {
+	e := newTestEdge(t, Config{})
+	cases := []struct {
+		name   string
+		method string
+		path   string
+		body   string
+	}{
+		{"call status", http.MethodGet, "/rpc/calls/echo.01JBZ8Y0000000000000000000", ""},
+		{"cancel", http.MethodDelete, "/rpc/calls/echo.01JBZ8Y0000000000000000000", ""},
+		{"handlers", http.MethodGet, "/handlers", ""},
+		{"jsonrpc over HTTP answers 200, with the error inside", http.MethodPost, "/jsonrpc", `{"jsonrpc":"2.0","id":1,"method":"echo.echo"}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body))
+			req.Header.Set("Content-Type", "application/json")
+			resp, _ := do(t, e, req)
+			if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "" {
+				t.Fatal("503 without Retry-After")
+			}
+			if resp.StatusCode != http.StatusServiceUnavailable && tc.path != "/jsonrpc" {
+				t.Fatalf("status %d, want 503", resp.StatusCode)
 			}
 		})
 	}
