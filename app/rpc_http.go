@@ -75,9 +75,10 @@ func (e *Edge) handleCall(c *fiber.Ctx) error {
 	if p := parsePrefer(c); p.async {
 		return e.answerAsync(c, id, req, p.wait)
 	}
-	c.Set("X-Request-Id", id)
 	reply, rerr := e.call(id, req)
 	if reply.ID != "" {
+		// Only a call that was accepted has an id, readable at
+		// GET /rpc/calls/{id}: one refused (404, 422 schema, 503) has none.
 		c.Set("X-Request-Id", reply.ID)
 	}
 	if rerr != nil {
@@ -196,8 +197,9 @@ func jsonProblem(body []byte) string {
 }
 
 // roundTrip enqueues a call and waits for its reply until the call's deadline.
-// The reply's ID is the call's id: with an idempotency key seen before, the
-// first call's. Callers go through call (observe.go), which measures it.
+// The reply's ID is the call's id once it was accepted (with an idempotency
+// key seen before, the first call's), also with a timeout or cancelled error;
+// "" for a call that was never accepted. Callers go through call (observe.go), which measures it.
 func (e *Edge) roundTrip(id string, req callRequest) (streams.Reply, *streams.Error) {
 	now := time.Now()
 	deadline := now.Add(req.timeout)
@@ -230,7 +232,7 @@ func (e *Edge) roundTrip(id string, req callRequest) (streams.Reply, *streams.Er
 		if errors.Is(context.Cause(ctx), errCallerCancelled) {
 			return streams.Reply{ID: id}, newError(streams.CodeCancelled, "the call was cancelled by its caller", "id", id)
 		}
-		return streams.Reply{}, newError(streams.CodeTimeout, "no reply before the deadline", "id", id, "timeout", req.timeout.String())
+		return streams.Reply{ID: id}, newError(streams.CodeTimeout, "no reply before the deadline", "id", id, "timeout", req.timeout.String())
 	}
 }
 
@@ -275,7 +277,7 @@ func (e *Edge) awaitResult(ctx context.Context, id string, timeout time.Duration
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
-			return streams.Reply{}, newError(streams.CodeTimeout, "no reply before the deadline (the first call with this Idempotency-Key is still running)", "id", id, "timeout", timeout.String())
+			return streams.Reply{ID: id}, newError(streams.CodeTimeout, "no reply before the deadline (the first call with this Idempotency-Key is still running)", "id", id, "timeout", timeout.String())
 		}
 		wait = min(wait*2, 500*time.Millisecond)
 	}
