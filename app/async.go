@@ -147,12 +147,21 @@ func (e *Edge) answerAsync(c *fiber.Ctx, id string, req callRequest, wait time.D
 			return writeReply(c, st.Reply)
 		}
 	}
+	state := streams.StateQueued
+	if enq.Duplicate {
+		// A repeat of an Idempotency-Key: the first call's real state (done,
+		// failed, … once it finished). A first call made synchronously has
+		// no state until its outcome: it is reported queued until then.
+		if st, err := e.pollStatus(enq.ID, time.Time{}); err == nil {
+			state = st.State
+		}
+	}
 	loc := "/rpc/calls/" + enq.ID
 	c.Set("X-Request-Id", enq.ID)
 	c.Set(fiber.HeaderLocation, loc)
 	c.Set("Preference-Applied", "respond-async")
 	c.Status(fiber.StatusAccepted)
-	return c.JSON(fiber.Map{"id": enq.ID, "state": streams.StateQueued, "location": loc, "duplicate": enq.Duplicate})
+	return c.JSON(fiber.Map{"id": enq.ID, "state": state, "location": loc, "duplicate": enq.Duplicate})
 }
 
 // parseWait reads ?wait= as a Go duration ("10s") or seconds ("10").

@@ -1,9 +1,11 @@
 package streams
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -167,6 +169,20 @@ type EnqueueOptions struct {
 	Async bool
 }
 
+// compactJSON returns params without insignificant whitespace (json.Compact),
+// for an idempotency key's fingerprint: `{ "a": 1 }` and `{"a":1}` are the
+// same params. Member order, escapes and number spellings still count: a
+// handler gets the params byte for byte and may tell them apart. Params that
+// are not valid JSON are returned as they are.
+func compactJSON(params []byte) []byte {
+	var b bytes.Buffer
+	b.Grow(len(params))
+	if json.Compact(&b, params) != nil {
+		return params
+	}
+	return b.Bytes()
+}
+
 // Enqueued says what Enqueue did.
 type Enqueued struct {
 	ID        string // the call's id: the first call's for a duplicate
@@ -192,7 +208,7 @@ func (c *Client) Enqueue(ctx context.Context, call *Call, opts EnqueueOptions) (
 		fp := sha256.New()
 		fp.Write([]byte(call.Method))
 		fp.Write([]byte{0})
-		fp.Write(call.Params)
+		fp.Write(compactJSON(call.Params))
 		idemValue = call.ID + " " + hex.EncodeToString(fp.Sum(nil))
 		idemTTL = max(idem.TTL.Milliseconds(), 1)
 	}
