@@ -18,7 +18,8 @@ var ErrConfig = errors.New("app: invalid config")
 // Config configures the edge. The zero value works: each field's default is
 // given beside it. The env tags are the settings' names (see .env.example).
 type Config struct {
-	// Addr is the address the edge listens on. Default ":8080".
+	// Addr is the address the edge listens on. Default ":8080"; `streamrpc dev`
+	// listens on "127.0.0.1:8080" unless it is set (dev runs open).
 	Addr string `env:"STREAMRPC_ADDR"`
 	// CallTimeout is the longest a call waits for its reply; a call may ask
 	// for less with a Request-Timeout header (seconds). Default 30s.
