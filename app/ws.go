@@ -243,7 +243,7 @@ type wsConn struct {
 	// {"was":"done"} rather than an error.
 	finished     [finishedCalls]json.RawMessage
 	finishedNext int
-	remote   string             // the peer's address
+	remote       string // the peer's address
 	// principal is who opened the socket; nil when auth is off.
 	principal *Principal
 	running   sync.WaitGroup // goroutines of calls and batches
