@@ -87,7 +87,14 @@ func New(rdb redis.UniversalClient, cfg Config) (*Edge, error) {
 		BodyLimit: cfg.MaxBody,
 		// fasthttp reads the request line and headers into this buffer;
 		// larger ones are answered 431 (Fiber's ErrRequestHeaderFieldsTooLarge).
-		ReadBufferSize:        cfg.MaxHeaderBytes,
+		ReadBufferSize: cfg.MaxHeaderBytes,
+		// Slow clients: a request (header and body) must be read within
+		// ReadTimeout, and a keep-alive connection is closed after
+		// IdleTimeout without a next request. Neither bounds an answer being
+		// written (long-polls, /events); a WebSocket's deadlines are cleared
+		// at the upgrade and set by its ping loop.
+		ReadTimeout:           cfg.ReadTimeout,
+		IdleTimeout:           cfg.IdleTimeout,
 		DisableStartupMessage: true,
 		ErrorHandler:          e.fiberError,
 	})
