@@ -117,6 +117,10 @@ type Activity struct {
 	Caller     string    `json:"caller,omitempty"` // the caller's address as the edge saw it
 	Time       time.Time `json:"time"`
 	Error      string    `json:"error,omitempty"` // the message, truncated
+	// Pos is the entry's id in its handler's activity stream ("ms-seq"),
+	// where a cursor may resume (NewActivityCursorAfter). Not part of the
+	// recorded JSON.
+	Pos string `json:"-"`
 }
 
 // StoryEvent is one step of a call's story.
