@@ -39,13 +39,24 @@ type rpcRequest struct {
 	cancel json.RawMessage
 	// caller is the caller's address, set by the transport.
 	caller string
-	// trace is the W3C trace context the transport received (HTTP request
-	// or WebSocket upgrade headers).
+	// trace is the call's W3C trace context: its "_meta"'s, else what the
+	// transport received (HTTP request or WebSocket upgrade headers).
 	trace traceContext
 	// notify: a valid Request object without "id" (JSON-RPC 2.0's
 	// notification). It is never answered, even when it cannot be run
 	// (unknown or forbidden method, $/cancel over HTTP): err then only stops it.
 	notify bool
+}
+
+// requestMeta is a request's "_meta" member: what a JSON-RPC request carries
+// besides its params, beside them so that params stay byte for byte and
+// positional params work. Unknown keys are ignored. (README "JSON-RPC 2.0
+// over HTTP and WebSocket", "_meta".)
+type requestMeta struct {
+	// TraceParent and TraceState are this call's W3C trace context; they win
+	// over the HTTP request's or the WebSocket upgrade's headers.
+	TraceParent string `json:"traceparent"`
+	TraceState  string `json:"tracestate"`
 }
 
 // cancelMethod cancels a call in flight on the same WebSocket, as LSP's
@@ -120,7 +131,7 @@ func mapRequest(raw json.RawMessage) (requestMembers, bool) {
 	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
 		return requestMembers{}, false
 	}
-	return requestMembers{id: m["id"], jsonrpc: m["jsonrpc"], method: m["method"], params: m["params"]}, true
+	return requestMembers{id: m["id"], jsonrpc: m["jsonrpc"], method: m["method"], params: m["params"], meta: m["_meta"]}, true
 }
 
 // request checks the members and builds the request. Everything it keeps is
@@ -155,9 +166,15 @@ func (m requestMembers) request() rpcRequest {
 		r.err = newError(streams.CodeInvalidRequest, `invalid request: "params" must be an object or an array (or omitted)`)
 		return r
 	}
+	var meta requestMeta
+	if m.meta != nil && (m.meta[0] != '{' || json.Unmarshal(m.meta, &meta) != nil) {
+		r.err = newError(streams.CodeInvalidRequest, `invalid request: "_meta" must be an object`)
+		return r
+	}
 	// A valid Request object from here on: without an id it is a
 	// notification, and nothing below is answered.
 	r.notify = m.id == nil
+	r.trace = validTrace(meta.TraceParent, meta.TraceState)
 	if name == cancelMethod {
 		var p struct {
 			ID json.RawMessage `json:"id"`
@@ -367,7 +384,9 @@ func (e *Edge) handleJSONRPC(c *fiber.Ctx) error {
 	tc := e.traceHeaders(c.Get)
 	for i := range reqs {
 		reqs[i].caller = caller
-		reqs[i].trace = tc
+		if reqs[i].trace.parent == "" { // a per-call _meta.traceparent wins
+			reqs[i].trace = tc
+		}
 	}
 	authorizeCalls(PrincipalOf(c), reqs, time.Now())
 	var body []byte

@@ -355,3 +355,40 @@ func TestJSONRPCBodyTooLarge(t *testing.T) {
 		})
 	}
 }
+
+// "_meta" sits beside params: its trace context is the call's, unknown keys
+// are ignored, params stay byte for byte, and a _meta that is not an object
+// is an invalid request.
+func TestDecodeJSONRPCMeta(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	cases := []struct {
+		name      string
+		msg       string
+		wantTrace traceContext
+		wantCode  int
+	}{
+		{"trace context", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"_meta":{"traceparent":"` + tp + `","tracestate":"k=v"}}`, traceContext{parent: tp, state: "k=v"}, 0},
+		{"unknown keys ignored", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"_meta":{"priority":3,"traceparent":"` + tp + `"}}`, traceContext{parent: tp}, 0},
+		{"malformed traceparent dropped", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"_meta":{"traceparent":"nope"}}`, traceContext{}, 0},
+		{"escaped member names", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"\u005fmeta":{"traceparent":"` + tp + `"}}`, traceContext{parent: tp}, 0},
+		{"not an object", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"_meta":[1]}`, traceContext{}, streams.CodeInvalidRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			reqs, _, err := decodeJSONRPC([]byte(tc.msg), 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := reqs[0]
+			if tc.wantCode != 0 {
+				if r.err == nil || r.err.Code != tc.wantCode {
+					t.Fatalf("err %v, want %d", r.err, tc.wantCode)
+				}
+				return
+			}
+			if r.err != nil || r.trace != tc.wantTrace || string(r.params) != "[1, 2]" {
+				t.Fatalf("err %v trace %+v params %s; want trace %+v, params [1, 2]", r.err, r.trace, r.params, tc.wantTrace)
+			}
+		})
+	}
+}

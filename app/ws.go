@@ -100,7 +100,7 @@ func (e *Edge) serveWS(conn *websocket.Conn) {
 	// Authenticated at the upgrade (authenticate); each call is checked
 	// against its scopes in dispatch.
 	c.principal, _ = conn.Locals(principalLocal).(*Principal)
-	c.trace = e.traceHeaders(canonicalKeys(conn.Headers)) // every call on this socket continues the upgrade's trace
+	c.trace = e.traceHeaders(canonicalKeys(conn.Headers)) // calls without their own _meta.traceparent continue the upgrade's trace
 	if err := e.ws.add(c); err != nil {
 		// Only upgrades that raced past wsUpgrade's checks get here.
 		code, text := CloseTryAgainLater, "too many WebSocket connections"
@@ -222,8 +222,8 @@ func (h *wsHub) shutdown(ctx context.Context) {
 type wsConn struct {
 	e  *Edge
 	ws *fastws.Conn
-	// trace is the upgrade request's W3C trace context: the parent of the
-	// span of every call on this connection (empty when tracing is off).
+	// trace is the upgrade request's W3C trace context: that of every call
+	// on this connection that carries none in its "_meta".
 	trace traceContext
 
 	// ctx ends the calls' waits when the peer is gone (or at the end of a
@@ -409,7 +409,9 @@ func (c *wsConn) dispatch(msg []byte) {
 	}
 	for i := range reqs {
 		reqs[i].caller = c.remote
-		reqs[i].trace = c.trace
+		if reqs[i].trace.parent == "" { // a per-call _meta.traceparent wins
+			reqs[i].trace = c.trace
+		}
 	}
 	authorizeCalls(c.principal, reqs, time.Now())
 	if !batch {

@@ -80,8 +80,14 @@ func (o *observer) begin(ctx context.Context, req *Request) (context.Context, ru
 			r.s.queueWait.Observe(max(r.start.Sub(req.EnqueuedAt), 0).Seconds())
 		}
 	}
-	if o.tracer != nil {
+	switch {
+	case o.tracer != nil:
 		ctx, r.span = o.startSpan(ctx, req)
+	case req.trace.parent != "":
+		// Tracing off: the caller's trace context still reaches the handler
+		// (trace.SpanContextFromContext) and the sidecar's upstream, as a
+		// remote parent, so that their own spans continue the caller's trace.
+		ctx = propagator.Extract(ctx, &req.trace)
 	}
 	return ctx, r
 }

@@ -218,6 +218,12 @@ func lowerHex(s string) bool {
 	return true
 }
 
+// ValidTraceState reports whether s is a tracestate the envelope carries:
+// 1 to 512 printable ASCII bytes.
+func ValidTraceState(s string) bool {
+	return s != "" && len(s) <= maxTraceState && printableASCII(s)
+}
+
 func printableASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] < 0x20 || s[i] > 0x7e {
