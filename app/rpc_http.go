@@ -54,6 +54,7 @@ type callRequest struct {
 	timeout         time.Duration
 	idemKey         string // Idempotency-Key header, "" if none
 	caller          string // the caller's address, for the activity record
+	requestID       string // the caller's X-Request-Id: a correlation id, "" if none
 	// ctx, if set, ends the wait for the reply early (a closed WebSocket).
 	ctx context.Context
 	// notify: a JSON-RPC notification, enqueued but not waited for.
@@ -129,6 +130,9 @@ func (e *Edge) parseCall(c *fiber.Ctx) (callRequest, *streams.Error) {
 			return req, bad
 		}
 		req.timeout = d
+	}
+	if rid := c.Get("X-Request-Id"); streams.ValidRequestID(rid) {
+		req.requestID = strings.Clone(rid) // kept for logs and the story; the call id stays ours
 	}
 	if k := c.Get("Idempotency-Key"); k != "" {
 		if len(k) > 256 {
@@ -253,7 +257,7 @@ func (e *Edge) enqueue(ctx context.Context, id string, req callRequest, now, dea
 	enq, err := e.streams.Enqueue(ctx, &streams.Call{
 		ID: id, Handler: req.handler, Method: req.method, Params: req.params,
 		ReplyTo: e.id, Deadline: deadline, Attempt: 1, EnqueuedAt: now, ResultTTL: e.cfg.ResultTTL, Caller: req.caller,
-		TraceParent: req.trace.parent, TraceState: req.trace.state,
+		TraceParent: req.trace.parent, TraceState: req.trace.state, RequestID: req.requestID,
 	}, streams.EnqueueOptions{BacklogLimit: e.cfg.BacklogLimit, Idempotency: idem, Async: async})
 	if err != nil {
 		return enq, enqueueError(err, req)

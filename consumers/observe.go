@@ -127,6 +127,9 @@ func (o *observer) logRun(req *Request, outcome string, took time.Duration, err 
 		slog.String("call_id", req.ID), slog.String("method", req.Method), slog.Int("attempt", req.Attempt),
 		slog.String("outcome", outcome), slog.Duration("took", took),
 	}
+	if req.RequestID != "" {
+		attrs = append(attrs, slog.String("request_id", req.RequestID))
+	}
 	if err != nil {
 		attrs = append(attrs, slog.String("err", err.Error()))
 	}

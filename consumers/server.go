@@ -410,7 +410,7 @@ func (s *Server) process(d *streams.Delivery) {
 	}
 	req := &Request{
 		ID: call.ID, Handler: call.Handler, Method: call.Method, Params: call.Params,
-		Attempt: attempt, Deadline: call.Deadline, EnqueuedAt: call.EnqueuedAt, trace: requestTrace(call),
+		Attempt: attempt, Deadline: call.Deadline, EnqueuedAt: call.EnqueuedAt, trace: requestTrace(call), RequestID: call.RequestID,
 	}
 	dctx, cancel := context.WithDeadline(s.runCtx, call.Deadline)
 	ctx, cancelCall := context.WithCancelCause(dctx)

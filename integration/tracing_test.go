@@ -17,6 +17,7 @@ import (
 
 	"github.com/streamrpc/streamrpc/app"
 	"github.com/streamrpc/streamrpc/consumers"
+	"github.com/streamrpc/streamrpc/streams"
 )
 
 // A caller's trace context: trace id and span id of its own span.
@@ -269,4 +270,48 @@ func jsonrpcHTTPWith(t *testing.T, st *stack, body string, header map[string]str
 		t.Fatal(err)
 	}
 	return res.StatusCode, b
+}
+
+// A caller's X-Request-Id is kept as the call's correlation id: in the
+// story and on the handler's Request; the call id stays the edge's.
+func TestCallerRequestIDKept(t *testing.T) {
+	st := newStack(t, stackOptions{noConsume: true})
+	mux := consumers.NewMux()
+	mux.HandleFunc("rid", func(_ context.Context, req *consumers.Request) (any, error) { return req.RequestID, nil })
+	st.startConsumer(t, consumers.Config{Handler: "corr"}, mux)
+	cases := []struct {
+		name, sent, want string
+	}{
+		{"kept", "caller-abc-123", "caller-abc-123"},
+		{"too long: dropped", strings.Repeat("x", 129), ""},
+		{"none", "", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := map[string]string{}
+			if tc.sent != "" {
+				h["X-Request-Id"] = tc.sent
+			}
+			r := post(t, st.url, "/rpc/corr/rid", nil, h)
+			if r.status != 200 || string(r.Result) != fmt.Sprintf("%q", tc.want) {
+				t.Fatalf("handler saw %s (%d), want %q", r.Result, r.status, tc.want)
+			}
+			if r.requestID == tc.sent || !strings.HasPrefix(r.requestID, "corr.") {
+				t.Fatalf("X-Request-Id answered %q: the call id must stay the edge's", r.requestID)
+			}
+			waitUntil(t, 10*time.Second, func() error {
+				var story struct {
+					Story []streams.StoryEvent `json:"story"`
+				}
+				g := get(t, st.url+"/rpc/calls/"+r.requestID)
+				if err := json.Unmarshal(g.body, &story); err != nil || len(story.Story) == 0 {
+					return fmt.Errorf("no story yet: %s", g.body)
+				}
+				if got := story.Story[0]; got.Event != "queued" || got.RequestID != tc.want {
+					return fmt.Errorf("queued event %+v, want request_id %q", got, tc.want)
+				}
+				return nil
+			})
+		})
+	}
 }

@@ -134,6 +134,9 @@ type StoryEvent struct {
 	Params   json.RawMessage `json:"params,omitempty"`  // on "queued"
 	Handler  string          `json:"handler,omitempty"` // on "queued"
 	Method   string          `json:"method,omitempty"`  // on "queued"
+	// RequestID is the caller's X-Request-Id, on "queued": its correlation
+	// id (the call's id is the story's).
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // CallStory is a call's status and everything that happened to it.
