@@ -39,6 +39,8 @@ type rpcRequest struct {
 	cancel json.RawMessage
 	// caller is the caller's address, set by the transport.
 	caller string
+	// requestID is the caller's X-Request-Id (POST /jsonrpc), a correlation id.
+	requestID string
 	// trace is the call's W3C trace context: its "_meta"'s, else what the
 	// transport received (HTTP request or WebSocket upgrade headers).
 	trace traceContext
@@ -323,7 +325,7 @@ func (e *Edge) runJSONRPC(ctx context.Context, r *rpcRequest, tracker callTracke
 	}
 	reply, rerr := e.call(id, callRequest{
 		handler: r.handler, method: r.method, params: r.params,
-		timeout: e.cfg.CallTimeout, ctx: ctx, notify: notify, enqueued: enqueued, caller: r.caller, trace: r.trace,
+		timeout: e.cfg.CallTimeout, ctx: ctx, notify: notify, enqueued: enqueued, caller: r.caller, trace: r.trace, requestID: r.requestID,
 	})
 	switch {
 	case notify:
@@ -382,8 +384,13 @@ func (e *Edge) handleJSONRPC(c *fiber.Ctx) error {
 	reqs, batch, perr := decodeJSONRPC(c.Body(), e.cfg.JSONRPCMaxBatch)
 	caller := strings.Clone(c.IP())
 	tc := e.traceHeaders(c.Get)
+	rid := ""
+	if v := c.Get("X-Request-Id"); streams.ValidRequestID(v) {
+		rid = strings.Clone(v)
+	}
 	for i := range reqs {
 		reqs[i].caller = caller
+		reqs[i].requestID = rid
 		if reqs[i].trace.parent == "" { // a per-call _meta.traceparent wins
 			reqs[i].trace = tc
 		}

@@ -299,6 +299,9 @@ func TestCallerRequestIDKept(t *testing.T) {
 			if r.requestID == tc.sent || !strings.HasPrefix(r.requestID, "corr.") {
 				t.Fatalf("X-Request-Id answered %q: the call id must stay the edge's", r.requestID)
 			}
+			if status, b := jsonrpcHTTPWith(t, st, `{"jsonrpc":"2.0","id":1,"method":"corr.rid"}`, h); status != 200 || !strings.Contains(string(b), fmt.Sprintf(`"result":%q`, tc.want)) {
+				t.Fatalf("over /jsonrpc the handler saw %s, want %q", b, tc.want)
+			}
 			waitUntil(t, 10*time.Second, func() error {
 				var story struct {
 					Story []streams.StoryEvent `json:"story"`
