@@ -74,6 +74,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Edge, error) {
 	}
 	e.log = cfg.Logger.With("edge", e.id)
 	e.replies = newReplyReader(e.streams, e.id, e.waiters, e.watchers, e.log)
+	e.replies.maxAge = min(cfg.CallTimeout, replyMaxAge)
 	e.events = newEventHub(e.streams, e.log)
 	e.schemas = newSchemas(e.streams, e.log)
 	e.limiter = newRateLimiter(e.streams, cfg, e.log)

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -275,6 +276,16 @@ func (c *Client) KeepReplyStream(ctx context.Context, edgeID string) error {
 		return c.OpenReplyStream(ctx, edgeID)
 	}
 	return nil
+}
+
+// TrimReplyStream removes the entries of edge edgeID's reply stream older
+// than age (XTRIM MINID, exact): a reply stream is bounded by count
+// (ReplyStreamMaxLen) when replies are appended, and by age by this, which
+// the edge runs on a timer, so that large results do not stay in it after
+// nobody can wait for them, whatever the traffic.
+func (c *Client) TrimReplyStream(ctx context.Context, edgeID string, age time.Duration) error {
+	minID := strconv.FormatInt(time.Now().Add(-age).UnixMilli(), 10) + "-0"
+	return unavailable(c.rdb.XTrimMinID(ctx, replyKey(edgeID), minID).Err())
 }
 
 // ReadReplies reads up to count replies after stream id `after` from edge
