@@ -2,9 +2,16 @@
 # edge (the default command) and the sidecar consumer (`consumer`).
 #
 #   docker build -t streamrpc .
-#   docker run --rm -e REDIS_URL=redis://redis:6379/0 -p 8080:8080 streamrpc
-#   docker run --rm -e REDIS_URL=... -e STREAMRPC_HANDLER=app \
+#   docker network create srpc
+#   docker run -d --rm --name redis --network srpc redis:7-alpine
+#   docker run --rm --network srpc -e REDIS_URL=redis://redis:6379/0 -e STREAMRPC_AUTH=none \
+#     -p 127.0.0.1:8080:8080 streamrpc
+#   docker run --rm --network srpc -e REDIS_URL=redis://redis:6379/0 -e STREAMRPC_HANDLER=app \
 #     -e STREAMRPC_UPSTREAM_URL=http://127.0.0.1:3000 -e STREAMRPC_METHODS=greet,add streamrpc consumer
+#
+# The edge refuses to start without authentication: STREAMRPC_AUTH=none runs this demo open on
+# purpose, published on loopback only. Anywhere else set STREAMRPC_API_KEYS (`docker run --rm
+# streamrpc hash-key` prints a key and its entry) or a JWT key instead (README "Security model").
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 ENV CGO_ENABLED=0 GOFLAGS=-buildvcs=false

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -84,35 +85,39 @@ func (w *watchers) notify(id string) {
 	}
 }
 
-// prefersAsync reports a Prefer header asking for respond-async (RFC 7240).
-func prefersAsync(c *fiber.Ctx) bool {
-	for _, v := range c.Request().Header.PeekAll("Prefer") {
-		for _, pref := range splitComma(string(v)) {
-			if pref == "respond-async" {
-				return true
-			}
-		}
-	}
-	return false
+// preferences are what a call's Prefer headers ask for (RFC 7240).
+type preferences struct {
+	async bool          // respond-async
+	wait  time.Duration // wait=N: with respond-async, wait up to N seconds for the result first
 }
 
-func splitComma(s string) []string {
-	var out []string
-	start := 0
-	for i := 0; i <= len(s); i++ {
-		if i == len(s) || s[i] == ',' || s[i] == ';' {
-			part := s[start:i]
-			for len(part) > 0 && (part[0] == ' ' || part[0] == '\t') {
-				part = part[1:]
+// parsePrefer reads the Prefer headers of a request.
+func parsePrefer(c *fiber.Ctx) preferences {
+	var p preferences
+	for _, v := range c.Request().Header.PeekAll("Prefer") {
+		p.add(string(v))
+	}
+	return p
+}
+
+// add reads one Prefer header: preferences separated by commas, each a
+// token, optionally "=" a value, then ";"-separated parameters (ignored).
+// Names are case-insensitive; a value may be quoted; the first wait counts.
+func (p *preferences) add(header string) {
+	for pref := range strings.SplitSeq(header, ",") {
+		pref, _, _ = strings.Cut(pref, ";")
+		name, value, _ := strings.Cut(pref, "=")
+		name, value = strings.TrimSpace(name), strings.Trim(strings.TrimSpace(value), `"`)
+		switch {
+		case strings.EqualFold(name, "respond-async"):
+			p.async = true
+		case strings.EqualFold(name, "wait") && p.wait == 0:
+			// delta-seconds; capped like ?wait= (maxWait).
+			if secs, err := strconv.ParseUint(value, 10, 64); err == nil && secs > 0 {
+				p.wait = time.Duration(min(secs, uint64(maxWait/time.Second))) * time.Second
 			}
-			for len(part) > 0 && (part[len(part)-1] == ' ' || part[len(part)-1] == '\t') {
-				part = part[:len(part)-1]
-			}
-			out = append(out, part)
-			start = i + 1
 		}
 	}
-	return out
 }
 
 // enqueueAsync enqueues a call that nobody waits for; its state is kept
@@ -124,8 +129,11 @@ func (e *Edge) enqueueAsync(id string, req callRequest) (streams.Enqueued, *stre
 	return e.enqueue(ctx, id, req, now, now.Add(req.timeout), true)
 }
 
-// answerAsync answers POST /rpc/{h}/{m} with Prefer: respond-async.
-func (e *Edge) answerAsync(c *fiber.Ctx, id string, req callRequest) error {
+// answerAsync answers POST /rpc/{h}/{m} with Prefer: respond-async. With
+// wait=N as well, it first waits up to N seconds (at most the call's
+// timeout) for the result, answered then as a synchronous call is; 202 if it
+// does not come in time.
+func (e *Edge) answerAsync(c *fiber.Ctx, id string, req callRequest, wait time.Duration) error {
 	enq, rerr := e.acceptAsync(id, req)
 	if rerr != nil {
 		if rerr.Code == streams.CodeOverloaded {
@@ -133,12 +141,27 @@ func (e *Edge) answerAsync(c *fiber.Ctx, id string, req callRequest) error {
 		}
 		return writeError(c, rerr)
 	}
+	if wait = min(wait, req.timeout); wait > 0 {
+		if st, err := e.pollStatus(enq.ID, time.Now().Add(wait)); err == nil && st.Final() {
+			c.Set("X-Request-Id", enq.ID)
+			return writeReply(c, st.Reply)
+		}
+	}
+	state := streams.StateQueued
+	if enq.Duplicate {
+		// A repeat of an Idempotency-Key: the first call's real state (done,
+		// failed, … once it finished). A first call made synchronously has
+		// no state until its outcome: it is reported queued until then.
+		if st, err := e.pollStatus(enq.ID, time.Time{}); err == nil {
+			state = st.State
+		}
+	}
 	loc := "/rpc/calls/" + enq.ID
 	c.Set("X-Request-Id", enq.ID)
 	c.Set(fiber.HeaderLocation, loc)
 	c.Set("Preference-Applied", "respond-async")
 	c.Status(fiber.StatusAccepted)
-	return c.JSON(fiber.Map{"id": enq.ID, "state": streams.StateQueued, "location": loc, "duplicate": enq.Duplicate})
+	return c.JSON(fiber.Map{"id": enq.ID, "state": state, "location": loc, "duplicate": enq.Duplicate})
 }
 
 // parseWait reads ?wait= as a Go duration ("10s") or seconds ("10").
@@ -172,7 +195,14 @@ func (e *Edge) handleCallStatus(c *fiber.Ctx) error {
 		return writeError(c, newError(streams.CodeInvalidRequest, "wait must be a duration like 10s (at most 60s)", "wait", c.Query("wait")))
 	}
 	id = string([]byte(id)) // Fiber reuses the buffer; the id outlives this read
-	until := time.Now().Add(wait)
+	st, err := e.pollStatus(id, time.Now().Add(wait))
+	return e.writeStatus(c, id, st, err)
+}
+
+// pollStatus reads a call's state until it is final or until passes: woken
+// at once by a reply to this edge, re-read every crossEdgePoll otherwise. A
+// zero until reads once.
+func (e *Edge) pollStatus(id string, until time.Time) (streams.CallStatus, error) {
 	for {
 		ch := e.watchers.add(id) // before reading, so a reply in between wakes us
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -181,7 +211,7 @@ func (e *Edge) handleCallStatus(c *fiber.Ctx) error {
 		left := time.Until(until)
 		if err != nil || st.Final() || left <= 0 {
 			e.watchers.remove(id, ch)
-			return e.writeStatus(c, id, st, err)
+			return st, err
 		}
 		t := time.NewTimer(min(left, crossEdgePoll))
 		select {

@@ -117,6 +117,11 @@ func credential(c *fiber.Ctx, upgrade bool) (cred string, fromCookie bool) {
 		return v, false
 	}
 	if upgrade {
+		if !wsRoute(c) {
+			// Neither the token in the URL nor the subprotocol counts
+			// outside GET /ws, and the cookie never opens a socket.
+			return "", false
+		}
 		for p := range strings.SplitSeq(c.Get(fiber.HeaderSecWebSocketProtocol), ",") {
 			if v, ok := strings.CutPrefix(strings.TrimSpace(p), WSAuthProtocolPrefix); ok {
 				return v, false
@@ -128,6 +133,13 @@ func credential(c *fiber.Ctx, upgrade bool) (cred string, fromCookie bool) {
 		return v, true
 	}
 	return "", false
+}
+
+// wsRoute reports GET /ws as Fiber routes it (case-insensitive, with or
+// without a trailing slash): the only route where a credential may come in
+// the URL (?access_token=) or as a subprotocol.
+func wsRoute(c *fiber.Ctx) bool {
+	return c.Method() == fiber.MethodGet && strings.EqualFold(strings.TrimSuffix(c.Path(), "/"), "/ws")
 }
 
 // publicPath: served to anyone. Liveness, readiness, the dashboard's assets

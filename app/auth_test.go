@@ -456,6 +456,29 @@ func TestAuthWebSocket(t *testing.T) {
 	}
 }
 
+// ?access_token= and the subprotocol token open GET /ws only: an Upgrade
+// header does not make them credentials on other routes.
+func TestAuthURLTokenOnlyOnWS(t *testing.T) {
+	f := newAuthFixture(t)
+	k := f.keys
+	upgrade := func(kv ...string) map[string]string {
+		h := map[string]string{"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+		for i := 0; i+1 < len(kv); i += 2 {
+			h[kv[i]] = kv[i+1]
+		}
+		return h
+	}
+	f.run(t, []authCase{
+		{name: "access_token on GET /handlers", method: http.MethodGet, path: "/handlers?access_token=" + k.admin, header: upgrade(), wantStatus: unauthorized},
+		{name: "access_token on POST /rpc", method: http.MethodPost, path: "/rpc/echo/echo?access_token=" + k.admin, header: upgrade(), wantStatus: unauthorized},
+		{name: "access_token on GET /metrics", method: http.MethodGet, path: "/metrics?access_token=" + k.admin, header: upgrade(), wantStatus: unauthorized},
+		{name: "subprotocol on GET /handlers", method: http.MethodGet, path: "/handlers", header: upgrade("Sec-WebSocket-Protocol", WSAuthProtocolPrefix+k.admin), wantStatus: unauthorized},
+		{name: "access_token on POST /ws", method: http.MethodPost, path: "/ws?access_token=" + k.admin, header: upgrade(), wantStatus: unauthorized},
+		{name: "access_token without Upgrade", method: http.MethodGet, path: "/handlers?access_token=" + k.admin, wantStatus: unauthorized},
+		{name: "a header still works with Upgrade", method: http.MethodGet, path: "/handlers", header: upgrade("Authorization", "Bearer "+k.admin), wantStatus: passed},
+	})
+}
+
 func TestAuthorizeCallsExpiredPrincipal(t *testing.T) {
 	p := &Principal{ID: "u", Expires: time.Now().Add(-time.Second)}
 	p.Scopes, _ = parseScopes([]string{"call:*.*"})

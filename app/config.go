@@ -18,7 +18,8 @@ var ErrConfig = errors.New("app: invalid config")
 // Config configures the edge. The zero value works: each field's default is
 // given beside it. The env tags are the settings' names (see .env.example).
 type Config struct {
-	// Addr is the address the edge listens on. Default ":8080".
+	// Addr is the address the edge listens on. Default ":8080"; `streamrpc dev`
+	// listens on "127.0.0.1:8080" unless it is set (dev runs open).
 	Addr string `env:"STREAMRPC_ADDR"`
 	// CallTimeout is the longest a call waits for its reply; a call may ask
 	// for less with a Request-Timeout header (seconds). Default 30s.
@@ -109,6 +110,18 @@ type Config struct {
 	// MaxHeaderBytes bounds a request's line and headers; a larger one is
 	// answered 431. Default 8 KiB.
 	MaxHeaderBytes int `env:"STREAMRPC_MAX_HEADER_BYTES"`
+	// ReadTimeout bounds the reading of a request, its line and headers and
+	// its body, from the connection's first byte (or, on a keep-alive
+	// connection, from the request's first byte): a client that sends half a
+	// header and stops is dropped when it passes. It does not bound the
+	// answer: long-polls (?wait=), /events and WebSockets (which keep their
+	// own ping deadline) stay open. Default 15s.
+	ReadTimeout time.Duration `env:"STREAMRPC_READ_TIMEOUT"`
+	// IdleTimeout closes a keep-alive connection that sends no next request
+	// for this long. Keep it above the idle timeout of a load balancer in
+	// front (AWS ALB: 60s), so that the balancer, not the edge, closes idle
+	// connections first. Default 75s.
+	IdleTimeout time.Duration `env:"STREAMRPC_IDLE_TIMEOUT"`
 	// MaxConnsPerIP bounds the TCP connections (HTTP keep-alive and
 	// WebSocket alike) one client IP address holds to this edge; past it a
 	// new connection is answered 429 rate_limited and closed. Default 0: no
@@ -172,6 +185,10 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: STREAMRPC_MAX_HEADER_BYTES %d is negative", ErrConfig, c.MaxHeaderBytes)
 	case c.MaxHeaderBytes > 0 && c.MaxHeaderBytes < 1024:
 		return fmt.Errorf("%w: STREAMRPC_MAX_HEADER_BYTES %d is under 1024", ErrConfig, c.MaxHeaderBytes)
+	case c.ReadTimeout < 0:
+		return fmt.Errorf("%w: STREAMRPC_READ_TIMEOUT %s is negative", ErrConfig, c.ReadTimeout)
+	case c.IdleTimeout < 0:
+		return fmt.Errorf("%w: STREAMRPC_IDLE_TIMEOUT %s is negative", ErrConfig, c.IdleTimeout)
 	case c.MaxConnsPerIP < 0:
 		return fmt.Errorf("%w: STREAMRPC_MAX_CONNS_PER_IP %d is negative", ErrConfig, c.MaxConnsPerIP)
 	case c.WSMaxConnsPerIP < 0:
@@ -255,6 +272,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.JWTLeeway == 0 {
 		c.JWTLeeway = 30 * time.Second
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = 15 * time.Second
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = 75 * time.Second
 	}
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = 8 << 10

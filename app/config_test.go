@@ -85,7 +85,7 @@ var setConfig = Config{
 	WSWriteTimeout: time.Minute, WSPingInterval: 2 * time.Second, WSPongTimeout: 3 * time.Second,
 	JWTLeeway:          time.Second,
 	RateLimitPrincipal: 10, RateLimitPrincipalBurst: 20, RateLimitIP: 0.5, RateLimitIPBurst: 2,
-	MaxHeaderBytes: 2048, MaxConnsPerIP: 50, WSMaxConnsPerIP: 6,
+	MaxHeaderBytes: 2048, ReadTimeout: 4 * time.Second, IdleTimeout: 5 * time.Second, MaxConnsPerIP: 50, WSMaxConnsPerIP: 6,
 }
 
 func TestConfigWithDefaults(t *testing.T) {
@@ -102,7 +102,7 @@ func TestConfigWithDefaults(t *testing.T) {
 				JSONRPCMaxBatch: 1000, WSMaxMessage: 1 << 20, WSMaxInFlight: 1024, WSMaxConns: 10000, WSWriteQueue: 8 << 20,
 				WSWriteTimeout: 10 * time.Second, WSPingInterval: 30 * time.Second, WSPongTimeout: 10 * time.Second,
 				JWTLeeway:      30 * time.Second,
-				MaxHeaderBytes: 8 << 10,
+				MaxHeaderBytes: 8 << 10, ReadTimeout: 15 * time.Second, IdleTimeout: 75 * time.Second,
 			},
 		},
 		{

@@ -40,6 +40,9 @@ type Edge struct {
 	tracer   trace.Tracer // nil: tracing off
 
 	draining atomic.Bool // set by Drain and Shutdown: /readyz answers 503
+	// chunkedJSONRPC: the request headers of chunked POST /jsonrpc being
+	// read (headerReceived), for the shape of their 413.
+	chunkedJSONRPC sync.Map
 
 	wg        sync.WaitGroup
 	mu        sync.Mutex
@@ -71,6 +74,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Edge, error) {
 	}
 	e.log = cfg.Logger.With("edge", e.id)
 	e.replies = newReplyReader(e.streams, e.id, e.waiters, e.watchers, e.log)
+	e.replies.maxAge = min(cfg.CallTimeout, replyMaxAge)
 	e.events = newEventHub(e.streams, e.log)
 	e.schemas = newSchemas(e.streams, e.log)
 	e.limiter = newRateLimiter(e.streams, cfg, e.log)
@@ -84,10 +88,18 @@ func New(rdb redis.UniversalClient, cfg Config) (*Edge, error) {
 		BodyLimit: cfg.MaxBody,
 		// fasthttp reads the request line and headers into this buffer;
 		// larger ones are answered 431 (Fiber's ErrRequestHeaderFieldsTooLarge).
-		ReadBufferSize:        cfg.MaxHeaderBytes,
+		ReadBufferSize: cfg.MaxHeaderBytes,
+		// Slow clients: a request (header and body) must be read within
+		// ReadTimeout, and a keep-alive connection is closed after
+		// IdleTimeout without a next request. Neither bounds an answer being
+		// written (long-polls, /events); a WebSocket's deadlines are cleared
+		// at the upgrade and set by its ping loop.
+		ReadTimeout:           cfg.ReadTimeout,
+		IdleTimeout:           cfg.IdleTimeout,
 		DisableStartupMessage: true,
 		ErrorHandler:          e.fiberError,
 	})
+	e.fiber.Server().HeaderReceived = e.headerReceived
 	e.routes()
 	return e, nil
 }

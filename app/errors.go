@@ -12,6 +12,9 @@ import (
 // writeError answers with the error body {"error":{code,message,data}} and
 // the status the code table gives.
 func writeError(c *fiber.Ctx, e *streams.Error) error {
+	if retryable(e.Code) && len(c.Response().Header.Peek(fiber.HeaderRetryAfter)) == 0 {
+		c.Set(fiber.HeaderRetryAfter, "1")
+	}
 	if c.Path() == jsonrpcPath {
 		return writeJSONRPCError(c, e) // the same error, as a JSON-RPC response
 	}
@@ -24,6 +27,16 @@ func writeError(c *fiber.Ctx, e *streams.Error) error {
 	c.Status(streams.HTTPStatus(e.Code))
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	return c.Send(body)
+}
+
+// retryable codes are answered with Retry-After (1 second unless the route
+// set its own): Redis unavailable (503), overloaded (503), rate limited (429).
+func retryable(code int) bool {
+	switch code {
+	case streams.CodeUnavailable, streams.CodeOverloaded, streams.CodeRateLimited:
+		return true
+	}
+	return false
 }
 
 // errorData builds an error's data member from key/value pairs.
@@ -52,7 +65,13 @@ func (e *Edge) fiberError(c *fiber.Ctx, err error) error {
 	if errors.As(err, &fe) {
 		switch fe.Code {
 		case fiber.StatusRequestEntityTooLarge:
-			return writeError(c, newError(streams.CodeBodyTooLarge, "request body is over the limit", "limit_bytes", e.cfg.MaxBody))
+			tooLarge := newError(streams.CodeBodyTooLarge, "request body is over the limit", "limit_bytes", e.cfg.MaxBody)
+			if _, ok := e.chunkedJSONRPC.LoadAndDelete(&c.Context().Request.Header); ok {
+				// fasthttp reset the request of a chunked body over the
+				// limit: its path is gone, but headerReceived saw it.
+				return writeJSONRPCError(c, tooLarge)
+			}
+			return writeError(c, tooLarge)
 		case fiber.StatusNotFound:
 			return writeError(c, newError(streams.CodeNotFound, "no such route: "+c.Method()+" "+c.Path()))
 		case fiber.StatusMethodNotAllowed:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,7 +28,7 @@ type eventHub struct {
 	log     *slog.Logger
 
 	mu   sync.Mutex
-	subs map[chan []byte]struct{}
+	subs map[chan sseEvent]struct{}
 	wake chan struct{} // a first subscriber arrived
 
 	ctx    context.Context
@@ -38,7 +39,7 @@ type eventHub struct {
 
 func newEventHub(sc *streams.Client, log *slog.Logger) *eventHub {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &eventHub{streams: sc, log: log, subs: map[chan []byte]struct{}{}, wake: make(chan struct{}, 1),
+	return &eventHub{streams: sc, log: log, subs: map[chan sseEvent]struct{}{}, wake: make(chan struct{}, 1),
 		ctx: ctx, cancel: cancel, done: make(chan struct{})}
 }
 
@@ -57,8 +58,15 @@ func (h *eventHub) shutdown() {
 	<-h.done
 }
 
-func (h *eventHub) subscribe() chan []byte {
-	ch := make(chan []byte, 64)
+// sseEvent is one rendered event of the feed; pos is its activity position
+// ("" for stats).
+type sseEvent struct {
+	pos string
+	msg []byte
+}
+
+func (h *eventHub) subscribe() chan sseEvent {
+	ch := make(chan sseEvent, 64)
 	h.mu.Lock()
 	h.subs[ch] = struct{}{}
 	h.mu.Unlock()
@@ -69,7 +77,7 @@ func (h *eventHub) subscribe() chan []byte {
 	return ch
 }
 
-func (h *eventHub) unsubscribe(ch chan []byte) {
+func (h *eventHub) unsubscribe(ch chan sseEvent) {
 	h.mu.Lock()
 	delete(h.subs, ch)
 	h.mu.Unlock()
@@ -81,18 +89,32 @@ func (h *eventHub) listeners() int {
 	return len(h.subs)
 }
 
-func (h *eventHub) broadcast(event string, data []byte) {
-	msg := make([]byte, 0, len(event)+len(data)+16)
+// renderEvent renders one SSE event. An activity event carries its position
+// as its id, which the browser sends back as Last-Event-ID when it
+// reconnects; stats events carry none (an id on them would replace the last
+// activity id the browser keeps).
+func renderEvent(event, pos string, data []byte) sseEvent {
+	msg := make([]byte, 0, len(event)+len(pos)+len(data)+24)
+	if pos != "" {
+		msg = append(msg, "id: "...)
+		msg = append(msg, pos...)
+		msg = append(msg, '\n')
+	}
 	msg = append(msg, "event: "...)
 	msg = append(msg, event...)
 	msg = append(msg, "\ndata: "...)
 	msg = append(msg, data...)
 	msg = append(msg, "\n\n"...)
+	return sseEvent{pos: pos, msg: msg}
+}
+
+func (h *eventHub) broadcast(event, pos string, data []byte) {
+	ev := renderEvent(event, pos, data)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for ch := range h.subs {
 		select {
-		case ch <- msg:
+		case ch <- ev:
 		default: // too slow: it misses this one
 		}
 	}
@@ -122,7 +144,7 @@ func (h *eventHub) loop() {
 			cancel()
 			if err == nil {
 				if b, err := json.Marshal(hs); err == nil {
-					h.broadcast("stats", b)
+					h.broadcast("stats", "", b)
 				}
 			}
 		}
@@ -142,11 +164,39 @@ func (h *eventHub) loop() {
 		outages.OK()
 		for _, a := range acts {
 			if b, err := json.Marshal(a); err == nil {
-				h.broadcast("activity", b)
+				h.broadcast("activity", a.Pos, b)
 			}
 		}
 	}
 }
+
+// activityAfter reads the activity recorded after pos (a Last-Event-ID), at
+// most maxBacklog events; nothing if pos is not one of the feed's ids or
+// Redis does not answer.
+func (e *Edge) activityAfter(pos string) []sseEvent {
+	cursor, err := e.streams.NewActivityCursorAfter(pos)
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := apiContext()
+	defer cancel()
+	var out []sseEvent
+	for len(out) < maxBacklog {
+		acts, err := cursor.Next(ctx, 0)
+		if err != nil || len(acts) == 0 {
+			break
+		}
+		for _, a := range acts {
+			if b, err := json.Marshal(a); err == nil {
+				out = append(out, renderEvent("activity", a.Pos, b))
+			}
+		}
+	}
+	return out
+}
+
+// maxBacklog bounds the activity events a reconnect is sent at once.
+const maxBacklog = 2000
 
 // serveEvents serves GET /events as Server-Sent Events: "activity" (one
 // settled call) and "stats" (every handler's summary, every 2s).
@@ -155,7 +205,12 @@ func (e *Edge) serveEvents(c *fiber.Ctx) error {
 	c.Set(fiber.HeaderCacheControl, "no-cache")
 	c.Set("X-Accel-Buffering", "no")
 	hub := e.events
-	ch := hub.subscribe()
+	ch := hub.subscribe() // before the backlog is read: nothing falls in between
+	// A reconnect resumes after the last activity event it got.
+	var backlog []sseEvent
+	if last := c.Get("Last-Event-ID"); last != "" {
+		backlog = e.activityAfter(strings.Clone(last))
+	}
 	c.Context().SetBodyStreamWriter(fasthttp.StreamWriter(func(w *bufio.Writer) {
 		defer hub.unsubscribe(ch)
 		ping := time.NewTicker(15 * time.Second)
@@ -163,10 +218,23 @@ func (e *Edge) serveEvents(c *fiber.Ctx) error {
 		if _, err := w.WriteString("retry: 2000\n: connected\n\n"); err != nil || w.Flush() != nil {
 			return
 		}
+		sent := "" // the last activity position sent
+		for _, ev := range backlog {
+			if _, err := w.Write(ev.msg); err != nil {
+				return
+			}
+			sent = ev.pos
+		}
+		if w.Flush() != nil {
+			return
+		}
 		for {
 			select {
-			case msg := <-ch:
-				if _, err := w.Write(msg); err != nil || w.Flush() != nil {
+			case ev := <-ch:
+				if ev.pos != "" && sent != "" && !streams.StreamIDLess(sent, ev.pos) {
+					continue // in the backlog already
+				}
+				if _, err := w.Write(ev.msg); err != nil || w.Flush() != nil {
 					return
 				}
 			case <-ping.C:

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
+	"github.com/valyala/fasthttp"
 
 	"github.com/streamrpc/streamrpc/streams"
 )
@@ -38,17 +39,44 @@ type rpcRequest struct {
 	cancel json.RawMessage
 	// caller is the caller's address, set by the transport.
 	caller string
-	// trace is the W3C trace context the transport received (HTTP request
-	// or WebSocket upgrade headers).
+	// requestID is the caller's X-Request-Id (POST /jsonrpc), a correlation id.
+	requestID string
+	// trace is the call's W3C trace context: its "_meta"'s, else what the
+	// transport received (HTTP request or WebSocket upgrade headers).
 	trace traceContext
+	// notify: a valid Request object without "id" (JSON-RPC 2.0's
+	// notification). It is never answered, even when it cannot be run
+	// (unknown or forbidden method, $/cancel over HTTP): err then only stops it.
+	notify bool
+}
+
+// requestMeta is a request's "_meta" member: what a JSON-RPC request carries
+// besides its params, beside them so that params stay byte for byte and
+// positional params work. Unknown keys are ignored. (README "JSON-RPC 2.0
+// over HTTP and WebSocket", "_meta".)
+type requestMeta struct {
+	// TraceParent and TraceState are this call's W3C trace context; they win
+	// over the HTTP request's or the WebSocket upgrade's headers.
+	TraceParent string `json:"traceparent"`
+	TraceState  string `json:"tracestate"`
 }
 
 // cancelMethod cancels a call in flight on the same WebSocket, as LSP's
 // $/cancelRequest does: {"jsonrpc":"2.0","method":"$/cancel","params":{"id":7}}.
 const cancelMethod = "$/cancel"
 
-// notification reports a valid request without id: it is enqueued, never answered.
-func (r *rpcRequest) notification() bool { return r.id == nil && r.err == nil }
+// notification reports a valid Request object without id: it is never
+// answered; it is enqueued unless err is set.
+func (r *rpcRequest) notification() bool { return r.notify }
+
+// errorResponse answers a request refused before it ran (err is set): nil for
+// a notification, which is never answered.
+func (r *rpcRequest) errorResponse() []byte {
+	if r.notify {
+		return nil
+	}
+	return encodeError(r.id, r.err)
+}
 
 var jsonNull = json.RawMessage("null")
 
@@ -105,7 +133,7 @@ func mapRequest(raw json.RawMessage) (requestMembers, bool) {
 	if err := json.Unmarshal(raw, &m); err != nil || m == nil {
 		return requestMembers{}, false
 	}
-	return requestMembers{id: m["id"], jsonrpc: m["jsonrpc"], method: m["method"], params: m["params"]}, true
+	return requestMembers{id: m["id"], jsonrpc: m["jsonrpc"], method: m["method"], params: m["params"], meta: m["_meta"]}, true
 }
 
 // request checks the members and builds the request. Everything it keeps is
@@ -133,6 +161,22 @@ func (m requestMembers) request() rpcRequest {
 		r.err = newError(streams.CodeInvalidRequest, `invalid request: "method" must be a string`)
 		return r
 	}
+	switch p := m.params; {
+	case p == nil || string(p) == "null":
+	case p[0] == '{' || p[0] == '[':
+	default:
+		r.err = newError(streams.CodeInvalidRequest, `invalid request: "params" must be an object or an array (or omitted)`)
+		return r
+	}
+	var meta requestMeta
+	if m.meta != nil && (m.meta[0] != '{' || json.Unmarshal(m.meta, &meta) != nil) {
+		r.err = newError(streams.CodeInvalidRequest, `invalid request: "_meta" must be an object`)
+		return r
+	}
+	// A valid Request object from here on: without an id it is a
+	// notification, and nothing below is answered.
+	r.notify = m.id == nil
+	r.trace = validTrace(meta.TraceParent, meta.TraceState)
 	if name == cancelMethod {
 		var p struct {
 			ID json.RawMessage `json:"id"`
@@ -147,13 +191,10 @@ func (m requestMembers) request() rpcRequest {
 	if r.err = r.setMethod(name); r.err != nil {
 		return r
 	}
-	switch p := m.params; {
-	case p == nil || string(p) == "null":
+	if p := m.params; p == nil || string(p) == "null" {
 		r.params = jsonNull
-	case p[0] == '{' || p[0] == '[':
+	} else {
 		r.params = bytes.Clone(p)
-	default:
-		r.err = newError(streams.CodeInvalidRequest, `invalid request: "params" must be an object or an array (or omitted)`)
 	}
 	return r
 }
@@ -252,12 +293,15 @@ type callTracker interface {
 // (besides the call's deadline, STREAMRPC_CALL_TIMEOUT); a notification never
 // waits, and its enqueue does not depend on ctx.
 func (e *Edge) runJSONRPC(ctx context.Context, r *rpcRequest, tracker callTracker) []byte {
-	if r.err != nil {
-		return encodeError(r.id, r.err)
-	}
 	notify := r.notification()
+	if r.err != nil {
+		return r.errorResponse()
+	}
 	if r.cancel != nil {
 		if tracker == nil {
+			if notify {
+				return nil
+			}
 			return encodeError(r.id, newError(streams.CodeMethodNotFound, "$/cancel cancels calls in flight on the same WebSocket; over HTTP use DELETE /rpc/calls/{id} for async calls"))
 		}
 		state, cerr := tracker.cancelCall(r.cancel)
@@ -281,7 +325,7 @@ func (e *Edge) runJSONRPC(ctx context.Context, r *rpcRequest, tracker callTracke
 	}
 	reply, rerr := e.call(id, callRequest{
 		handler: r.handler, method: r.method, params: r.params,
-		timeout: e.cfg.CallTimeout, ctx: ctx, notify: notify, enqueued: enqueued, caller: r.caller, trace: r.trace,
+		timeout: e.cfg.CallTimeout, ctx: ctx, notify: notify, enqueued: enqueued, caller: r.caller, trace: r.trace, requestID: r.requestID,
 	})
 	switch {
 	case notify:
@@ -316,7 +360,7 @@ func (e *Edge) runAll(ctx context.Context, reqs []rpcRequest, tracker callTracke
 	var wg sync.WaitGroup
 	for i := range reqs {
 		if reqs[i].err != nil { // answered without a goroutine
-			out[i] = encodeError(reqs[i].id, reqs[i].err)
+			out[i] = reqs[i].errorResponse()
 			continue
 		}
 		wg.Add(1)
@@ -340,9 +384,16 @@ func (e *Edge) handleJSONRPC(c *fiber.Ctx) error {
 	reqs, batch, perr := decodeJSONRPC(c.Body(), e.cfg.JSONRPCMaxBatch)
 	caller := strings.Clone(c.IP())
 	tc := e.traceHeaders(c.Get)
+	rid := ""
+	if v := c.Get("X-Request-Id"); streams.ValidRequestID(v) {
+		rid = strings.Clone(v)
+	}
 	for i := range reqs {
 		reqs[i].caller = caller
-		reqs[i].trace = tc
+		reqs[i].requestID = rid
+		if reqs[i].trace.parent == "" { // a per-call _meta.traceparent wins
+			reqs[i].trace = tc
+		}
 	}
 	authorizeCalls(PrincipalOf(c), reqs, time.Now())
 	var body []byte
@@ -359,6 +410,25 @@ func (e *Edge) handleJSONRPC(c *fiber.Ctx) error {
 	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	return c.Send(body)
+}
+
+// headerReceived runs once a request's headers are read, before its body
+// (fasthttp's Server.HeaderReceived). A chunked body over STREAMRPC_MAX_BODY is
+// found only while it is read, and fasthttp then resets the whole request,
+// path included: it notes the chunked requests to /jsonrpc, by their header
+// (one per connection, reused), so that their 413 is still a JSON-RPC
+// response. Sized bodies over the limit are refused with their path intact.
+func (e *Edge) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	if h.ContentLength() == -1 && isJSONRPCURI(h.RequestURI()) {
+		e.chunkedJSONRPC.Store(h, struct{}{})
+	} else if _, ok := e.chunkedJSONRPC.Load(h); ok {
+		e.chunkedJSONRPC.Delete(h)
+	}
+	return fasthttp.RequestConfig{}
+}
+
+func isJSONRPCURI(uri []byte) bool {
+	return bytes.HasPrefix(uri, []byte(jsonrpcPath)) && (len(uri) == len(jsonrpcPath) || uri[len(jsonrpcPath)] == '?')
 }
 
 // writeJSONRPCError answers an error raised before a JSON-RPC message is read

@@ -1,6 +1,6 @@
 package app
 
-// A request's four members found by one pass over the message, without
+// A request's five members (the four of JSON-RPC 2.0, and "_meta") found by one pass over the message, without
 // encoding/json's map and its copies: decoding a request is on every JSON-RPC
 // call's path. The message is valid JSON (checked first), which is what lets
 // this scanner be short: it only has to find where each value ends.
@@ -8,7 +8,7 @@ package app
 // requestMembers are the raw values of a request's members (nil: absent),
 // pointing into the message.
 type requestMembers struct {
-	id, jsonrpc, method, params []byte
+	id, jsonrpc, method, params, meta []byte
 }
 
 // scanRequest finds the members of the JSON object raw, which must be valid
@@ -50,6 +50,8 @@ func scanRequest(raw []byte) (requestMembers, bool) {
 			m.method = v
 		case "params":
 			m.params = v
+		case "_meta":
+			m.meta = v
 		}
 		i = skipSpace(raw, end)
 		if raw[i] != ',' {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"strings"
@@ -63,7 +64,7 @@ func TestDecodeJSONRPC(t *testing.T) {
 		{"method ends with a dot", `{"jsonrpc":"2.0","id":1,"method":"echo."}`, false, 0, []want{{id: "1", code: streams.CodeMethodNotFound}}},
 		{"reserved rpc.", `{"jsonrpc":"2.0","id":1,"method":"rpc.discover"}`, false, 0, []want{{id: "1", code: streams.CodeMethodNotFound}}},
 		{"bad handler name", `{"jsonrpc":"2.0","id":1,"method":"ec{ho}.echo"}`, false, 0, []want{{id: "1", code: streams.CodeInvalidRequest}}},
-		{"invalid notification is answered", `{"jsonrpc":"2.0","method":"nodot"}`, false, 0, []want{{code: streams.CodeMethodNotFound}}},
+		{"notification of no handler.method", `{"jsonrpc":"2.0","method":"nodot"}`, false, 0, []want{{code: streams.CodeMethodNotFound}}},
 		{"batch mixed", `[{"jsonrpc":"2.0","id":1,"method":"echo.echo"},1,{"jsonrpc":"2.0","method":"echo.echo"}]`, true, 0,
 			[]want{{id: "1", handler: "echo", method: "echo", params: "null"}, {code: streams.CodeInvalidRequest}, {handler: "echo", method: "echo", params: "null"}}},
 	}
@@ -156,6 +157,12 @@ func TestJSONRPCOverHTTPWithoutRedis(t *testing.T) {
 		{"method not found", "application/json", `{"jsonrpc":"2.0","id":"q","method":"nodot"}`, 200, "", streams.CodeMethodNotFound},
 		{"redis down", "application/json", `{"jsonrpc":"2.0","id":1,"method":"echo.echo"}`, 200, "", streams.CodeUnavailable},
 		{"notification only", "application/json", `{"jsonrpc":"2.0","method":"echo.echo"}`, 204, "-", 0},
+		{"notification of no handler.method", "application/json", `{"jsonrpc":"2.0","method":"update","params":[1,2,3,4,5]}`, 204, "-", 0},
+		{"notification of rpc.", "application/json", `{"jsonrpc":"2.0","method":"rpc.discover"}`, 204, "-", 0},
+		{"$/cancel notification over HTTP", "application/json", `{"jsonrpc":"2.0","method":"$/cancel","params":{"id":1}}`, 204, "-", 0},
+		{"batch of notifications that cannot run", "application/json", `[{"jsonrpc":"2.0","method":"notify_sum","params":[1,2,4]},{"jsonrpc":"2.0","method":"notify_hello","params":[7]}]`, 204, "-", 0},
+		{"invalid request without id", "application/json", `{"jsonrpc":"2.0","method":1}`, 200,
+			`{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"invalid request: \"method\" must be a string"}}`, 0},
 		{"wrong content type", "text/plain", `{}`, 415, "", streams.CodeUnsupportedMedia},
 		{"batch of invalid entries", "application/json", `[1,2]`, 200,
 			`[{"jsonrpc":"2.0","id":null,"error":{"code":-32600,"message":"invalid request: a request must be a JSON object"}},` +
@@ -299,4 +306,89 @@ func FuzzDecodeJSONRPC(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A body over STREAMRPC_MAX_BODY on /jsonrpc is answered with a JSON-RPC
+// response of id null and status 413, sized or chunked alike.
+func TestJSONRPCBodyTooLarge(t *testing.T) {
+	e := newTestEdge(t, Config{MaxBody: 64})
+	base := serve(t, e)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	t.Cleanup(client.CloseIdleConnections)
+	body := `{"jsonrpc":"2.0","id":1,"method":"echo.echo","params":["` + strings.Repeat("x", 200) + `"]}`
+	cases := []struct {
+		name    string
+		chunked bool
+	}{
+		{"sized", false},
+		{"chunked", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var r io.Reader = strings.NewReader(body)
+			if tc.chunked {
+				r = io.MultiReader(r) // no length known: net/http sends it chunked
+			}
+			req, err := http.NewRequest("POST", base+"/jsonrpc", r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/json")
+			res, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			if tc.chunked && len(res.Request.TransferEncoding) == 0 && req.ContentLength != -1 && req.ContentLength != 0 {
+				t.Fatalf("the request was not chunked")
+			}
+			b, _ := io.ReadAll(res.Body)
+			var got struct {
+				JSONRPC string          `json:"jsonrpc"`
+				ID      json.RawMessage `json:"id"`
+				Error   *streams.Error  `json:"error"`
+			}
+			if res.StatusCode != http.StatusRequestEntityTooLarge || json.Unmarshal(b, &got) != nil || got.JSONRPC != "2.0" || string(got.ID) != "null" ||
+				got.Error == nil || got.Error.Code != streams.CodeBodyTooLarge {
+				t.Fatalf("answered %d %s, want 413 and a JSON-RPC error %d with id null", res.StatusCode, b, streams.CodeBodyTooLarge)
+			}
+		})
+	}
+}
+
+// "_meta" sits beside params: its trace context is the call's, unknown keys
+// are ignored, params stay byte for byte, and a _meta that is not an object
+// is an invalid request.
+func TestDecodeJSONRPCMeta(t *testing.T) {
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	cases := []struct {
+		name      string
+		msg       string
+		wantTrace traceContext
+		wantCode  int
+	}{
+		{"trace context", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"_meta":{"traceparent":"` + tp + `","tracestate":"k=v"}}`, traceContext{parent: tp, state: "k=v"}, 0},
+		{"unknown keys ignored", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"_meta":{"priority":3,"traceparent":"` + tp + `"}}`, traceContext{parent: tp}, 0},
+		{"malformed traceparent dropped", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"_meta":{"traceparent":"nope"}}`, traceContext{}, 0},
+		{"escaped member names", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"\u005fmeta":{"traceparent":"` + tp + `"}}`, traceContext{parent: tp}, 0},
+		{"not an object", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"_meta":[1]}`, traceContext{}, streams.CodeInvalidRequest},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			reqs, _, err := decodeJSONRPC([]byte(tc.msg), 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := reqs[0]
+			if tc.wantCode != 0 {
+				if r.err == nil || r.err.Code != tc.wantCode {
+					t.Fatalf("err %v, want %d", r.err, tc.wantCode)
+				}
+				return
+			}
+			if r.err != nil || r.trace != tc.wantTrace || string(r.params) != "[1, 2]" {
+				t.Fatalf("err %v trace %+v params %s; want trace %+v, params [1, 2]", r.err, r.trace, r.params, tc.wantTrace)
+			}
+		})
+	}
 }

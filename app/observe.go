@@ -49,6 +49,9 @@ func (e *Edge) logCall(id string, req *callRequest, reply streams.Reply, rerr *s
 	attrs := []slog.Attr{
 		slog.String("call_id", id), slog.String("handler", req.handler), slog.String("method", req.method),
 	}
+	if req.requestID != "" {
+		attrs = append(attrs, slog.String("request_id", req.requestID))
+	}
 	switch {
 	case rerr != nil:
 		attrs = append(attrs, slog.String("outcome", outcomeLabel(rerr.Code)), slog.String("err", rerr.Message))

@@ -23,6 +23,9 @@ type replyReader struct {
 	// edge whose reader has stopped would enqueue calls it never answers.
 	running atomic.Bool
 	metrics *metrics
+	// maxAge bounds how long a reply stays in the stream (trimmed every
+	// maxAge/5): a reply older than the call timeout has no waiter left.
+	maxAge time.Duration
 
 	ctx    context.Context // cancelled by shutdown
 	cancel context.CancelFunc
@@ -50,6 +53,11 @@ func (r *replyReader) start(wg *sync.WaitGroup) {
 	go func() {
 		defer wg.Done()
 		r.keepAlive()
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.trim()
 	}()
 	go func() {
 		defer wg.Done()
@@ -101,6 +109,31 @@ func (r *replyReader) keepAlive() {
 		select {
 		case <-t.C:
 			r.keep()
+		case <-r.ctx.Done():
+			return
+		}
+	}
+}
+
+// replyMaxAge caps how long a reply stays in an edge's reply stream, with a
+// call timeout longer than that: with the trim period (a fifth of it), a
+// reply is gone within a minute at most.
+const replyMaxAge = 48 * time.Second
+
+// trim removes the replies older than maxAge from the reply stream, every
+// maxAge/5: its memory is bounded by age, not only by count.
+func (r *replyReader) trim() {
+	t := time.NewTicker(max(r.maxAge/5, 100*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+			err := r.streams.TrimReplyStream(ctx, r.edgeID, r.maxAge)
+			cancel()
+			if err != nil && r.ctx.Err() == nil {
+				r.log.Debug("trimming the reply stream failed", "err", err)
+			}
 		case <-r.ctx.Done():
 			return
 		}

@@ -54,6 +54,7 @@ type callRequest struct {
 	timeout         time.Duration
 	idemKey         string // Idempotency-Key header, "" if none
 	caller          string // the caller's address, for the activity record
+	requestID       string // the caller's X-Request-Id: a correlation id, "" if none
 	// ctx, if set, ends the wait for the reply early (a closed WebSocket).
 	ctx context.Context
 	// notify: a JSON-RPC notification, enqueued but not waited for.
@@ -72,12 +73,13 @@ func (e *Edge) handleCall(c *fiber.Ctx) error {
 		return writeError(c, bad)
 	}
 	id := streams.NewCallID(req.handler)
-	if prefersAsync(c) {
-		return e.answerAsync(c, id, req)
+	if p := parsePrefer(c); p.async {
+		return e.answerAsync(c, id, req, p.wait)
 	}
-	c.Set("X-Request-Id", id)
 	reply, rerr := e.call(id, req)
 	if reply.ID != "" {
+		// Only a call that was accepted has an id, readable at
+		// GET /rpc/calls/{id}: one refused (404, 422 schema, 503) has none.
 		c.Set("X-Request-Id", reply.ID)
 	}
 	if rerr != nil {
@@ -86,6 +88,12 @@ func (e *Edge) handleCall(c *fiber.Ctx) error {
 		}
 		return writeError(c, rerr)
 	}
+	return writeReply(c, reply)
+}
+
+// writeReply answers with a call's reply: {"result":…}, or {"error":…} with
+// the status of its code.
+func writeReply(c *fiber.Ctx, reply streams.Reply) error {
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	if !reply.OK {
 		c.Status(streams.HTTPStatus(reply.Err().Code))
@@ -117,13 +125,14 @@ func (e *Edge) parseCall(c *fiber.Ctx) (callRequest, *streams.Error) {
 		return req, newError(streams.CodeInvalidRequest, err.Error())
 	}
 	if t := c.Get("Request-Timeout"); t != "" {
-		secs, err := strconv.ParseFloat(t, 64)
-		if err != nil || secs <= 0 || math.IsNaN(secs) || math.IsInf(secs, 0) {
-			return req, newError(streams.CodeInvalidRequest, "Request-Timeout must be a positive number of seconds", "value", t)
+		d, bad := requestTimeout(t, req.timeout)
+		if bad != nil {
+			return req, bad
 		}
-		if d := time.Duration(secs * float64(time.Second)); d < req.timeout {
-			req.timeout = max(d, time.Millisecond)
-		}
+		req.timeout = d
+	}
+	if rid := c.Get("X-Request-Id"); streams.ValidRequestID(rid) {
+		req.requestID = strings.Clone(rid) // kept for logs and the story; the call id stays ours
 	}
 	if k := c.Get("Idempotency-Key"); k != "" {
 		if len(k) > 256 {
@@ -149,6 +158,21 @@ func (e *Edge) parseCall(c *fiber.Ctx) (callRequest, *streams.Error) {
 	// the enqueue pipeline may still be sending it then: keep a copy.
 	req.params = bytes.Clone(body)
 	return req, nil
+}
+
+// requestTimeout reads a Request-Timeout header (seconds) against the call
+// timeout max: a call may ask for less, never more, and not under 1ms. The
+// seconds are compared before they become a Duration, which would overflow
+// past 292 years (1e10 would wrap to a negative, then 1ms).
+func requestTimeout(t string, max time.Duration) (time.Duration, *streams.Error) {
+	secs, err := strconv.ParseFloat(t, 64)
+	if err != nil || secs <= 0 || math.IsNaN(secs) || math.IsInf(secs, 0) {
+		return max, newError(streams.CodeInvalidRequest, "Request-Timeout must be a positive number of seconds", "value", t)
+	}
+	if secs >= max.Seconds() {
+		return max, nil
+	}
+	return time.Duration(math.Max(secs*float64(time.Second), float64(time.Millisecond))), nil
 }
 
 func isJSON(contentType string) bool {
@@ -177,8 +201,9 @@ func jsonProblem(body []byte) string {
 }
 
 // roundTrip enqueues a call and waits for its reply until the call's deadline.
-// The reply's ID is the call's id: with an idempotency key seen before, the
-// first call's. Callers go through call (observe.go), which measures it.
+// The reply's ID is the call's id once it was accepted (with an idempotency
+// key seen before, the first call's), also with a timeout or cancelled error;
+// "" for a call that was never accepted. Callers go through call (observe.go), which measures it.
 func (e *Edge) roundTrip(id string, req callRequest) (streams.Reply, *streams.Error) {
 	now := time.Now()
 	deadline := now.Add(req.timeout)
@@ -211,7 +236,7 @@ func (e *Edge) roundTrip(id string, req callRequest) (streams.Reply, *streams.Er
 		if errors.Is(context.Cause(ctx), errCallerCancelled) {
 			return streams.Reply{ID: id}, newError(streams.CodeCancelled, "the call was cancelled by its caller", "id", id)
 		}
-		return streams.Reply{}, newError(streams.CodeTimeout, "no reply before the deadline", "id", id, "timeout", req.timeout.String())
+		return streams.Reply{ID: id}, newError(streams.CodeTimeout, "no reply before the deadline", "id", id, "timeout", req.timeout.String())
 	}
 }
 
@@ -232,7 +257,7 @@ func (e *Edge) enqueue(ctx context.Context, id string, req callRequest, now, dea
 	enq, err := e.streams.Enqueue(ctx, &streams.Call{
 		ID: id, Handler: req.handler, Method: req.method, Params: req.params,
 		ReplyTo: e.id, Deadline: deadline, Attempt: 1, EnqueuedAt: now, ResultTTL: e.cfg.ResultTTL, Caller: req.caller,
-		TraceParent: req.trace.parent, TraceState: req.trace.state,
+		TraceParent: req.trace.parent, TraceState: req.trace.state, RequestID: req.requestID,
 	}, streams.EnqueueOptions{BacklogLimit: e.cfg.BacklogLimit, Idempotency: idem, Async: async})
 	if err != nil {
 		return enq, enqueueError(err, req)
@@ -256,7 +281,7 @@ func (e *Edge) awaitResult(ctx context.Context, id string, timeout time.Duration
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
-			return streams.Reply{}, newError(streams.CodeTimeout, "no reply before the deadline (the first call with this Idempotency-Key is still running)", "id", id, "timeout", timeout.String())
+			return streams.Reply{ID: id}, newError(streams.CodeTimeout, "no reply before the deadline (the first call with this Idempotency-Key is still running)", "id", id, "timeout", timeout.String())
 		}
 		wait = min(wait*2, 500*time.Millisecond)
 	}

@@ -300,6 +300,38 @@ func TestCallBodyTooLarge(t *testing.T) {
 	}
 }
 
+func TestRequestTimeout(t *testing.T) {
+	const callTimeout = 30 * time.Second
+	cases := []struct {
+		name    string
+		header  string
+		want    time.Duration
+		wantErr bool
+	}{
+		{"less is taken", "2.5", 2500 * time.Millisecond, false},
+		{"more is the call timeout", "60", callTimeout, false},
+		{"huge does not overflow", "1e10", callTimeout, false},
+		{"past float range of durations", "1e300", callTimeout, false},
+		{"tiny is 1ms", "0.0000001", time.Millisecond, false},
+		{"zero is refused", "0", 0, true},
+		{"negative is refused", "-1", 0, true},
+		{"a unit is refused", "1s", 0, true},
+		{"NaN is refused", "NaN", 0, true},
+		{"Inf is refused", "Inf", 0, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, bad := requestTimeout(tc.header, callTimeout)
+			switch {
+			case tc.wantErr && (bad == nil || bad.Code != streams.CodeInvalidRequest):
+				t.Fatalf("requestTimeout(%q) = %s, %v; want -32600", tc.header, got, bad)
+			case !tc.wantErr && (bad != nil || got != tc.want):
+				t.Fatalf("requestTimeout(%q) = %s, %v; want %s", tc.header, got, bad, tc.want)
+			}
+		})
+	}
+}
+
 func TestRequestTimeoutErrorData(t *testing.T) {
 	e := newTestEdge(t, Config{})
 	req := httptest.NewRequest(http.MethodPost, "/rpc/h/m", nil)
@@ -328,6 +360,7 @@ func TestCallRedisUnavailable(t *testing.T) {
 		{name: "whitespace body", body: " \n\t"},
 		{name: "json suffix media type", body: `[1,2]`, contentType: "application/vnd.x+json; charset=utf-8"},
 		{name: "shorter request timeout", body: `1`, contentType: "application/json", header: map[string]string{"Request-Timeout": "2.5"}},
+		{name: "async", body: `{}`, contentType: "application/json", header: map[string]string{"Prefer": "respond-async"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -355,14 +388,46 @@ func TestCallRedisUnavailable(t *testing.T) {
 			if body.Error.Code != streams.CodeUnavailable {
 				t.Errorf("error code = %d, want %d", body.Error.Code, streams.CodeUnavailable)
 			}
+			if ra := resp.Header.Get("Retry-After"); ra == "" {
+				t.Error("a 503 without Retry-After")
+			}
 			if !strings.Contains(body.Error.Message, "redis") || !strings.Contains(body.Error.Message, "not accepted") {
 				t.Errorf("message %q does not say Redis is down and the call was not accepted", body.Error.Message)
 			}
-			if id := resp.Header.Get("X-Request-Id"); streams.ValidateID(id) != nil {
-				t.Errorf("X-Request-Id = %q, want a valid call id", id)
+			if id := resp.Header.Get("X-Request-Id"); id != "" {
+				t.Errorf("X-Request-Id = %q on a call that was not accepted: it has no id", id)
 			}
 			if n := e.Waiting(); n != 0 {
 				t.Errorf("edge still waits on %d calls after the 503", n)
+			}
+		})
+	}
+}
+
+// Every 503 carries Retry-After, as 429 and overloaded do.
+func TestUnavailableRetryAfter(t *testing.T) {
+	e := newTestEdge(t, Config{})
+	cases := []struct {
+		name   string
+		method string
+		path   string
+		body   string
+	}{
+		{"call status", http.MethodGet, "/rpc/calls/echo.01JBZ8Y0000000000000000000", ""},
+		{"cancel", http.MethodDelete, "/rpc/calls/echo.01JBZ8Y0000000000000000000", ""},
+		{"handlers", http.MethodGet, "/handlers", ""},
+		{"jsonrpc over HTTP answers 200, with the error inside", http.MethodPost, "/jsonrpc", `{"jsonrpc":"2.0","id":1,"method":"echo.echo"}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body))
+			req.Header.Set("Content-Type", "application/json")
+			resp, _ := do(t, e, req)
+			if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "" {
+				t.Fatal("503 without Retry-After")
+			}
+			if resp.StatusCode != http.StatusServiceUnavailable && tc.path != "/jsonrpc" {
+				t.Fatalf("status %d, want 503", resp.StatusCode)
 			}
 		})
 	}
@@ -388,5 +453,34 @@ func TestHealthAndReadiness(t *testing.T) {
 	}
 	if !strings.Contains(body.Error.Message, "redis unavailable") {
 		t.Errorf("/readyz message %q does not say Redis is unavailable", body.Error.Message)
+	}
+}
+
+func TestParsePrefer(t *testing.T) {
+	cases := []struct {
+		name   string
+		header string
+		want   preferences
+	}{
+		{"respond-async", "respond-async", preferences{async: true}},
+		{"tokens are case-insensitive", "Respond-Async", preferences{async: true}},
+		{"with wait", "respond-async, wait=10", preferences{async: true, wait: 10 * time.Second}},
+		{"wait first, spaces, any case", "WAIT = 3 ,RESPOND-ASYNC", preferences{async: true, wait: 3 * time.Second}},
+		{"quoted wait", `respond-async, wait="2"`, preferences{async: true, wait: 2 * time.Second}},
+		{"parameters ignored", "respond-async;foo=bar, wait=1;x", preferences{async: true, wait: time.Second}},
+		{"wait capped", "respond-async, wait=100000", preferences{async: true, wait: maxWait}},
+		{"bad wait ignored", "respond-async, wait=-1, wait=soon", preferences{async: true}},
+		{"the first wait counts", "respond-async, wait=1, wait=9", preferences{async: true, wait: time.Second}},
+		{"other preferences", "return=minimal, handling=lenient", preferences{}},
+		{"not a prefix match", "respond-asyncx", preferences{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var p preferences
+			p.add(tc.header)
+			if p != tc.want {
+				t.Fatalf("Prefer: %s gives %+v, want %+v", tc.header, p, tc.want)
+			}
+		})
 	}
 }

@@ -54,13 +54,28 @@ func (t *traceContext) Keys() []string { return []string{headerTraceParent, head
 var propagator = propagation.TraceContext{}
 
 // traceHeaders copies a request's trace context headers (get is Fiber's
-// c.Get or the WebSocket's Headers); nothing when tracing is off.
+// c.Get or the WebSocket's Headers), tracing on or off: with tracing off the
+// caller's context travels in the envelope as it came, so that the
+// consumer's handler and the sidecar's upstream continue the caller's trace
+// (propagation is not exporting). Nothing is allocated when the caller sends
+// none.
 func (e *Edge) traceHeaders(get func(string, ...string) string) traceContext {
-	if e.tracer == nil {
+	return validTrace(get(headerTraceParent), get(headerTraceState))
+}
+
+// validTrace keeps a W3C trace context the envelope may carry: a
+// version-00 traceparent, and a tracestate only with one; anything else is
+// dropped (the call then starts a new trace), never refused. It copies:
+// Fiber reuses the request's buffers once the handler returns.
+func validTrace(parent, state string) traceContext {
+	if !streams.ValidTraceParent(parent) {
 		return traceContext{}
 	}
-	// Copies: Fiber reuses the request's buffers once the handler returns.
-	return traceContext{parent: strings.Clone(get(headerTraceParent)), state: strings.Clone(get(headerTraceState))}
+	t := traceContext{parent: strings.Clone(parent)}
+	if streams.ValidTraceState(state) {
+		t.state = strings.Clone(state)
+	}
+	return t
 }
 
 // canonicalKeys adapts the WebSocket's header lookup, whose keys are

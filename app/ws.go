@@ -100,7 +100,7 @@ func (e *Edge) serveWS(conn *websocket.Conn) {
 	// Authenticated at the upgrade (authenticate); each call is checked
 	// against its scopes in dispatch.
 	c.principal, _ = conn.Locals(principalLocal).(*Principal)
-	c.trace = e.traceHeaders(canonicalKeys(conn.Headers)) // every call on this socket continues the upgrade's trace
+	c.trace = e.traceHeaders(canonicalKeys(conn.Headers)) // calls without their own _meta.traceparent continue the upgrade's trace
 	if err := e.ws.add(c); err != nil {
 		// Only upgrades that raced past wsUpgrade's checks get here.
 		code, text := CloseTryAgainLater, "too many WebSocket connections"
@@ -222,8 +222,8 @@ func (h *wsHub) shutdown(ctx context.Context) {
 type wsConn struct {
 	e  *Edge
 	ws *fastws.Conn
-	// trace is the upgrade request's W3C trace context: the parent of the
-	// span of every call on this connection (empty when tracing is off).
+	// trace is the upgrade request's W3C trace context: that of every call
+	// on this connection that carries none in its "_meta".
 	trace traceContext
 
 	// ctx ends the calls' waits when the peer is gone (or at the end of a
@@ -238,7 +238,12 @@ type wsConn struct {
 	inFlight atomic.Int64 // calls holding a slot of STREAMRPC_WS_MAX_IN_FLIGHT
 	callsMu  sync.Mutex
 	calls    map[string]*wsCall // edge call id -> the call in flight
-	remote   string             // the peer's address
+	// finished are the JSON-RPC ids of the calls answered last (a ring of
+	// finishedCalls), so that a $/cancel that crossed its call's answer gets
+	// {"was":"done"} rather than an error.
+	finished     [finishedCalls]json.RawMessage
+	finishedNext int
+	remote       string // the peer's address
 	// principal is who opened the socket; nil when auth is off.
 	principal *Principal
 	running   sync.WaitGroup // goroutines of calls and batches
@@ -404,14 +409,18 @@ func (c *wsConn) dispatch(msg []byte) {
 	}
 	for i := range reqs {
 		reqs[i].caller = c.remote
-		reqs[i].trace = c.trace
+		if reqs[i].trace.parent == "" { // a per-call _meta.traceparent wins
+			reqs[i].trace = c.trace
+		}
 	}
 	authorizeCalls(c.principal, reqs, time.Now())
 	if !batch {
 		r := &reqs[0]
 		switch {
 		case r.err != nil:
-			c.send(encodeError(r.id, r.err))
+			if resp := r.errorResponse(); resp != nil {
+				c.send(resp)
+			}
 		case !c.acquire():
 			if r.notification() {
 				// No slot and no id to answer -32005 with: enqueue it here,
@@ -441,7 +450,7 @@ func (c *wsConn) dispatch(msg []byte) {
 		r := &reqs[i]
 		switch {
 		case r.err != nil:
-			out[i] = encodeError(r.id, r.err)
+			out[i] = r.errorResponse()
 		case c.acquire():
 			run[i] = true
 			held++
@@ -493,6 +502,10 @@ func (c *wsConn) overloaded() *streams.Error {
 	return newError(streams.CodeOverloaded, "too many calls in flight on this connection; wait for answers before sending more", "limit", c.e.cfg.WSMaxInFlight)
 }
 
+// finishedCalls is how many answered calls a connection remembers for
+// $/cancel: enough for the cancels in flight when their calls are answered.
+const finishedCalls = 64
+
 // wsCall is a call in flight on a connection.
 type wsCall struct {
 	rpcID    json.RawMessage
@@ -516,6 +529,8 @@ func (c *wsConn) track(callID, handler string, rpcID json.RawMessage) (context.C
 	return ctx, enqueued, func() {
 		c.callsMu.Lock()
 		delete(c.calls, callID)
+		c.finished[c.finishedNext] = rpcID
+		c.finishedNext = (c.finishedNext + 1) % finishedCalls
 		c.callsMu.Unlock()
 		cancel(nil)
 	}
@@ -535,12 +550,23 @@ func (c *wsConn) cancelCall(rpcID json.RawMessage) (streams.State, *streams.Erro
 		}
 	}
 	var handler, streamID string
+	finished := false
 	if call != nil {
 		handler, streamID = call.handler, call.streamID
+	} else {
+		for _, f := range c.finished {
+			if f != nil && bytes.Equal(f, rpcID) {
+				finished = true
+				break
+			}
+		}
 	}
 	c.callsMu.Unlock()
-	if call == nil {
-		return "", newError(streams.CodeInvalidParams, "no call with this id is in flight on this connection", "id", rpcID)
+	switch {
+	case finished:
+		return streams.StateDone, nil // answered already: nothing left to cancel
+	case call == nil:
+		return "", newError(streams.CodeInvalidParams, "no call with this id is in flight on this connection (nor among the last answered)", "id", rpcID)
 	}
 	state := streams.StateQueued
 	if streamID != "" {

@@ -318,6 +318,43 @@ func TestWSTracksCallsInFlight(t *testing.T) {
 	}
 }
 
+func TestWSCancelOfFinishedCall(t *testing.T) {
+	e := newTestEdge(t, Config{})
+	c := newWSConn(e, nil)
+	t.Cleanup(c.cancel)
+	_, _, done := c.track("call1", "echo", json.RawMessage(`"a"`))
+	done() // answered
+	cases := []struct {
+		name     string
+		rpcID    string
+		wantWas  streams.State
+		wantCode int
+	}{
+		{"answered call: done", `"a"`, streams.StateDone, 0},
+		{"never seen: invalid params", `"b"`, "", streams.CodeInvalidParams},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			was, err := c.cancelCall(json.RawMessage(tc.rpcID))
+			switch {
+			case tc.wantCode != 0 && (err == nil || err.Code != tc.wantCode):
+				t.Fatalf("cancelCall = %q, %v; want error %d", was, err, tc.wantCode)
+			case tc.wantCode == 0 && (err != nil || was != tc.wantWas):
+				t.Fatalf("cancelCall = %q, %v; want %q", was, err, tc.wantWas)
+			}
+		})
+	}
+	t.Run("forgotten past the ring", func(t *testing.T) {
+		for i := range finishedCalls {
+			_, _, done := c.track(fmt.Sprint("more", i), "echo", json.RawMessage(fmt.Sprint(i+100)))
+			done()
+		}
+		if _, err := c.cancelCall(json.RawMessage(`"a"`)); err == nil {
+			t.Fatal("an answered call is remembered past the ring's size")
+		}
+	})
+}
+
 func TestWSQueueBound(t *testing.T) {
 	q := wsQueue{limit: 10, wake: make(chan struct{}, 1)}
 	steps := []struct {

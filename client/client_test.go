@@ -146,6 +146,7 @@ func TestWSURL(t *testing.T) {
 // out of order; a request for "x.close" makes it close the connection with 4008.
 type wsServer struct {
 	notified atomic.Int64
+	seen     atomic.Int64 // calls of x.seen received
 }
 
 func (s *wsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -178,6 +179,9 @@ func (s *wsServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if req.Method == "x.close" {
 			_ = conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(4008, "slow"), time.Now().Add(time.Second))
 			continue
+		}
+		if req.Method == "x.seen" {
+			s.seen.Add(1)
 		}
 		calls.Add(1)
 		go func() {
@@ -245,8 +249,19 @@ func TestWS(t *testing.T) {
 	t.Run("context ends the wait", func(t *testing.T) {
 		short, cancel := context.WithCancel(ctx)
 		cancel()
-		if err := ws.Call(short, "x.echo", []int{1}, nil); !errors.Is(err, context.Canceled) {
-			t.Fatalf("err = %v, want context.Canceled", err)
+		// A done context wins, every time, and nothing is sent.
+		for range 200 {
+			if err := ws.Call(short, "x.seen", []int{1}, nil); !errors.Is(err, context.Canceled) {
+				t.Fatalf("err = %v, want context.Canceled", err)
+			}
+		}
+		// The server reads in order: once it answered this call, it read
+		// everything sent before.
+		if err := ws.Call(ctx, "x.echo", []int{1}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if n := s.seen.Load(); n != 0 {
+			t.Fatalf("%d calls were sent with a cancelled context", n)
 		}
 	})
 	t.Run("closed by the edge", func(t *testing.T) {

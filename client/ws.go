@@ -136,6 +136,9 @@ func (w *WS) Call(ctx context.Context, method string, params, out any) error {
 	if err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return err // not sent: the caller gave up already
+	}
 	id := w.nextID.Add(1)
 	msg := encodeRequest(id, method, p)
 	ch := make(chan wsResponse, 1)
@@ -157,6 +160,9 @@ func (w *WS) Call(ctx context.Context, method string, params, out any) error {
 	}
 	select {
 	case r := <-ch:
+		if err := ctx.Err(); err != nil {
+			return err // the context ended as the answer came: it wins
+		}
 		return r.decode(out)
 	case <-ctx.Done():
 		forget()

@@ -23,6 +23,9 @@ type Request struct {
 	Attempt    int             // 1 on the first delivery
 	Deadline   time.Time       // also the deadline of the handler's context
 	EnqueuedAt time.Time
+	// RequestID is the caller's own X-Request-Id, if it sent one: a
+	// correlation id for logs (the call id is ID).
+	RequestID string
 
 	trace envelopeTrace // the edge span's W3C trace context, from the envelope
 }

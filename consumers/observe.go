@@ -80,8 +80,14 @@ func (o *observer) begin(ctx context.Context, req *Request) (context.Context, ru
 			r.s.queueWait.Observe(max(r.start.Sub(req.EnqueuedAt), 0).Seconds())
 		}
 	}
-	if o.tracer != nil {
+	switch {
+	case o.tracer != nil:
 		ctx, r.span = o.startSpan(ctx, req)
+	case req.trace.parent != "":
+		// Tracing off: the caller's trace context still reaches the handler
+		// (trace.SpanContextFromContext) and the sidecar's upstream, as a
+		// remote parent, so that their own spans continue the caller's trace.
+		ctx = propagator.Extract(ctx, &req.trace)
 	}
 	return ctx, r
 }
@@ -120,6 +126,9 @@ func (o *observer) logRun(req *Request, outcome string, took time.Duration, err 
 	attrs := []slog.Attr{
 		slog.String("call_id", req.ID), slog.String("method", req.Method), slog.Int("attempt", req.Attempt),
 		slog.String("outcome", outcome), slog.Duration("took", took),
+	}
+	if req.RequestID != "" {
+		attrs = append(attrs, slog.String("request_id", req.RequestID))
 	}
 	if err != nil {
 		attrs = append(attrs, slog.String("err", err.Error()))

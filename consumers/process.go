@@ -51,7 +51,7 @@ func (s *Server) process(d *streams.Delivery, cs *callSlot) {
 	}
 	req := &Request{
 		ID: call.ID, Handler: call.Handler, Method: call.Method, Params: call.Params,
-		Attempt: attempt, Deadline: call.Deadline, EnqueuedAt: call.EnqueuedAt, trace: requestTrace(call),
+		Attempt: attempt, Deadline: call.Deadline, EnqueuedAt: call.EnqueuedAt, trace: requestTrace(call), RequestID: call.RequestID,
 	}
 	ran := s.runOnce(req)
 	for s.probe != nil && errors.Is(ran.err, ErrAppUnavailable) {

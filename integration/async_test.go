@@ -55,6 +55,43 @@ func TestAsyncLongPollWokenByCompletion(t *testing.T) {
 	}
 }
 
+// Prefer is read per RFC 7240: tokens in any case, and wait=N with
+// respond-async waits up to N seconds for the result before answering 202.
+func TestAsyncPreferWait(t *testing.T) {
+	st := newStack(t, stackOptions{})
+	cases := []struct {
+		name       string
+		path, body string
+		prefer     string
+		wantStatus int
+		wantResult string
+		maxTook    time.Duration
+	}{
+		{"any case is async", "/rpc/echo/sleep", `{"ms":2000}`, "Respond-Async", http.StatusAccepted, "", time.Second},
+		{"result within the wait: 200", "/rpc/echo/echo", `{"a":1}`, "respond-async, wait=10", http.StatusOK, `{"a":1}`, 5 * time.Second},
+		{"slower than the wait: 202 after it", "/rpc/echo/sleep", `{"ms":5000}`, "RESPOND-ASYNC; x=y, Wait=1", http.StatusAccepted, "", 4 * time.Second},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			r := post(t, st.url, tc.path, []byte(tc.body), map[string]string{"Prefer": tc.prefer})
+			took := time.Since(start)
+			if r.status != tc.wantStatus || string(r.Result) != tc.wantResult {
+				t.Fatalf("got %d %s, want %d with result %q", r.status, r.body, tc.wantStatus, tc.wantResult)
+			}
+			if r.requestID == "" {
+				t.Fatal("no X-Request-Id")
+			}
+			if took > tc.maxTook {
+				t.Fatalf("answered after %s, want within %s", took, tc.maxTook)
+			}
+			if tc.wantStatus == http.StatusAccepted && strings.Contains(strings.ToLower(tc.prefer), "wait=1") && took < 900*time.Millisecond {
+				t.Fatalf("answered 202 after %s: the wait=1 was not honoured", took)
+			}
+		})
+	}
+}
+
 func TestAsyncErrors(t *testing.T) {
 	st := newStack(t, stackOptions{edge: app.Config{ResultTTL: time.Second}})
 	cases := []struct {

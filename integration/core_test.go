@@ -131,6 +131,22 @@ func TestErrorCases(t *testing.T) {
 			if r.status != tc.wantStatus || r.Error == nil || r.Error.Code != tc.wantCode || !strings.Contains(r.Error.Message, tc.wantText) {
 				t.Fatalf("got %d %s; want %d, code %d, message containing %q", r.status, r.body, tc.wantStatus, tc.wantCode, tc.wantText)
 			}
+			// Only a call that was accepted has an id, and it is readable.
+			accepted := tc.wantCode == streams.CodeTimeout || tc.wantCode == streams.CodeHandlerError ||
+				(tc.wantCode == streams.CodeInvalidParams && tc.wantText == "invalid params")
+			switch {
+			case !accepted && r.requestID != "":
+				t.Fatalf("X-Request-Id %q on a call that was never accepted", r.requestID)
+			case accepted && r.requestID == "":
+				t.Fatal("no X-Request-Id on a call that was accepted")
+			case accepted: // readable once it has its outcome (a timed-out call still runs)
+				waitUntil(t, 10*time.Second, func() error {
+					if g := get(t, st.url+"/rpc/calls/"+r.requestID); g.status != 200 {
+						return fmt.Errorf("GET /rpc/calls/%s: %d %s", r.requestID, g.status, g.body)
+					}
+					return nil
+				})
+			}
 		})
 	}
 	t.Run("body over the limit", func(t *testing.T) {

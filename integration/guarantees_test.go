@@ -324,6 +324,44 @@ func TestIdempotencyKey(t *testing.T) {
 	}
 }
 
+// A repeat of an Idempotency-Key after the call finished reports its real
+// state; params that differ only in whitespace are the same params.
+func TestIdempotencyRepeatAfterFinish(t *testing.T) {
+	st := newStack(t, stackOptions{})
+	key := map[string]string{"Idempotency-Key": "order-43", "Prefer": "respond-async"}
+	first := post(t, st.url, "/rpc/echo/echo", []byte(`{"a":1}`), key)
+	if first.status != http.StatusAccepted {
+		t.Fatalf("first: %d %s", first.status, first.body)
+	}
+	waitUntil(t, 10*time.Second, func() error {
+		if g := get(t, st.url+"/rpc/calls/"+first.requestID); g.State != "done" {
+			return fmt.Errorf("state %q", g.State)
+		}
+		return nil
+	})
+	cases := []struct {
+		name       string
+		body       string
+		wantStatus int
+		wantState  string
+	}{
+		{"same params", `{"a":1}`, http.StatusAccepted, "done"},
+		{"same params, other whitespace", "{ \"a\" :\n 1 }", http.StatusAccepted, "done"},
+		{"other params", `{"a":2}`, http.StatusUnprocessableEntity, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := post(t, st.url, "/rpc/echo/echo", []byte(tc.body), key)
+			if r.status != tc.wantStatus || r.State != tc.wantState {
+				t.Fatalf("got %d %s, want %d with state %q", r.status, r.body, tc.wantStatus, tc.wantState)
+			}
+			if tc.wantStatus == http.StatusAccepted && r.requestID != first.requestID {
+				t.Fatalf("repeat has id %s, want the first call's %s", r.requestID, first.requestID)
+			}
+		})
+	}
+}
+
 func TestBacklogLimit(t *testing.T) {
 	st := newStack(t, stackOptions{noConsume: true})
 	var runs atomic.Int64

@@ -193,3 +193,132 @@ func TestEventsFeed(t *testing.T) {
 		}
 	}
 }
+
+// sseEvent is one event of GET /events, parsed.
+type sseEvent struct{ id, event, data string }
+
+// openEvents opens GET /events (with Last-Event-ID if lastID is set) and
+// returns its events; the feed is closed by close or at the end of the test.
+func openEvents(t *testing.T, url, lastID string) (<-chan sseEvent, func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/events", nil)
+	if lastID != "" {
+		req.Header.Set("Last-Event-ID", lastID)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan sseEvent, 1024)
+	go func() {
+		defer close(events)
+		defer res.Body.Close()
+		sc := bufio.NewScanner(res.Body)
+		var ev sseEvent
+		for sc.Scan() {
+			l := sc.Text()
+			switch {
+			case l == "":
+				if ev.event != "" {
+					events <- ev
+				}
+				ev = sseEvent{}
+			case strings.HasPrefix(l, "id: "):
+				ev.id = strings.TrimPrefix(l, "id: ")
+			case strings.HasPrefix(l, "event: "):
+				ev.event = strings.TrimPrefix(l, "event: ")
+			case strings.HasPrefix(l, "data: "):
+				ev.data = strings.TrimPrefix(l, "data: ")
+			}
+		}
+	}()
+	return events, cancel
+}
+
+// TestEventsResume: activity events carry their position as id:, stats
+// events none, and a reconnect with Last-Event-ID gets what it missed.
+func TestEventsResume(t *testing.T) {
+	st := newStack(t, stackOptions{})
+	events, closeFeed := openEvents(t, st.url, "")
+	// The feed starts at the present: call until three calls of ours are seen.
+	calls := map[string]bool{}
+	var got []sseEvent // activity of our calls, in feed order
+	sawStats := false
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(20 * time.Second)
+	for len(got) < 3 || !sawStats {
+		select {
+		case <-tick.C:
+			if len(calls) < 3 {
+				calls[post(t, st.url, "/rpc/echo/echo", []byte(`{"n":1}`), nil).requestID] = true
+			}
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatal("the feed ended")
+			}
+			switch ev.event {
+			case "stats":
+				sawStats = true
+				if ev.id != "" {
+					t.Fatalf("a stats event with id %q", ev.id)
+				}
+			case "activity":
+				var a streams.Activity
+				if err := json.Unmarshal([]byte(ev.data), &a); err != nil {
+					t.Fatal(err)
+				}
+				if ev.id == "" {
+					t.Fatalf("an activity event without id: %s", ev.data)
+				}
+				if calls[a.ID] {
+					got = append(got, ev)
+				}
+			}
+		case <-deadline:
+			t.Fatalf("saw %d activity events of our calls, stats %v", len(got), sawStats)
+		}
+	}
+	closeFeed()
+	// Missed while disconnected.
+	missed := map[string]bool{}
+	for range 2 {
+		missed[post(t, st.url, "/rpc/echo/echo", []byte(`{"n":2}`), nil).requestID] = true
+	}
+	var first streams.Activity
+	_ = json.Unmarshal([]byte(got[0].data), &first)
+	events, _ = openEvents(t, st.url, got[0].id)
+	want := map[string]bool{}
+	for id := range missed {
+		want[id] = true
+	}
+	for _, ev := range got[1:] {
+		var a streams.Activity
+		_ = json.Unmarshal([]byte(ev.data), &a)
+		want[a.ID] = true
+	}
+	deadline = time.After(20 * time.Second)
+	for len(want) > 0 {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				t.Fatal("the feed ended")
+			}
+			if ev.event != "activity" {
+				continue
+			}
+			var a streams.Activity
+			if err := json.Unmarshal([]byte(ev.data), &a); err != nil {
+				t.Fatal(err)
+			}
+			if a.ID == first.ID {
+				t.Fatalf("the event of Last-Event-ID %s was sent again", got[0].id)
+			}
+			delete(want, a.ID)
+		case <-deadline:
+			t.Fatalf("after reconnecting with Last-Event-ID, %d calls' events never came: %v", len(want), want)
+		}
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 
 	"github.com/streamrpc/streamrpc/app"
 	"github.com/streamrpc/streamrpc/consumers"
+	"github.com/streamrpc/streamrpc/streams"
 )
 
 // A caller's trace context: trace id and span id of its own span.
@@ -152,4 +155,166 @@ func decodeSpan(t *testing.T, r *response) spanIDs {
 		t.Fatalf("call answered %d %s", r.status, r.body)
 	}
 	return ids
+}
+
+// TestTracePassesThroughWithTracingOff: with no OTEL_* and no
+// TracerProvider anywhere, the caller's trace context still reaches the Go
+// handler's context and the sidecar's upstream request: over HTTP, in a
+// JSON-RPC batch, and per call on one WebSocket (_meta.traceparent).
+func TestTracePassesThroughWithTracingOff(t *testing.T) {
+	st := newStack(t, stackOptions{noConsume: true})
+	mux := consumers.NewMux()
+	mux.HandleFunc("span", func(ctx context.Context, _ *consumers.Request) (any, error) {
+		sc := trace.SpanContextFromContext(ctx)
+		return spanIDs{TraceID: sc.TraceID().String(), SpanID: sc.SpanID().String()}, nil
+	})
+	st.startConsumer(t, consumers.Config{Handler: "traced"}, mux)
+	up := newFakeUpstream(t)
+	startSidecar(t, st, up.URL, consumers.Config{})
+
+	const otherTrace = "0af7651916cd43dd8448eb211c80319c"
+	parent := func(traceID string) string { return "00-" + traceID + "-" + callerSpanID + "-01" }
+	t.Run("Go handler over HTTP", func(t *testing.T) {
+		r := post(t, st.url, "/rpc/traced/span", nil, map[string]string{"traceparent": callerParent})
+		if got := decodeSpan(t, r); got.TraceID != callerTraceID || got.SpanID != callerSpanID {
+			t.Fatalf("handler saw %+v, want the caller's trace %s, parent %s", got, callerTraceID, callerSpanID)
+		}
+	})
+	t.Run("sidecar upstream over HTTP", func(t *testing.T) {
+		r := post(t, st.url, "/rpc/app/echo", []byte(`{"x":1}`), map[string]string{"traceparent": callerParent, "tracestate": "vendor=x"})
+		if r.status != 200 {
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+		h := up.headers()
+		last := h[len(h)-1]
+		if got := last.Get("traceparent"); !strings.Contains(got, callerTraceID) {
+			t.Fatalf("upstream got traceparent %q, want the caller's trace %s", got, callerTraceID)
+		}
+		if got := last.Get("tracestate"); got != "vendor=x" {
+			t.Fatalf("upstream got tracestate %q, want vendor=x", got)
+		}
+	})
+	t.Run("JSON-RPC batch", func(t *testing.T) {
+		status, b := jsonrpcHTTPWith(t, st, `[{"jsonrpc":"2.0","id":1,"method":"traced.span"},`+
+			`{"jsonrpc":"2.0","id":2,"method":"traced.span","_meta":{"traceparent":"`+parent(otherTrace)+`"}}]`,
+			map[string]string{"traceparent": callerParent})
+		if status != 200 {
+			t.Fatalf("%d %s", status, b)
+		}
+		var answers []struct {
+			ID     int     `json:"id"`
+			Result spanIDs `json:"result"`
+		}
+		if err := json.Unmarshal(b, &answers); err != nil || len(answers) != 2 {
+			t.Fatalf("answer %s: %v", b, err)
+		}
+		want := map[int]string{1: callerTraceID, 2: otherTrace} // _meta wins over the header
+		for _, a := range answers {
+			if a.Result.TraceID != want[a.ID] {
+				t.Fatalf("call %d saw trace %s, want %s", a.ID, a.Result.TraceID, want[a.ID])
+			}
+		}
+	})
+	t.Run("two calls on one WebSocket, different traces", func(t *testing.T) {
+		hdr := http.Header{"Traceparent": {callerParent}}
+		conn, _, err := fastws.DefaultDialer.Dial(st.wsURL(), hdr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		const third = "11111111111111111111111111111111"
+		msgs := map[int]string{
+			1: `{"jsonrpc":"2.0","id":1,"method":"traced.span","_meta":{"traceparent":"` + parent(otherTrace) + `"}}`,
+			2: `{"jsonrpc":"2.0","id":2,"method":"traced.span","_meta":{"traceparent":"` + parent(third) + `"}}`,
+			3: `{"jsonrpc":"2.0","id":3,"method":"traced.span"}`, // the upgrade's
+		}
+		want := map[int]string{1: otherTrace, 2: third, 3: callerTraceID}
+		for _, m := range msgs {
+			if err := conn.WriteMessage(fastws.TextMessage, []byte(m)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range msgs {
+			var a struct {
+				ID     int     `json:"id"`
+				Result spanIDs `json:"result"`
+			}
+			if err := json.Unmarshal(wsRead(t, conn), &a); err != nil {
+				t.Fatal(err)
+			}
+			if a.Result.TraceID != want[a.ID] {
+				t.Fatalf("call %d saw trace %s, want %s", a.ID, a.Result.TraceID, want[a.ID])
+			}
+		}
+	})
+}
+
+// jsonrpcHTTPWith posts body to /jsonrpc with extra headers.
+func jsonrpcHTTPWith(t *testing.T, st *stack, body string, header map[string]string) (int, []byte) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, st.url+"/jsonrpc", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	res, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.StatusCode, b
+}
+
+// A caller's X-Request-Id is kept as the call's correlation id: in the
+// story and on the handler's Request; the call id stays the edge's.
+func TestCallerRequestIDKept(t *testing.T) {
+	st := newStack(t, stackOptions{noConsume: true})
+	mux := consumers.NewMux()
+	mux.HandleFunc("rid", func(_ context.Context, req *consumers.Request) (any, error) { return req.RequestID, nil })
+	st.startConsumer(t, consumers.Config{Handler: "corr"}, mux)
+	cases := []struct {
+		name, sent, want string
+	}{
+		{"kept", "caller-abc-123", "caller-abc-123"},
+		{"too long: dropped", strings.Repeat("x", 129), ""},
+		{"none", "", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := map[string]string{}
+			if tc.sent != "" {
+				h["X-Request-Id"] = tc.sent
+			}
+			r := post(t, st.url, "/rpc/corr/rid", nil, h)
+			if r.status != 200 || string(r.Result) != fmt.Sprintf("%q", tc.want) {
+				t.Fatalf("handler saw %s (%d), want %q", r.Result, r.status, tc.want)
+			}
+			if r.requestID == tc.sent || !strings.HasPrefix(r.requestID, "corr.") {
+				t.Fatalf("X-Request-Id answered %q: the call id must stay the edge's", r.requestID)
+			}
+			if status, b := jsonrpcHTTPWith(t, st, `{"jsonrpc":"2.0","id":1,"method":"corr.rid"}`, h); status != 200 || !strings.Contains(string(b), fmt.Sprintf(`"result":%q`, tc.want)) {
+				t.Fatalf("over /jsonrpc the handler saw %s, want %q", b, tc.want)
+			}
+			waitUntil(t, 10*time.Second, func() error {
+				var story struct {
+					Story []streams.StoryEvent `json:"story"`
+				}
+				g := get(t, st.url+"/rpc/calls/"+r.requestID)
+				if err := json.Unmarshal(g.body, &story); err != nil || len(story.Story) == 0 {
+					return fmt.Errorf("no story yet: %s", g.body)
+				}
+				if got := story.Story[0]; got.Event != "queued" || got.RequestID != tc.want {
+					return fmt.Errorf("queued event %+v, want request_id %q", got, tc.want)
+				}
+				return nil
+			})
+		})
+	}
 }

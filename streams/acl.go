@@ -38,6 +38,8 @@ var edgeCommands = []string{
 	"+evalsha", "+eval",
 	// calls, reply streams, dead letters, activity
 	"+xadd", "+xread", "+xrange", "+xrevrange", "+xlen", "+xdel", "+xpending",
+	// the edge trims its own reply stream by age (TrimReplyStream)
+	"+xtrim",
 	// results, idempotency keys, async state, handler info, rate limits
 	"+get", "+set", "+exists", "+expire", "+pexpire", "+del",
 	// registry and stats

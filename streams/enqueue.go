@@ -1,11 +1,14 @@
 package streams
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -167,6 +170,20 @@ type EnqueueOptions struct {
 	Async bool
 }
 
+// compactJSON returns params without insignificant whitespace (json.Compact),
+// for an idempotency key's fingerprint: `{ "a": 1 }` and `{"a":1}` are the
+// same params. Member order, escapes and number spellings still count: a
+// handler gets the params byte for byte and may tell them apart. Params that
+// are not valid JSON are returned as they are.
+func compactJSON(params []byte) []byte {
+	var b bytes.Buffer
+	b.Grow(len(params))
+	if json.Compact(&b, params) != nil {
+		return params
+	}
+	return b.Bytes()
+}
+
 // Enqueued says what Enqueue did.
 type Enqueued struct {
 	ID        string // the call's id: the first call's for a duplicate
@@ -192,7 +209,7 @@ func (c *Client) Enqueue(ctx context.Context, call *Call, opts EnqueueOptions) (
 		fp := sha256.New()
 		fp.Write([]byte(call.Method))
 		fp.Write([]byte{0})
-		fp.Write(call.Params)
+		fp.Write(compactJSON(call.Params))
 		idemValue = call.ID + " " + hex.EncodeToString(fp.Sum(nil))
 		idemTTL = max(idem.TTL.Milliseconds(), 1)
 	}
@@ -259,6 +276,16 @@ func (c *Client) KeepReplyStream(ctx context.Context, edgeID string) error {
 		return c.OpenReplyStream(ctx, edgeID)
 	}
 	return nil
+}
+
+// TrimReplyStream removes the entries of edge edgeID's reply stream older
+// than age (XTRIM MINID, exact): a reply stream is bounded by count
+// (ReplyStreamMaxLen) when replies are appended, and by age by this, which
+// the edge runs on a timer, so that large results do not stay in it after
+// nobody can wait for them, whatever the traffic.
+func (c *Client) TrimReplyStream(ctx context.Context, edgeID string, age time.Duration) error {
+	minID := strconv.FormatInt(time.Now().Add(-age).UnixMilli(), 10) + "-0"
+	return unavailable(c.rdb.XTrimMinID(ctx, replyKey(edgeID), minID).Err())
 }
 
 // ReadReplies reads up to count replies after stream id `after` from edge

@@ -24,6 +24,7 @@ import (
 //	ip     the caller's address as the edge saw it (optional)
 //	tp     W3C traceparent of the edge's span (optional: only when tracing)
 //	ts     W3C tracestate that came with it (optional)
+//	rid    the caller's X-Request-Id, its correlation id (optional)
 const (
 	fieldID       = "id"
 	fieldMethod   = "m"
@@ -36,7 +37,11 @@ const (
 	fieldCaller   = "ip"
 	fieldTrace    = "tp"
 	fieldTraceSt  = "ts"
+	fieldReqID    = "rid"
 )
+
+// maxRequestID is the longest caller X-Request-Id kept.
+const maxRequestID = 128
 
 // maxTraceState is the longest tracestate kept (W3C: 32 members of at most
 // 256 bytes would be more; vendors keep it well under this).
@@ -66,6 +71,9 @@ type Call struct {
 	// a malformed traceparent.
 	TraceParent string
 	TraceState  string
+	// RequestID is the caller's own X-Request-Id ("" if it sent none): a
+	// correlation id for logs and the story; the call's id stays ID.
+	RequestID string
 }
 
 // appendFields appends the envelope as XADD field/value pairs.
@@ -81,7 +89,10 @@ func (c *Call) appendFields(args []any) []any {
 		fieldTTL, c.ResultTTL.Milliseconds(),
 		fieldCaller, c.Caller,
 	)
-	if c.TraceParent != "" { // absent when tracing is off: no bytes spent on it
+	if c.RequestID != "" {
+		args = append(args, fieldReqID, c.RequestID)
+	}
+	if c.TraceParent != "" { // absent when the caller sent none: no bytes spent on it
 		args = append(args, fieldTrace, c.TraceParent)
 		if c.TraceState != "" {
 			args = append(args, fieldTraceSt, c.TraceState)
@@ -176,6 +187,9 @@ func decodeCall(handler string, values map[string]any) (*Call, error) {
 	if v, ok := values[fieldCaller].(string); ok && len(v) <= 128 {
 		c.Caller = v
 	}
+	if v, ok := values[fieldReqID].(string); ok && ValidRequestID(v) {
+		c.RequestID = v
+	}
 	if _, ok := values[fieldTrace]; ok {
 		if c.TraceParent, err = str(fieldTrace); err != nil {
 			return c, err
@@ -216,6 +230,18 @@ func lowerHex(s string) bool {
 		}
 	}
 	return true
+}
+
+// ValidRequestID reports whether s is a caller X-Request-Id the envelope
+// carries: 1 to 128 printable ASCII bytes.
+func ValidRequestID(s string) bool {
+	return s != "" && len(s) <= maxRequestID && printableASCII(s)
+}
+
+// ValidTraceState reports whether s is a tracestate the envelope carries:
+// 1 to 512 printable ASCII bytes.
+func ValidTraceState(s string) bool {
+	return s != "" && len(s) <= maxTraceState && printableASCII(s)
 }
 
 func printableASCII(s string) bool {

@@ -32,6 +32,7 @@ const (
 // settledCall is what the recorder keeps of one settled attempt.
 type settledCall struct {
 	handler, method, id, consumer, caller string
+	requestID                             string // the caller's X-Request-Id
 	outcome                               string // ok error timeout cancelled retry dead
 	attempt                               int
 	firstAttempt                          bool // never retried: no story was written before
@@ -47,7 +48,7 @@ type settledCall struct {
 
 func settledOf(d *Delivery, mode settleMode, reply Reply, run Run, detail string, ttl time.Duration) settledCall {
 	s := settledCall{
-		handler: d.Handler, method: d.Call.Method, id: d.Call.ID, consumer: run.Consumer, caller: d.Call.Caller,
+		handler: d.Handler, method: d.Call.Method, id: d.Call.ID, consumer: run.Consumer, caller: d.Call.Caller, requestID: d.Call.RequestID,
 		outcome: outcomeOf(mode, reply), attempt: d.Attempt(), firstAttempt: d.Call.Attempt <= 1,
 		enqueued: d.Call.EnqueuedAt, started: run.Started, took: run.Took, at: time.Now(),
 		params: d.Call.Params, ttl: ttl, story: mode == settleAnswer, detail: detail,
@@ -65,7 +66,7 @@ func settledOf(d *Delivery, mode settleMode, reply Reply, run Run, detail string
 func (s *settledCall) notable() bool { return s.outcome != OutcomeOK || s.attempt > 1 }
 
 func (s *settledCall) queuedEvent() StoryEvent {
-	return StoryEvent{Time: s.enqueued, Event: "queued", Params: s.params, Detail: s.caller, Handler: s.handler, Method: s.method}
+	return StoryEvent{Time: s.enqueued, Event: "queued", Params: s.params, Detail: s.caller, Handler: s.handler, Method: s.method, RequestID: s.requestID}
 }
 
 // runEvents are this attempt's story events: claimed (if this consumer took

@@ -325,7 +325,11 @@ func (c *Client) Activity(ctx context.Context, handler string, limit int64) ([]A
 func decodeActivity(m redis.XMessage) (Activity, bool) {
 	s, _ := m.Values["a"].(string)
 	var a Activity
-	return a, json.Unmarshal([]byte(s), &a) == nil
+	if json.Unmarshal([]byte(s), &a) != nil {
+		return a, false
+	}
+	a.Pos = m.ID
+	return a, true
 }
 
 // ActivityCursor reads activity after given stream ids, for a live feed: it
@@ -346,6 +350,44 @@ const activityPoll = 250 * time.Millisecond
 // activity that happens after it was made.
 func (c *Client) NewActivityCursor() *ActivityCursor {
 	return &ActivityCursor{c: c, start: strconv.FormatInt(time.Now().UnixMilli(), 10) + "-0", last: map[string]string{}}
+}
+
+// NewActivityCursorAfter starts a cursor after pos, an Activity.Pos it
+// returned before (a reconnecting live feed's Last-Event-ID): it returns the
+// activity recorded after pos in every handler's stream, then what follows.
+// A pos that is not a stream id ("ms-seq"), or is older than the streams
+// keep (their last 1000 entries each), starts where the streams do; one in
+// the future starts at the present.
+func (c *Client) NewActivityCursorAfter(pos string) (*ActivityCursor, error) {
+	ms, seq, ok := strings.Cut(pos, "-")
+	if !ok {
+		return nil, fmt.Errorf("%w: activity position %q is not a stream id", ErrInvalidName, pos)
+	}
+	m, err1 := strconv.ParseUint(ms, 10, 64)
+	_, err2 := strconv.ParseUint(seq, 10, 64)
+	if err1 != nil || err2 != nil {
+		return nil, fmt.Errorf("%w: activity position %q is not a stream id", ErrInvalidName, pos)
+	}
+	if now := uint64(time.Now().UnixMilli()); m > now {
+		return c.NewActivityCursor(), nil
+	}
+	return &ActivityCursor{c: c, start: pos, last: map[string]string{}}, nil
+}
+
+// StreamIDLess orders stream ids ("ms-seq"), such as Activity.Pos, numerically.
+func StreamIDLess(a, b string) bool {
+	am, as, _ := strings.Cut(a, "-")
+	bm, bs, _ := strings.Cut(b, "-")
+	if len(am) != len(bm) {
+		return len(am) < len(bm)
+	}
+	if am != bm {
+		return am < bm
+	}
+	if len(as) != len(bs) {
+		return len(as) < len(bs)
+	}
+	return as < bs
 }
 
 // Next returns the activity since the last call (oldest first), waiting up to
@@ -399,7 +441,9 @@ func (a *ActivityCursor) poll(ctx context.Context) ([]Activity, error) {
 			}
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Time.Before(out[j].Time) })
+	// In stream order, so that the last one returned is where a cursor
+	// made with NewActivityCursorAfter resumes.
+	sort.Slice(out, func(i, j int) bool { return StreamIDLess(out[i].Pos, out[j].Pos) })
 	return out, nil
 }
 

@@ -129,6 +129,10 @@ type Activity struct {
 	Caller     string    `json:"caller,omitempty"` // the caller's address as the edge saw it
 	Time       time.Time `json:"time"`
 	Error      string    `json:"error,omitempty"` // the message, truncated
+	// Pos is the entry's id in its handler's activity stream ("ms-seq"),
+	// where a cursor may resume (NewActivityCursorAfter). Not part of the
+	// recorded JSON.
+	Pos string `json:"-"`
 }
 
 // StoryEvent is one step of a call's story.
@@ -142,6 +146,9 @@ type StoryEvent struct {
 	Params   json.RawMessage `json:"params,omitempty"`  // on "queued"
 	Handler  string          `json:"handler,omitempty"` // on "queued"
 	Method   string          `json:"method,omitempty"`  // on "queued"
+	// RequestID is the caller's X-Request-Id, on "queued": its correlation
+	// id (the call's id is the story's).
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // CallStory is a call's status and everything that happened to it.

@@ -63,6 +63,8 @@ func TestStartsAndSaysWhetherAuthIsOn(t *testing.T) {
 		{name: "edge open on purpose warns", command: "edge", env: map[string]string{"STREAMRPC_AUTH": "none"}, wantLine: `AUTHENTICATION IS OFF`},
 		{name: "edge with API keys", command: "edge", env: map[string]string{"STREAMRPC_API_KEYS": "ci:" + hash + ":read"}, wantLine: "authentication on"},
 		{name: "dev open warns", command: "dev", env: map[string]string{"REDIS_URL": ""}, wantLine: `AUTHENTICATION IS OFF`},
+		// dev listens on loopback unless STREAMRPC_ADDR says otherwise.
+		{name: "dev listens on loopback", command: "dev", env: map[string]string{"REDIS_URL": "", "STREAMRPC_ADDR": ""}, wantLine: `addr=127.0.0.1:8080`},
 		{name: "dev with API keys", command: "dev", env: map[string]string{"REDIS_URL": "", "STREAMRPC_API_KEYS": "ci:" + hash + ":read"}, wantLine: "authentication on"},
 	}
 	for _, tc := range cases {

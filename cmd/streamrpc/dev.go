@@ -14,6 +14,9 @@ import (
 	"github.com/streamrpc/streamrpc/streams"
 )
 
+// devAddr is where `streamrpc dev` listens without STREAMRPC_ADDR.
+const devAddr = "127.0.0.1:8080"
+
 // runDev runs the edge and the example echo consumer in one process. With no
 // REDIS_URL it starts miniredis, an in-memory Redis written in Go: fine to try
 // streamrpc, not durable, and not what the tests claim behaviour against.
@@ -25,6 +28,11 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	log, err := s.Log.logger(stderr, logText)
 	if err != nil {
 		return err
+	}
+	if s.Edge.Addr == "" {
+		// dev runs open unless told otherwise: reachable from this machine
+		// only, unless STREAMRPC_ADDR says where else.
+		s.Edge.Addr = devAddr
 	}
 	if s.Redis.URL == "" {
 		mr := miniredis.NewMiniRedis()

@@ -2,9 +2,14 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // TestLoggerSelection: STREAMRPC_LOG_LEVEL filters, STREAMRPC_LOG_FORMAT
@@ -56,4 +61,73 @@ func TestLoggerSelection(t *testing.T) {
 			}
 		})
 	}
+}
+
+// go-redis's own lines go through the process's logger: JSON for the edge,
+// and its per-command dial failures only at debug level, so that an outage
+// is not one plain-text line per command.
+func TestRedisLogsThroughSlog(t *testing.T) {
+	cases := []struct {
+		name      string
+		level     string
+		wantLines bool // go-redis's dial failures are written
+	}{
+		{name: "info: the outage's per-command lines are not written", level: "info", wantLines: false},
+		{name: "debug: written, as JSON", level: "debug", wantLines: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var buf syncBuf
+			if _, err := (logSettings{LogLevel: tc.level}).logger(&buf, logJSON); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { redis.SetLogger(discardRedis{}) })
+			rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 100 * time.Millisecond, MaxRetries: -1, DialerRetries: 1})
+			t.Cleanup(func() { _ = rdb.Close() })
+			for range 5 {
+				if err := rdb.Ping(t.Context()).Err(); err == nil {
+					t.Fatal("a Redis answers on port 1")
+				}
+			}
+			out := buf.String()
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			if !tc.wantLines {
+				if strings.TrimSpace(out) != "" {
+					t.Fatalf("wrote %q, want nothing at info level", out)
+				}
+				return
+			}
+			found := false
+			for _, l := range lines {
+				if !json.Valid([]byte(l)) {
+					t.Fatalf("line %q is not JSON", l)
+				}
+				found = found || strings.Contains(l, "failed to dial") && strings.Contains(l, `"component":"go-redis"`)
+			}
+			if !found {
+				t.Fatalf("no go-redis dial failure in %q", out)
+			}
+		})
+	}
+}
+
+type discardRedis struct{}
+
+func (discardRedis) Printf(context.Context, string, ...any) {}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -7,8 +7,10 @@ import (
 	"strings"
 
 	"github.com/caarlos0/env/v11"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/streamrpc/streamrpc/app"
+	"github.com/streamrpc/streamrpc/internal/outage"
 	"github.com/streamrpc/streamrpc/streams"
 )
 
@@ -58,11 +60,18 @@ func (s logSettings) logger(w io.Writer, defaultFormat string) (*slog.Logger, er
 	if format == "" {
 		format = defaultFormat
 	}
+	var log *slog.Logger
 	switch format {
 	case logText:
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		log = slog.New(slog.NewTextHandler(w, opts))
 	case logJSON:
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		log = slog.New(slog.NewJSONHandler(w, opts))
+	default:
+		return nil, fmt.Errorf("STREAMRPC_LOG_FORMAT %q: want text or json", s.LogFormat)
 	}
-	return nil, fmt.Errorf("STREAMRPC_LOG_FORMAT %q: want text or json", s.LogFormat)
+	// go-redis's own lines too, in the same format; its per-command dial
+	// failures at debug level (an outage is logged once, by the edge and the
+	// consumer themselves).
+	redis.SetLogger(outage.RedisLogger(log))
+	return log, nil
 }

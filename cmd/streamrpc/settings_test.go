@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"log/slog"
 	"os"
 	"reflect"
 	"strings"
@@ -80,5 +81,71 @@ func TestCallHost(t *testing.T) {
 		if got := callHost(in); got != want {
 			t.Errorf("callHost(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// The Dockerfile's header shows how to run the image: its edge command must
+// pass the settings checks the edge makes at start (it exited at once for
+// want of auth settings), and publish the open demo on loopback only.
+func TestDockerfileExampleRuns(t *testing.T) {
+	raw, err := os.ReadFile("../../Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The header's commands, continuation lines joined.
+	var cmds []string
+	cur := ""
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(line, "#") {
+			break
+		}
+		l := strings.TrimSpace(strings.TrimPrefix(line, "#"))
+		if cur != "" {
+			cur += " " + strings.TrimSuffix(l, `\`)
+		} else if strings.HasPrefix(l, "docker ") {
+			cur = strings.TrimSuffix(l, `\`)
+		}
+		if cur != "" && !strings.HasSuffix(l, `\`) {
+			cmds = append(cmds, strings.Join(strings.Fields(cur), " "))
+			cur = ""
+		}
+	}
+	var edge []string
+	for _, c := range cmds {
+		f := strings.Fields(c)
+		if f[0] == "docker" && f[1] == "run" && f[len(f)-1] == "streamrpc" { // the image's default command: edge
+			edge = f
+		}
+	}
+	if edge == nil {
+		t.Fatalf("no `docker run … streamrpc` (the edge) in the Dockerfile's header: %q", cmds)
+	}
+	clearAuthEnv(t)
+	t.Setenv("REDIS_URL", "")
+	published := ""
+	for i := 0; i+1 < len(edge); i++ {
+		switch edge[i] {
+		case "-e":
+			k, v, _ := strings.Cut(edge[i+1], "=")
+			t.Setenv(k, v)
+		case "-p":
+			published = edge[i+1]
+		}
+	}
+	s, err := loadSettings()
+	if err != nil {
+		t.Fatalf("%s: %v", strings.Join(edge, " "), err)
+	}
+	if s.Redis.URL == "" {
+		t.Fatalf("%s: no REDIS_URL", strings.Join(edge, " "))
+	}
+	if err := checkEdgeAuth(s.Edge, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatalf("%s: the edge would exit at once: %v", strings.Join(edge, " "), err)
+	}
+	if !s.Edge.AuthEnabled() && !strings.HasPrefix(published, "127.0.0.1:") {
+		t.Fatalf("%s: an open edge published on %q, want 127.0.0.1 only", strings.Join(edge, " "), published)
+	}
+	if u := s.Redis.URL; strings.Contains(u, "//redis:") && !strings.Contains(strings.Join(edge, " "), "--network") {
+		t.Fatalf("%s: REDIS_URL names host redis, which only a --network reaches", strings.Join(edge, " "))
 	}
 }

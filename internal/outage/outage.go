@@ -3,7 +3,10 @@
 package outage
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -45,4 +48,29 @@ func (o *Log) Backoff() time.Duration {
 		o.delay = min(o.delay*2, 2*time.Second)
 	}
 	return o.delay
+}
+
+// RedisLogger returns go-redis's logger (redis.SetLogger) writing through
+// log, so that its lines come out in the process's format (JSON or text)
+// instead of plain text on stderr. Its connection failures ("failed to dial
+// after 5 attempts", one per command during an outage) go out at debug
+// level: the outage itself is logged once, when it starts and when it ends,
+// by Log. Its other lines, rare and worth seeing, go out as warnings.
+func RedisLogger(log *slog.Logger) interface {
+	Printf(ctx context.Context, format string, v ...any)
+} {
+	return redisLog{log: log.With("component", "go-redis")}
+}
+
+type redisLog struct{ log *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	level := slog.LevelWarn
+	if strings.Contains(format, "dial") || strings.Contains(format, "connection pool") {
+		level = slog.LevelDebug
+	}
+	if !r.log.Enabled(ctx, level) {
+		return
+	}
+	r.log.Log(ctx, level, strings.TrimPrefix(fmt.Sprintf(format, v...), "redis: "))
 }
