@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/gofiber/contrib/websocket"
 	"github.com/gofiber/fiber/v2"
 	"github.com/valyala/fasthttp"
 
@@ -438,4 +439,19 @@ func writeJSONRPCError(c *fiber.Ctx, e *streams.Error) error {
 	c.Status(streams.HTTPStatus(e.Code))
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	return c.Send(encodeError(nil, e))
+}
+
+// jsonrpcRoutes registers POST /jsonrpc and GET /ws.
+func (e *Edge) jsonrpcRoutes() {
+	e.fiber.Post(jsonrpcPath, e.handleJSONRPC)
+	e.fiber.Get("/ws", e.wsUpgrade, websocket.New(e.serveWS, websocket.Config{
+		// Selected when offered: a browser that offers its credential as
+		// "bearer.<token>" must also offer a protocol the edge answers with.
+		Subprotocols: []string{WSProtocol},
+		RecoverHandler: func(c *websocket.Conn) {
+			if r := recover(); r != nil {
+				e.log.Error("websocket handler panicked", "panic", r)
+			}
+		},
+	}))
 }
