@@ -351,23 +351,43 @@ func (r callRequest) parent() context.Context {
 }
 
 // runAll runs the requests of one message concurrently and returns their
-// responses in the same order (nil for notifications).
-func (e *Edge) runAll(ctx context.Context, reqs []rpcRequest, tracker callTracker) [][]byte {
-	out := make([][]byte, len(reqs))
-	if len(reqs) == 1 {
-		out[0] = e.runJSONRPC(ctx, &reqs[0], tracker)
+// answers in order (nil for a notification): the one path for a message over
+// HTTP and over a WebSocket. With run nil every valid request runs and an
+// invalid one is answered at once; otherwise only those with run[i] do, and
+// out (given) already holds the others' answers (a WebSocket answers a call
+// it has no slot for). A lone request runs on the caller's goroutine. done,
+// if not nil, is called as each run ends (a WebSocket frees the call's slot).
+func (e *Edge) runAll(ctx context.Context, reqs []rpcRequest, run []bool, out [][]byte, tracker callTracker, done func()) [][]byte {
+	if run == nil {
+		out = make([][]byte, len(reqs))
+		run = make([]bool, len(reqs))
+		for i := range reqs {
+			if reqs[i].err != nil { // answered without a goroutine
+				out[i] = reqs[i].errorResponse()
+			} else {
+				run[i] = true
+			}
+		}
+	}
+	runOne := func(i int) {
+		if done != nil {
+			defer done()
+		}
+		out[i] = e.runJSONRPC(ctx, &reqs[i], tracker)
+	}
+	if len(reqs) == 1 && run[0] {
+		runOne(0)
 		return out
 	}
 	var wg sync.WaitGroup
 	for i := range reqs {
-		if reqs[i].err != nil { // answered without a goroutine
-			out[i] = reqs[i].errorResponse()
+		if !run[i] {
 			continue
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i] = e.runJSONRPC(ctx, &reqs[i], tracker)
+			runOne(i)
 		}()
 	}
 	wg.Wait()
@@ -402,9 +422,9 @@ func (e *Edge) handleJSONRPC(c *fiber.Ctx) error {
 	case perr != nil:
 		body = encodeError(nil, perr)
 	case batch:
-		body = encodeBatch(e.runAll(context.Background(), reqs, nil))
+		body = encodeBatch(e.runAll(context.Background(), reqs, nil, nil, nil, nil))
 	default:
-		body = e.runAll(context.Background(), reqs, nil)[0]
+		body = e.runAll(context.Background(), reqs, nil, nil, nil, nil)[0]
 	}
 	if body == nil {
 		return c.SendStatus(fiber.StatusNoContent)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"sync"
 	"time"
 
 	"github.com/streamrpc/streamrpc/streams"
@@ -83,20 +82,7 @@ func (c *wsConn) dispatch(msg []byte) {
 	c.running.Add(1)
 	go func() {
 		defer c.running.Done()
-		var wg sync.WaitGroup
-		for i := range reqs {
-			if !run[i] {
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.release()
-				out[i] = c.e.runJSONRPC(c.ctx, &reqs[i], c)
-			}()
-		}
-		wg.Wait()
-		if b := encodeBatch(out); b != nil {
+		if b := encodeBatch(c.e.runAll(c.ctx, reqs, run, out, c, c.release)); b != nil {
 			c.send(b)
 		}
 	}()
