@@ -136,6 +136,9 @@ func (e *Edge) enqueueAsync(id string, req callRequest) (streams.Enqueued, *stre
 func (e *Edge) answerAsync(c *fiber.Ctx, id string, req callRequest, wait time.Duration) error {
 	enq, rerr := e.acceptAsync(id, req)
 	if rerr != nil {
+		if enq.ID != "" { // queued all the same (durable mode, replicas not confirmed)
+			c.Set("X-Request-Id", enq.ID)
+		}
 		if rerr.Code == streams.CodeOverloaded {
 			c.Set(fiber.HeaderRetryAfter, "1")
 		}

@@ -214,7 +214,7 @@ func (e *Edge) roundTrip(id string, req callRequest) (streams.Reply, *streams.Er
 	enq, rerr := e.enqueue(ctx, id, req, now, deadline, false)
 	if rerr != nil {
 		e.waiters.remove(id)
-		return streams.Reply{}, rerr
+		return streams.Reply{ID: enq.ID}, rerr // an id only if the call was queued all the same
 	}
 	if enq.Duplicate {
 		e.waiters.remove(id)
@@ -260,6 +260,11 @@ func (e *Edge) enqueue(ctx context.Context, id string, req callRequest, now, dea
 		TraceParent: req.trace.parent, TraceState: req.trace.state, RequestID: req.requestID,
 	}, streams.EnqueueOptions{BacklogLimit: e.cfg.BacklogLimit, Idempotency: idem, Async: async})
 	if err != nil {
+		if errors.Is(err, streams.ErrNotReplicated) && enq.ID == "" {
+			// Queued on the primary, not confirmed by its replicas: the call
+			// has its id (readable by it, and it may still run).
+			enq.ID = id
+		}
 		return enq, enqueueError(err, req)
 	}
 	return enq, nil
