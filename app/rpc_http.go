@@ -19,6 +19,9 @@ import (
 )
 
 func (e *Edge) routes() {
+	// Ahead of authentication: a preflight carries no credential, and a
+	// WebSocket from a foreign origin is refused whoever it claims to be.
+	e.fiber.Use(e.cors)
 	if e.auth != nil {
 		// Ahead of every route: what is not public needs a credential. Each
 		// route below names the scope it needs (docs/security.md, "Routes").
