@@ -38,9 +38,6 @@ const corsMaxAge = "600"
 type corsPolicy struct {
 	any     bool            // "*" is listed
 	origins map[string]bool // scheme://host[:port], lower case
-	// local: also allow http://localhost:* and http://127.0.0.1:* (on the
-	// WebSocket only; `streamrpc dev`).
-	local bool
 }
 
 // parseCORSOrigins reads a comma-separated list of origins ("*" or
