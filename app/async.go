@@ -24,10 +24,15 @@ import (
 // maxWait caps ?wait= on GET /rpc/calls/{id}.
 const maxWait = 60 * time.Second
 
-// crossEdgePoll is how often a long-poll re-reads a call's state when the
-// call's reply goes to another edge (a load balancer sent the GET elsewhere).
-// Replies to this edge wake long-polls at once.
-const crossEdgePoll = 500 * time.Millisecond
+// A long-poll (GET /rpc/calls/{id}?wait=) re-reads the call's result key
+// with backoff, from firstPoll doubling up to maxPoll: an async call is
+// enqueued with no ReplyTo (no edge's reply stream gets its reply), and a
+// long-poll may run on any edge. A reply that does reach this edge (Prefer:
+// respond-async, wait=N) wakes its long-polls at once. See docs/async.md.
+const (
+	firstPoll = 25 * time.Millisecond
+	maxPoll   = 500 * time.Millisecond
+)
 
 // watchers wake long-polls when this edge's reply reader sees a reply for
 // their call. A long-poll holds a channel here, not a Redis connection.
@@ -134,6 +139,8 @@ func (e *Edge) enqueueAsync(id string, req callRequest) (streams.Enqueued, *stre
 // timeout) for the result, answered then as a synchronous call is; 202 if it
 // does not come in time.
 func (e *Edge) answerAsync(c *fiber.Ctx, id string, req callRequest, wait time.Duration) error {
+	wait = min(wait, req.timeout)
+	req.waitHere = wait > 0 // the reply comes to this edge, which wakes the wait
 	enq, rerr := e.acceptAsync(id, req)
 	if rerr != nil {
 		if enq.ID != "" { // queued all the same (durable mode, replicas not confirmed)
@@ -144,7 +151,7 @@ func (e *Edge) answerAsync(c *fiber.Ctx, id string, req callRequest, wait time.D
 		}
 		return writeError(c, rerr)
 	}
-	if wait = min(wait, req.timeout); wait > 0 {
+	if wait > 0 {
 		if st, err := e.pollStatus(enq.ID, time.Now().Add(wait)); err == nil && st.Final() {
 			c.Set("X-Request-Id", enq.ID)
 			return writeReply(c, st.Reply)
@@ -203,10 +210,11 @@ func (e *Edge) handleCallStatus(c *fiber.Ctx) error {
 }
 
 // pollStatus reads a call's state until it is final or until passes: woken
-// at once by a reply to this edge, re-read every crossEdgePoll otherwise. A
-// zero until reads once.
+// at once by a reply to this edge, re-read with backoff (firstPoll to
+// maxPoll) otherwise; no Redis connection is held between reads. A zero
+// until reads once.
 func (e *Edge) pollStatus(id string, until time.Time) (streams.CallStatus, error) {
-	for {
+	for pause := firstPoll; ; pause = min(2*pause, maxPoll) {
 		ch := e.watchers.add(id) // before reading, so a reply in between wakes us
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		st, err := e.streams.CallStatus(ctx, id)
@@ -216,7 +224,7 @@ func (e *Edge) pollStatus(id string, until time.Time) (streams.CallStatus, error
 			e.watchers.remove(id, ch)
 			return st, err
 		}
-		t := time.NewTimer(min(left, crossEdgePoll))
+		t := time.NewTimer(min(left, pause))
 		select {
 		case <-ch:
 		case <-t.C:

@@ -132,6 +132,18 @@ type Config struct {
 	// rate_limited. Default 0: no limit.
 	WSMaxConnsPerIP int `env:"STREAMRPC_WS_MAX_CONNS_PER_IP"`
 
+	// CORSOrigins lists the origins (scheme://host[:port], comma-separated)
+	// whose browser pages may call the API routes (/rpc, /jsonrpc, /events,
+	// /handlers, ...) and open /ws; "*" lets any origin call them (with a
+	// bearer token or API key: answers never allow credentials). The
+	// dashboard (/ui) stays same-origin whatever it says. Default empty:
+	// same-origin only. See docs/security.md.
+	CORSOrigins string `env:"STREAMRPC_CORS_ORIGINS"`
+	// AllowLocalOrigins also takes WebSocket upgrades from
+	// http://localhost:* and http://127.0.0.1:* pages; `streamrpc dev` sets
+	// it. Default false.
+	AllowLocalOrigins bool `env:"-"`
+
 	// Logger receives the edge's logs. Default slog.Default().
 	Logger *slog.Logger `env:"-"`
 	// TracerProvider, if set, traces every call: a server span per call,
@@ -193,6 +205,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: STREAMRPC_MAX_CONNS_PER_IP %d is negative", ErrConfig, c.MaxConnsPerIP)
 	case c.WSMaxConnsPerIP < 0:
 		return fmt.Errorf("%w: STREAMRPC_WS_MAX_CONNS_PER_IP %d is negative", ErrConfig, c.WSMaxConnsPerIP)
+	}
+	if _, err := parseCORSOrigins(c.CORSOrigins); err != nil {
+		return err
 	}
 	return c.validateAuth()
 }

@@ -38,6 +38,8 @@ type Edge struct {
 	limiter  *rateLimiter
 	metrics  *metrics     // served at GET /metrics
 	tracer   trace.Tracer // nil: tracing off
+	// corsPolicy is STREAMRPC_CORS_ORIGINS (cors.go).
+	corsPolicy corsPolicy
 
 	draining atomic.Bool // set by Drain and Shutdown: /readyz answers 503
 	// chunkedJSONRPC: the request headers of chunked POST /jsonrpc being
@@ -73,6 +75,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Edge, error) {
 		ws:       newWSHub(cfg.WSMaxConns, cfg.WSMaxConnsPerIP),
 	}
 	e.log = cfg.Logger.With("edge", e.id)
+	e.corsPolicy, _ = parseCORSOrigins(cfg.CORSOrigins) // checked by Validate
 	e.replies = newReplyReader(e.streams, e.id, e.waiters, e.watchers, e.log)
 	e.replies.maxAge = min(cfg.CallTimeout, replyMaxAge)
 	e.events = newEventHub(e.streams, e.log)

@@ -19,6 +19,9 @@ import (
 )
 
 func (e *Edge) routes() {
+	// Ahead of authentication: a preflight carries no credential, and a
+	// WebSocket from a foreign origin is refused whoever it claims to be.
+	e.fiber.Use(e.cors)
 	if e.auth != nil {
 		// Ahead of every route: what is not public needs a credential. Each
 		// route below names the scope it needs (docs/security.md, "Routes").
@@ -59,6 +62,10 @@ type callRequest struct {
 	ctx context.Context
 	// notify: a JSON-RPC notification, enqueued but not waited for.
 	notify bool
+	// waitHere: an async call whose caller waits on this edge for its result
+	// (Prefer: respond-async, wait=N). Other async calls and notifications
+	// are enqueued with no ReplyTo: no edge's reply stream gets their reply.
+	waitHere bool
 	// enqueued, if set, learns where the call was enqueued (for cancelling).
 	enqueued func(streams.Enqueued)
 	// trace is the caller's W3C trace context, then the edge span's, which
@@ -254,9 +261,16 @@ func (e *Edge) enqueue(ctx context.Context, id string, req callRequest, now, dea
 	if req.idemKey != "" {
 		idem = &streams.Idempotency{Key: req.idemKey, TTL: e.cfg.CallTimeout + e.cfg.ResultTTL}
 	}
+	// The reply goes to this edge's reply stream only if a caller waits for
+	// it here; an async call's long-polls read its result key (pollStatus),
+	// and a notification's reply is nobody's (docs/async.md).
+	replyTo := e.id
+	if (async && !req.waitHere) || req.notify {
+		replyTo = ""
+	}
 	enq, err := e.streams.Enqueue(ctx, &streams.Call{
 		ID: id, Handler: req.handler, Method: req.method, Params: req.params,
-		ReplyTo: e.id, Deadline: deadline, Attempt: 1, EnqueuedAt: now, ResultTTL: e.cfg.ResultTTL, Caller: req.caller,
+		ReplyTo: replyTo, Deadline: deadline, Attempt: 1, EnqueuedAt: now, ResultTTL: e.cfg.ResultTTL, Caller: req.caller,
 		TraceParent: req.trace.parent, TraceState: req.trace.state, RequestID: req.requestID,
 	}, streams.EnqueueOptions{BacklogLimit: e.cfg.BacklogLimit, Idempotency: idem, Async: async})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +76,11 @@ func (e *Edge) serveWS(conn *websocket.Conn) {
 	// against its scopes in dispatch.
 	c.principal, _ = conn.Locals(principalLocal).(*Principal)
 	c.trace = e.traceHeaders(canonicalKeys(conn.Headers)) // calls without their own _meta.traceparent continue the upgrade's trace
+	// The upgrade's X-Request-Id is the correlation id of every call on
+	// the socket, as POST /jsonrpc's is of every call in its batch.
+	if rid := conn.Headers("X-Request-Id"); streams.ValidRequestID(rid) {
+		c.requestID = strings.Clone(rid)
+	}
 	if err := e.ws.add(c); err != nil {
 		// Only upgrades that raced past wsUpgrade's checks get here.
 		code, text := CloseTryAgainLater, "too many WebSocket connections"
@@ -101,6 +107,9 @@ type wsConn struct {
 	// trace is the upgrade request's W3C trace context: that of every call
 	// on this connection that carries none in its "_meta".
 	trace traceContext
+	// requestID is the upgrade request's X-Request-Id, "" if none: the
+	// correlation id (envelope "rid") of every call on this connection.
+	requestID string
 
 	// ctx ends the calls' waits when the peer is gone (or at the end of a
 	// shutdown's grace); their results stay readable by id.

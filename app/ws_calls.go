@@ -22,6 +22,7 @@ func (c *wsConn) dispatch(msg []byte) {
 	}
 	for i := range reqs {
 		reqs[i].caller = c.remote
+		reqs[i].requestID = c.requestID
 		if reqs[i].trace.parent == "" { // a per-call _meta.traceparent wins
 			reqs[i].trace = c.trace
 		}

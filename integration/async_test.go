@@ -197,3 +197,58 @@ func TestClientAsync(t *testing.T) {
 		t.Fatalf("cancel of a finished call: %q %v", got, err)
 	}
 }
+
+// An async call's reply is appended to no edge's reply stream (no request
+// waits for it there: it is enqueued with no ReplyTo), and a long-poll still
+// gets its result promptly by reading the result key with backoff. A call
+// with Prefer: respond-async, wait=N, whose caller waits on the edge, does
+// get its reply there.
+func TestAsyncReplyNotAppended(t *testing.T) {
+	st := newStack(t, stackOptions{})
+	other := stackOn(st.redis).startEdge(t, app.Config{}) // a second edge on the same Redis
+	rdb := st.connect(t)
+	ctx := context.Background()
+	// The replies in an edge's stream: its entries but the marker that
+	// opened it (field "open").
+	xlen := func(edgeID string) int64 {
+		t.Helper()
+		entries, err := rdb.XRange(ctx, "srpc:edge:{"+edgeID+"}:replies", "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		for _, e := range entries {
+			if _, marker := e.Values["open"]; !marker {
+				n++
+			}
+		}
+		return n
+	}
+	for i := range 5 {
+		r := post(t, st.url, "/rpc/echo/sleep", []byte(`{"ms":100}`), preferAsync)
+		if r.status != http.StatusAccepted {
+			t.Fatalf("call %d: %d %s", i, r.status, r.body)
+		}
+		start := time.Now()
+		g := get(t, st.url+"/rpc/calls/"+r.requestID+"?wait=20s")
+		if g.status != 200 || g.State != "done" || string(g.Result) != `{"slept":100}` {
+			t.Fatalf("long-poll %d: %d %s", i, g.status, g.body)
+		}
+		// Run time 100 ms; the backoff's reads at 0, 25, 75, 175, 375 ms
+		// see it by about 375 ms; a second is generous under -race.
+		if took := time.Since(start); took > time.Second {
+			t.Fatalf("long-poll %d took %s for a 100 ms call", i, took)
+		}
+	}
+	if n, m := xlen(st.edge.ID()), xlen(other.ID()); n != 0 || m != 0 {
+		t.Fatalf("reply streams hold %d and %d replies after async calls only, want 0", n, m)
+	}
+	// The caller that waits with Prefer wait=N is answered through its edge's stream.
+	r := post(t, st.url, "/rpc/echo/echo", []byte(`{"w":1}`), map[string]string{"Prefer": "respond-async, wait=10"})
+	if r.status != http.StatusOK || string(r.Result) != `{"w":1}` {
+		t.Fatalf("Prefer wait: %d %s", r.status, r.body)
+	}
+	if n := xlen(st.edge.ID()); n != 1 {
+		t.Fatalf("the reply stream holds %d replies after one call waited on, want 1", n)
+	}
+}

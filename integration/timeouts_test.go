@@ -29,7 +29,8 @@ func closedWithin(t *testing.T, conn net.Conn, within time.Duration) time.Durati
 }
 
 // STREAMRPC_READ_TIMEOUT and STREAMRPC_IDLE_TIMEOUT drop slow and idle
-// clients, and leave a long-poll longer than both alone.
+// clients, and leave a WebSocket, an /events stream and a long-poll longer
+// than both alone.
 func TestSlowClientTimeouts(t *testing.T) {
 	const readTimeout, idleTimeout = 500 * time.Millisecond, 800 * time.Millisecond
 	st := newStack(t, stackOptions{edge: app.Config{ReadTimeout: readTimeout, IdleTimeout: idleTimeout}})
@@ -74,6 +75,31 @@ func TestSlowClientTimeouts(t *testing.T) {
 		for range 2 { // the socket reads nothing for 1.5s each time
 			if err := ws.Call(t.Context(), "echo.sleep", map[string]int{"ms": 1500}, &out); err != nil || out.Slept != 1500 {
 				t.Fatalf("call: %v (%+v)", err, out)
+			}
+		}
+	})
+	t.Run("an /events stream outlives both", func(t *testing.T) {
+		// The stream is read past both timeouts: an event (stats come every
+		// 2s) that arrives after them shows it is still open.
+		outlast := readTimeout + idleTimeout + 200*time.Millisecond
+		res, err := http.Get(st.url + "/events")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = res.Body.Close() })
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("status %d", res.StatusCode)
+		}
+		start := time.Now()
+		deadline := time.AfterFunc(outlast+10*time.Second, func() { _ = res.Body.Close() })
+		defer deadline.Stop()
+		sc := bufio.NewScanner(res.Body)
+		for {
+			if !sc.Scan() {
+				t.Fatalf("the stream ended after %s (%v): cut by a timeout", time.Since(start), sc.Err())
+			}
+			if strings.HasPrefix(sc.Text(), "event: ") && time.Since(start) > outlast {
+				return
 			}
 		}
 	})

@@ -273,7 +273,8 @@ func jsonrpcHTTPWith(t *testing.T, st *stack, body string, header map[string]str
 }
 
 // A caller's X-Request-Id is kept as the call's correlation id: in the
-// story and on the handler's Request; the call id stays the edge's.
+// story and on the handler's Request, over POST /rpc, POST /jsonrpc and
+// every call of a WebSocket whose upgrade sent it; the call id stays the edge's.
 func TestCallerRequestIDKept(t *testing.T) {
 	st := newStack(t, stackOptions{noConsume: true})
 	mux := consumers.NewMux()
@@ -301,6 +302,30 @@ func TestCallerRequestIDKept(t *testing.T) {
 			}
 			if status, b := jsonrpcHTTPWith(t, st, `{"jsonrpc":"2.0","id":1,"method":"corr.rid"}`, h); status != 200 || !strings.Contains(string(b), fmt.Sprintf(`"result":%q`, tc.want)) {
 				t.Fatalf("over /jsonrpc the handler saw %s, want %q", b, tc.want)
+			}
+			// On a WebSocket, the upgrade's X-Request-Id is that of every
+			// call on it.
+			hdr := http.Header{}
+			if tc.sent != "" {
+				hdr.Set("X-Request-Id", tc.sent)
+			}
+			conn, _, err := fastws.DefaultDialer.Dial(st.wsURL(), hdr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = conn.Close() })
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for id := 1; id <= 2; id++ {
+				if err := conn.WriteMessage(fastws.TextMessage, fmt.Appendf(nil, `{"jsonrpc":"2.0","id":%d,"method":"corr.rid"}`, id)); err != nil {
+					t.Fatal(err)
+				}
+				_, b, err := conn.ReadMessage()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(string(b), fmt.Sprintf(`"result":%q`, tc.want)) {
+					t.Fatalf("call %d over /ws: the handler saw %s, want %q", id, b, tc.want)
+				}
 			}
 			waitUntil(t, 10*time.Second, func() error {
 				var story struct {

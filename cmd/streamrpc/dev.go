@@ -65,6 +65,9 @@ func runDev(ctx context.Context, stdout, stderr io.Writer) error {
 	}
 	s.Edge.Logger = log
 	s.Edge.TracerProvider = tp
+	// A page served by the developer's own app (any localhost port) may
+	// open the dev edge's WebSocket; other sites may not.
+	s.Edge.AllowLocalOrigins = true
 	edge, err := app.New(rdb, s.Edge)
 	if err != nil {
 		return err
