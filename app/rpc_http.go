@@ -214,7 +214,7 @@ func (e *Edge) roundTrip(id string, req callRequest) (streams.Reply, *streams.Er
 	enq, rerr := e.enqueue(ctx, id, req, now, deadline, false)
 	if rerr != nil {
 		e.waiters.remove(id)
-		return streams.Reply{}, rerr
+		return streams.Reply{ID: enq.ID}, rerr // an ID only if queued all the same (not replicated)
 	}
 	if enq.Duplicate {
 		e.waiters.remove(id)
@@ -260,6 +260,11 @@ func (e *Edge) enqueue(ctx context.Context, id string, req callRequest, now, dea
 		TraceParent: req.trace.parent, TraceState: req.trace.state, RequestID: req.requestID,
 	}, streams.EnqueueOptions{BacklogLimit: e.cfg.BacklogLimit, Idempotency: idem, Async: async})
 	if err != nil {
+		if errors.Is(err, streams.ErrNotReplicated) {
+			// Queued, but its replicas did not confirm it: it may still run, and its
+			// result is readable by its id (a 503 that carries X-Request-Id).
+			enq.ID = id
+		}
 		return enq, enqueueError(err, req)
 	}
 	return enq, nil
