@@ -79,7 +79,8 @@ func (e *Edge) handleCall(c *fiber.Ctx) error {
 	reply, rerr := e.call(id, req)
 	if reply.ID != "" {
 		// Only a call that was accepted has an id, readable at
-		// GET /rpc/calls/{id}: one refused (404, 422 schema, 503) has none.
+		// GET /rpc/calls/{id}: one refused (404, 422 schema, 503) has none;
+		// a 503 for a call queued but not confirmed by its replicas has one.
 		c.Set("X-Request-Id", reply.ID)
 	}
 	if rerr != nil {
