@@ -18,8 +18,10 @@ import (
 
 var preferAsync = map[string]string{"Prefer": "respond-async"}
 
-func TestAsyncCallFetchedAfterCompletion(t *testing.T) {
-	st := newStack(t, stackOptions{})
+// asyncCallFetchedAfterCompletion: an async call answers 202 with its Location, where its
+// result is found once done. A case of TestTopologies.
+func asyncCallFetchedAfterCompletion(t *testing.T, tp *topology) {
+	st := tp.newStack(t, stackOptions{})
 	r := post(t, st.url, "/rpc/echo/echo", []byte(`{"later":true}`), preferAsync)
 	if r.status != http.StatusAccepted || r.header.Get("Location") != "/rpc/calls/"+r.requestID || r.State != "queued" {
 		t.Fatalf("got %d %s (Location %q)", r.status, r.body, r.header.Get("Location"))
@@ -33,8 +35,10 @@ func TestAsyncCallFetchedAfterCompletion(t *testing.T) {
 	})
 }
 
-func TestAsyncLongPollWokenByCompletion(t *testing.T) {
-	st := newStack(t, stackOptions{})
+// asyncLongPollWokenByCompletion: a long poll on a running call is woken by its completion.
+// A case of TestTopologies.
+func asyncLongPollWokenByCompletion(t *testing.T, tp *topology) {
+	st := tp.newStack(t, stackOptions{})
 	r := post(t, st.url, "/rpc/echo/sleep", []byte(`{"ms":700}`), preferAsync)
 	if r.status != http.StatusAccepted {
 		t.Fatalf("got %d %s", r.status, r.body)

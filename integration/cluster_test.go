@@ -20,22 +20,22 @@ import (
 	"github.com/streamrpc/streamrpc/app"
 	"github.com/streamrpc/streamrpc/consumers"
 	"github.com/streamrpc/streamrpc/internal/echo"
-	"github.com/streamrpc/streamrpc/internal/redistest"
 	"github.com/streamrpc/streamrpc/streams"
 )
 
-// The tests in this file need several Redis nodes, so each starts its own topology (a Redis
-// Cluster of 3 masters and 3 replicas, or a primary, a replica and 3 sentinels) whatever
-// STREAMRPC_TEST_REDIS says; the rest of the suite runs against the shared cluster when it says
-// "cluster".
+// The tests in this file need several Redis nodes: TestClusterManyEdgesAndConsumers runs on the
+// shared cluster of TestTopologies (topology_test.go), which also runs the failover case
+// (failover, below) on the cluster and on Sentinel; TestSuiteOnRedisCluster runs the core suite
+// a second time against a cluster of its own, in a child process.
 
 // clusterSuite are the tests TestSuiteOnRedisCluster runs a second time against a Redis Cluster:
 // the round-trip, WebSocket, JSON-RPC, async, guarantees, protocol, registry, ACL and rate-limit
-// tests. Between them they run every Lua script and every pipeline of streams/.
+// tests. Between them, and with the cases of TestTopologies (which run on the cluster too), they
+// run every Lua script and every pipeline of streams/.
 var clusterSuite = []string{
-	"TestRoundTripHTTP", "TestParamsByteExact", "TestThousandConcurrentCalls", "TestErrorCases",
+	"TestParamsByteExact", "TestThousandConcurrentCalls", "TestErrorCases",
 	"TestCommandsPerCall", "TestResultTTL", "TestWS.*", "TestJSONRPC.*",
-	"TestCrashRedelivery", "TestLostReplyIsRecovered", "TestRetryThenSuccess", "TestDeadLettersAndReplay", "TestPoisonEntry",
+	"TestCrashRedelivery", "TestLostReplyIsRecovered", "TestPoisonEntry",
 	"TestDeadlinePassedWhileQueued", "TestIdempotencyKey", "TestBacklogLimit",
 	"TestAsync.*", "TestCancelQueuedAndRunning", "TestClientAsync",
 	"TestSecondSettleIsDropped", "TestDeadConsumerCallsClaimed", "TestStatsExactWhileActivityIsSampled", "TestStatsMatchTheCalls", "TestEventsFeed",
@@ -95,7 +95,7 @@ func rawCall(url, path string, body []byte) callOutcome {
 // its reply stream (no edge had to recover one from the results), and the registry API of either
 // edge adds up every handler's stats from all masters.
 func TestClusterManyEdgesAndConsumers(t *testing.T) {
-	c := redistest.StartCluster(t)
+	c := clusterTopology.redis(t).cluster
 	redisURL := c.URL()
 
 	handlers := make([]string, 20)
@@ -207,22 +207,26 @@ func TestClusterManyEdgesAndConsumers(t *testing.T) {
 	})
 }
 
-// TestClusterFailover kills the master that holds a handler's keys while calls are in flight
-// (SIGKILL: no goodbye), and checks what every caller got: each sync call is answered, or fails
-// with a JSON error naming the problem (503 while no master serves the slot, 504 for a call whose
-// entry was lost with the master), and none goes unanswered; every async call a durable edge
+// failover kills the master that holds a handler's keys while calls are in flight (SIGKILL: no
+// goodbye), and checks what every caller got: each sync call is answered, or fails with a JSON
+// error naming the problem (503 while no master serves the slot, 504 for a call whose entry was
+// lost with the master), and none goes unanswered; every async call a durable edge
 // (STREAMRPC_DURABLE_REPLICAS=1) accepted with 202 reaches its outcome, readable by id: none is
-// lost. After the replica takes over, the same edges and consumer carry on without a restart.
-// The counts are printed.
-func TestClusterFailover(t *testing.T) {
-	c := redistest.StartCluster(t)
-	st := stackOn(onCluster(c))
+// lost. After the replica takes over, the same edges and consumer carry on without a restart:
+// many calls answer again, then 50 in a row. The counts are printed. It spends the topology.
+func failover(t *testing.T, tp *topology) {
+	st := stackOn(tp.redis(t))
+	t.Cleanup(tp.spend)
 	st.edge = st.startEdge(t, app.Config{CallTimeout: 8 * time.Second})
 	st.consumer = st.startConsumer(t, consumers.Config{Concurrency: 32, VisibilityTimeout: 3 * time.Second}, echo.Mux())
 	waitForEcho(t, st.url)
 	durable := stackOn(st.redis)
 	durable.startEdge(t, app.Config{Durability: streams.Durability{Replicas: 1, Timeout: 2 * time.Second}})
-	victim := c.MasterFor(t, "{"+echo.Name+"}")
+	for i := 0; i < 50; i++ {
+		if o := rawCall(st.url, "/rpc/echo/echo", []byte(`{"before":true}`)); o.status != 200 {
+			t.Fatalf("before the failover: %d %s %v", o.status, o.body, o.err)
+		}
+	}
 
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
@@ -302,10 +306,10 @@ func TestClusterFailover(t *testing.T) {
 		return nil
 	})
 	killedAt := time.Now()
-	c.Kill(t, victim)
-	killed.Store(true)
-	c.WaitHealthy(t, 30*time.Second)
-	t.Logf("master %s killed; the cluster was healthy again after %s", victim, time.Since(killedAt).Round(time.Millisecond))
+	victim, promoted := tp.failover(t, st.redis, echo.Name, func() { killed.Store(true) })
+	if promoted == victim {
+		t.Fatalf("%s still serves the handler's keys after it was killed", victim)
+	}
 	// The same edge and consumer carry on: calls succeed again, many of them.
 	waitUntil(t, 60*time.Second, func() error {
 		if n := okAfter.Load(); n < 2000 {
@@ -334,75 +338,14 @@ func TestClusterFailover(t *testing.T) {
 	for outcome, n := range counts {
 		switch {
 		case outcome == "ok", outcome == "503 unavailable", outcome == "504 timeout", outcome == "async: 202", outcome == "async: 503":
+		case outcome == "async: 504" && tp.slowPromotion:
 		default:
 			t.Errorf("%d calls ended %q; samples: %v", n, outcome, sample)
 		}
 	}
-}
-
-// TestSentinelFailover runs an edge and a consumer on a Sentinel-managed primary, kills the
-// primary, and checks that both follow the sentinels to the promoted replica: calls answer
-// again through the same edge and consumer.
-func TestSentinelFailover(t *testing.T) {
-	s := redistest.StartSentinel(t)
-	st := stackOn(&RedisServer{URL: s.URL()})
-	st.edge = st.startEdge(t, app.Config{CallTimeout: 5 * time.Second})
-	st.consumer = st.startConsumer(t, consumers.Config{}, echo.Mux())
-	waitForEcho(t, st.url)
 	for i := 0; i < 50; i++ {
-		if o := rawCall(st.url, "/rpc/echo/echo", []byte(`{"before":true}`)); o.status != 200 {
-			t.Fatalf("before the failover: %d %s %v", o.status, o.body, o.err)
-		}
-	}
-	old := s.KillPrimary(t)
-	promoted := s.WaitPrimaryChanged(t, old, 30*time.Second)
-	t.Logf("primary %s killed, sentinels promoted %s", old, promoted)
-	waitUntil(t, 60*time.Second, func() error {
-		o := rawCall(st.url, "/rpc/echo/echo", []byte(`{"after":true}`))
-		if o.err != nil || o.status != 200 || string(o.body) != `{"result":{"after":true}}` {
-			return fmt.Errorf("after the failover: %d %s %v", o.status, o.body, o.err)
-		}
-		return nil
-	})
-	for i := 0; i < 50; i++ {
-		if o := rawCall(st.url, "/rpc/echo/echo", []byte(`{"after":true}`)); o.status != 200 {
+		if o := rawCall(st.url, "/rpc/echo/echo", []byte(`{"after":true}`)); o.status != 200 || string(o.body) != `{"result":{"after":true}}` {
 			t.Fatalf("after the failover: %d %s %v", o.status, o.body, o.err)
 		}
 	}
-}
-
-// TestDurableWrites runs the edge and the consumer with STREAMRPC_DURABLE_REPLICAS: with 1
-// (each master of the cluster has one replica) calls work as ever; with 2, which no master can
-// give, a call answers 503 naming the replicas, and it was queued all the same: it still runs,
-// and its result is readable by id.
-func TestDurableWrites(t *testing.T) {
-	c := redistest.StartCluster(t)
-	st := stackOn(onCluster(c))
-	one := streams.Durability{Replicas: 1, Timeout: 2 * time.Second}
-	st.edge = st.startEdge(t, app.Config{Durability: one})
-	st.consumer = st.startConsumer(t, consumers.Config{Durability: one}, echo.Mux())
-	waitForEcho(t, st.url)
-	for i := 0; i < 20; i++ {
-		body := fmt.Sprintf(`{"i":%d}`, i)
-		if o := rawCall(st.url, "/rpc/echo/echo", []byte(body)); o.status != 200 || string(o.body) != `{"result":`+body+`}` {
-			t.Fatalf("durable call %d: %d %s %v", i, o.status, o.body, o.err)
-		}
-	}
-
-	strict := stackOn(st.redis)
-	strict.startEdge(t, app.Config{Durability: streams.Durability{Replicas: 2, Timeout: 200 * time.Millisecond}})
-	r := post(t, strict.url, "/rpc/echo/echo", []byte(`{"strict":true}`), nil)
-	if r.status != http.StatusServiceUnavailable || r.Error == nil || !strings.Contains(r.Error.Message, "replicas did not confirm") {
-		t.Fatalf("call needing 2 replicas: %d %s, want 503 naming the replicas", r.status, r.body)
-	}
-	if r.requestID == "" {
-		t.Fatal("the 503 does not carry the call's id")
-	}
-	waitUntil(t, 30*time.Second, func() error {
-		g := get(t, strict.url+"/rpc/calls/"+r.requestID)
-		if g.status != 200 || string(g.Result) != `{"strict":true}` {
-			return fmt.Errorf("GET the call: %d %s", g.status, g.body)
-		}
-		return nil
-	})
 }

@@ -18,8 +18,10 @@ import (
 	"github.com/streamrpc/streamrpc/streams"
 )
 
-func TestRoundTripHTTP(t *testing.T) {
-	st := newStack(t, stackOptions{})
+// roundTripHTTP: a call over HTTP is answered with its params; its X-Request-Id names the
+// handler and ends in a ULID; its result is readable by id. A case of TestTopologies.
+func roundTripHTTP(t *testing.T, tp *topology) {
+	st := tp.newStack(t, stackOptions{})
 	r := post(t, st.url, "/rpc/echo/echo", []byte(`{"msg":"hi"}`), nil)
 	if r.status != http.StatusOK || string(r.body) != `{"result":{"msg":"hi"}}` {
 		t.Fatalf("got %d %s, want 200 {\"result\":{\"msg\":\"hi\"}}", r.status, r.body)

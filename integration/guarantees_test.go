@@ -143,8 +143,10 @@ func flakyMux(succeedAt int, fixed *atomic.Bool, runs *atomic.Int64) *consumers.
 	return mux
 }
 
-func TestRetryThenSuccess(t *testing.T) {
-	st := newStack(t, stackOptions{noConsume: true})
+// retryThenSuccess: a handler that fails with a retryable error twice runs a third time and
+// its result is the answer; the consumer counts the retries. A case of TestTopologies.
+func retryThenSuccess(t *testing.T, tp *topology) {
+	st := tp.newStack(t, stackOptions{noConsume: true})
 	var runs atomic.Int64
 	srv := st.startConsumer(t, consumers.Config{Handler: "flaky", MaxAttempts: 5, RetryBaseDelay: 50 * time.Millisecond}, flakyMux(3, nil, &runs))
 	r := post(t, st.url, "/rpc/flaky/flaky", []byte(`{}`), nil)
@@ -159,8 +161,11 @@ func TestRetryThenSuccess(t *testing.T) {
 	}
 }
 
-func TestDeadLettersAndReplay(t *testing.T) {
-	st := newStack(t, stackOptions{noConsume: true})
+// deadLettersAndReplay: a call that fails every attempt is dead-lettered (502), listed with
+// its params and error, replayed once the handler is fixed, and deleted by id. A case of
+// TestTopologies.
+func deadLettersAndReplay(t *testing.T, tp *topology) {
+	st := tp.newStack(t, stackOptions{noConsume: true})
 	var fixed atomic.Bool
 	var runs atomic.Int64
 	st.startConsumer(t, consumers.Config{Handler: "flaky", MaxAttempts: 3, RetryBaseDelay: 20 * time.Millisecond}, flakyMux(99, &fixed, &runs))

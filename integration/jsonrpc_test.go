@@ -559,10 +559,10 @@ func TestWSDisconnectMidCall(t *testing.T) {
 	})
 }
 
-// TestJSONRPCThreeDoorsSameResult: the same call through POST /rpc, POST /jsonrpc and
-// GET /ws gives the same result, byte for byte, or the same error.
-func TestJSONRPCThreeDoorsSameResult(t *testing.T) {
-	st := newStack(t, stackOptions{})
+// jsonrpcThreeDoorsSameResult: the same call through POST /rpc, POST /jsonrpc and
+// GET /ws gives the same result, byte for byte, or the same error. A case of TestTopologies.
+func jsonrpcThreeDoorsSameResult(t *testing.T, tp *topology) {
+	st := tp.newStack(t, stackOptions{})
 	ws := dialClient(t, st.wsURL())
 	httpClient := client.New(st.url)
 	cases := []struct {

@@ -2,7 +2,6 @@ package integration
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -31,11 +30,7 @@ func TestMain(m *testing.M) {
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
-	if sharedCluster.c != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		_ = sharedCluster.c.Terminate(ctx)
-		cancel()
-	}
+	terminateTopologies()
 	os.Exit(code)
 }
 

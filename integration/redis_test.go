@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,28 +27,29 @@ const (
 )
 
 // RedisServer is a real Redis in a container, on a fixed host port so that it keeps its address
-// across Stop/Start; or, with STREAMRPC_TEST_REDIS=cluster, the suite's shared Redis Cluster.
+// across Stop/Start; or, with STREAMRPC_TEST_REDIS=cluster, the suite's shared Redis Cluster; or
+// one of the topologies of TestTopologies (topology_test.go).
 type RedisServer struct {
-	// URL is redis://127.0.0.1:PORT/0, valid across Stop/Start; or a redis+cluster:// URL.
+	// URL is redis://127.0.0.1:PORT/0, valid across Stop/Start; or a redis+cluster://,
+	// redis+sentinel:// or rediss:// URL.
 	URL string
 
 	hostPort  int
 	container *testcontainers.DockerContainer
 	cluster   *redistest.Cluster
+	sentinel  *redistest.Sentinel
+	tls       streams.RedisOptions // the TLS settings a client needs (rediss:// only)
+	pki       *testPKI             // what signed the TLS server's certificate (rediss:// only)
 }
 
 // The Redis the suite runs against: STREAMRPC_TEST_REDIS unset (a new Redis container per test),
 // or "cluster" (one Redis Cluster of 3 masters and 3 replicas for the whole run, flushed before
-// each test). The same tests run against both: .ci/run runs the round-trip, WebSocket and
-// guarantees tests a second time against the cluster. Tests that restart Redis, or need one with
-// other settings, skip themselves on the cluster; failover has tests of its own (cluster_test.go).
+// each test: the cluster of TestTopologies). The same tests run against both: .ci/run runs the
+// round-trip, WebSocket and guarantees tests a second time against the cluster. Tests that
+// restart Redis, or need one with other settings, skip themselves on the cluster; failover is a
+// case of TestTopologies. A value naming another topology (single, sentinel, tls) only picks the
+// topology TestTopologies runs on.
 var testRedis = os.Getenv("STREAMRPC_TEST_REDIS")
-
-var sharedCluster struct {
-	once sync.Once
-	c    *redistest.Cluster
-	err  error
-}
 
 // onCluster is the RedisServer of cluster c.
 func onCluster(c *redistest.Cluster) *RedisServer { return &RedisServer{URL: c.URL(), cluster: c} }
@@ -63,17 +63,7 @@ func startRedis(t testing.TB, args ...string) *RedisServer {
 		if len(args) > 0 {
 			t.Skipf("needs a Redis started with %v; not run against the shared cluster", args)
 		}
-		sharedCluster.once.Do(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			sharedCluster.c, sharedCluster.err = redistest.NewCluster(ctx)
-		})
-		if sharedCluster.err != nil {
-			t.Fatalf("start the shared Redis Cluster: %v", sharedCluster.err)
-		}
-		c := sharedCluster.c
-		c.FlushAll(t)
-		return onCluster(c)
+		return clusterTopology.redis(t)
 	}
 
 	cmd := append([]string{"redis-server", "--protected-mode", "no", "--dir", "/data", "--port", "6379"}, args...)
@@ -155,7 +145,7 @@ func (r *RedisServer) Start(t testing.TB) {
 func (r *RedisServer) skipOnCluster(t testing.TB) {
 	t.Helper()
 	if r.cluster != nil {
-		t.Skip("restarts a single Redis; on the cluster, failover is tested by TestClusterFailover")
+		t.Skip("restarts a single Redis; on the cluster, failover is tested by TestTopologies/cluster/failover")
 	}
 }
 
@@ -163,12 +153,28 @@ func (r *RedisServer) skipOnCluster(t testing.TB) {
 // in t.Cleanup.
 func (r *RedisServer) Client(t testing.TB) redis.UniversalClient {
 	t.Helper()
-	c, err := streams.Connect(streams.RedisOptions{URL: r.URL})
+	o := r.tls
+	o.URL = r.URL
+	c, err := streams.Connect(o)
 	if err != nil {
 		t.Fatalf("connect to %q: %v", r.URL, err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// flush empties the Redis: every master of the cluster, or the one primary.
+func (r *RedisServer) flush(t testing.TB) {
+	t.Helper()
+	if r.cluster != nil {
+		r.cluster.FlushAll(t)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.Client(t).FlushAll(ctx).Err(); err != nil {
+		t.Fatalf("flush redis at %s: %v", r.URL, err)
+	}
 }
 
 // forEachNode runs fn on every node: each master and replica of the cluster (all of them, also

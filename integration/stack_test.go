@@ -24,7 +24,6 @@ import (
 // stack is one edge and one echo consumer in this process, on a real Redis.
 type stack struct {
 	redis    *RedisServer
-	tls      streams.RedisOptions // TLS settings for connect (the URL is redis.URL)
 	edge     *app.Edge
 	consumer *consumers.Server
 	url      string // http://127.0.0.1:PORT
@@ -61,7 +60,7 @@ func newStack(t testing.TB, opts stackOptions) *stack {
 // connect returns a go-redis client to the stack's Redis that counts commands.
 func (st *stack) connect(t testing.TB) redis.UniversalClient {
 	t.Helper()
-	o := st.tls
+	o := st.redis.tls
 	o.URL, o.DialTimeout = st.redis.URL, 500*time.Millisecond
 	rdb, err := streams.Connect(o)
 	if err != nil {
