@@ -91,16 +91,19 @@ func (s *Server) probeApp() time.Duration {
 
 // cancelWatcher listens on the handler's cancel channel (one subscription per
 // server, not per call) and cancels the context of each running call named.
+// ready is closed once Redis has confirmed the first subscription.
 type cancelWatcher struct {
-	s      *Server
-	ctx    context.Context
-	cancel context.CancelFunc
-	done   chan struct{}
+	s         *Server
+	ctx       context.Context
+	cancel    context.CancelFunc
+	done      chan struct{}
+	ready     chan struct{}
+	readyOnce sync.Once
 }
 
 func newCancelWatcher(s *Server) *cancelWatcher {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &cancelWatcher{s: s, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	return &cancelWatcher{s: s, ctx: ctx, cancel: cancel, done: make(chan struct{}), ready: make(chan struct{})}
 }
 
 func (w *cancelWatcher) start(wg *sync.WaitGroup) {
@@ -109,13 +112,33 @@ func (w *cancelWatcher) start(wg *sync.WaitGroup) {
 		defer wg.Done()
 		defer close(w.done)
 		for w.ctx.Err() == nil {
-			_ = w.s.streams.WatchCancels(w.ctx, w.s.cfg.Handler, func(id string) {
-				if c, ok := w.s.cancels.Load(id); ok {
-					c.(context.CancelCauseFunc)(errCancelledByCaller)
+			err := w.s.streams.WatchCancels(w.ctx, w.s.cfg.Handler, func() { w.readyOnce.Do(func() { close(w.ready) }) }, w.s.cancelByCaller)
+			if err != nil { // Redis is unavailable: subscribe again, without spinning
+				select {
+				case <-time.After(time.Second):
+				case <-w.ctx.Done():
 				}
-			})
+			}
 		}
 	}()
+}
+
+// cancelByCaller cancels call id if this server holds it: its handler's
+// context ends now, or as soon as it starts. Every consumer of the handler
+// hears every cancel; those of calls held elsewhere are ignored.
+func (s *Server) cancelByCaller(id string) {
+	held := false
+	s.running.Range(func(_, v any) bool {
+		held = v == id
+		return !held
+	})
+	if !held {
+		return
+	}
+	s.cancelled.Store(id, struct{}{})
+	if c, ok := s.cancels.Load(id); ok {
+		c.(context.CancelCauseFunc)(errCancelledByCaller)
+	}
 }
 
 func (w *cancelWatcher) shutdown() {

@@ -126,6 +126,9 @@ func (s *Server) runOnce(req *Request) runResult {
 	dctx, cancel := context.WithDeadline(s.runCtx, req.Deadline)
 	ctx, cancelCall := context.WithCancelCause(dctx)
 	s.cancels.Store(req.ID, cancelCall)
+	if _, ok := s.cancelled.Load(req.ID); ok { // cancelled before it started (cancelByCaller)
+		cancelCall(errCancelledByCaller)
+	}
 	start := time.Now()
 	res, err := s.serve(ctx, req)
 	s.cancels.Delete(req.ID)

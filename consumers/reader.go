@@ -83,6 +83,7 @@ func (r *reader) run(d streams.Delivery) {
 // lease to renew), its slot is free, Shutdown stops waiting for it.
 func (s *Server) callDone(d *streams.Delivery, cs *callSlot) {
 	s.running.Delete(d.StreamID)
+	s.cancelled.Delete(callID(d))
 	cs.release()
 	s.inflight.Done()
 }

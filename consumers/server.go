@@ -62,7 +62,11 @@ type Server struct {
 
 	running sync.Map // stream entry id -> call id ("" if undecodable): calls this server holds
 	cancels sync.Map // call id -> context.CancelCauseFunc of its running handler
-	watcher *cancelWatcher
+	// cancelled holds the calls in hand whose caller cancelled them, also
+	// before their handler started (the cancel would be lost otherwise):
+	// runOnce checks it once the handler's cancel func is stored.
+	cancelled sync.Map // call id -> struct{}
+	watcher   *cancelWatcher
 
 	// runCtx is the parent of every handler's context; cancelled when the
 	// shutdown grace period is over.
@@ -135,6 +139,14 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	s.watcher = newCancelWatcher(s)
 	s.watcher.start(&s.loops)
+	// A cancel published before the subscription is confirmed would be lost:
+	// wait for it before taking calls (briefly: Redis answered register).
+	select {
+	case <-s.watcher.ready:
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		s.log.Warn("the cancel subscription is not confirmed yet; taking calls anyway")
+	}
 	s.reader.start(&s.loops)
 	s.forwarder.start(&s.loops)
 	s.lease.start(&s.loops)

@@ -143,12 +143,25 @@ func (c *Client) Cancel(ctx context.Context, handler, id, streamID string, resul
 }
 
 // WatchCancels calls fn with the id of each call of handler that a caller
-// cancels while it runs, until ctx ends. It holds one connection (a
+// cancels while it runs, until ctx ends; ready, if not nil, once Redis has
+// confirmed the subscription. It holds one connection (a
 // subscription) per consumer process, not per call, and resubscribes after
 // a Redis outage by itself.
-func (c *Client) WatchCancels(ctx context.Context, handler string, fn func(id string)) error {
+func (c *Client) WatchCancels(ctx context.Context, handler string, ready func(), fn func(id string)) error {
 	sub := c.rdb.Subscribe(ctx, cancelChannel(handler))
 	defer sub.Close()
+	// A cancel published before Redis confirms the subscription is not
+	// delivered: say when it is confirmed, so that a consumer takes calls only
+	// once it can hear their cancels.
+	if _, err := sub.Receive(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return unavailable(err)
+	}
+	if ready != nil {
+		ready()
+	}
 	ch := sub.Channel()
 	for {
 		select {

@@ -797,7 +797,7 @@ var protocolCases = []protocolCase{
 		ctx, stop := context.WithCancel(e.ctx)
 		got := make(chan string, 100)
 		done := make(chan error, 1)
-		go func() { done <- e.c.WatchCancels(ctx, e.h, func(id string) { got <- id }) }()
+		go func() { done <- e.c.WatchCancels(ctx, e.h, nil, func(id string) { got <- id }) }()
 		t.Cleanup(func() {
 			stop()
 			<-done
