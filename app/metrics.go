@@ -46,8 +46,8 @@ const (
 	opScrape      = "scrape"
 )
 
-// outcomeLabel is the outcome label of an error code.
-func outcomeLabel(code int) string { return streams.CodeName(code) }
+// outcomeLabel is the outcome label of a call that ended with e (streams.Outcome).
+func outcomeLabel(e *streams.Error) string { return streams.OutcomeOf(e).Label() }
 
 // metrics are the edge's Prometheus metrics, on a registry of its own (not
 // the process-wide default) so that several edges in one process do not
@@ -161,11 +161,11 @@ func (m *metrics) observeCall(req *callRequest, reply streams.Reply, rerr *strea
 	outcome := OutcomeOK
 	switch {
 	case rerr != nil:
-		outcome = outcomeLabel(rerr.Code)
+		outcome = outcomeLabel(rerr)
 	case req.notify:
 		outcome = OutcomeAccepted
 	case !reply.OK:
-		outcome = outcomeLabel(reply.Err().Code)
+		outcome = outcomeLabel(reply.Err())
 	}
 	if outcome == "method_not_found" {
 		// The names are the caller's, not a handler's: do not make series of them.

@@ -54,13 +54,13 @@ func (e *Edge) logCall(id string, req *callRequest, reply streams.Reply, rerr *s
 	}
 	switch {
 	case rerr != nil:
-		attrs = append(attrs, slog.String("outcome", outcomeLabel(rerr.Code)), slog.String("err", rerr.Message))
+		attrs = append(attrs, slog.String("outcome", outcomeLabel(rerr)), slog.String("err", rerr.Message))
 	case req.notify || took == 0:
 		attrs = append(attrs, slog.String("outcome", OutcomeAccepted))
 	case reply.OK:
 		attrs = append(attrs, slog.String("outcome", OutcomeOK))
 	default:
-		attrs = append(attrs, slog.String("outcome", outcomeLabel(reply.Err().Code)))
+		attrs = append(attrs, slog.String("outcome", outcomeLabel(reply.Err())))
 	}
 	if took > 0 {
 		attrs = append(attrs, slog.Duration("took", took))

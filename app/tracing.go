@@ -123,13 +123,13 @@ func endSpan(span trace.Span, reply streams.Reply, rerr *streams.Error, accepted
 	}
 	switch {
 	case rerr != nil:
-		span.SetAttributes(attribute.Int("rpc.jsonrpc.error_code", rerr.Code), attribute.String("streamrpc.outcome", outcomeLabel(rerr.Code)))
+		span.SetAttributes(attribute.Int("rpc.jsonrpc.error_code", rerr.Code), attribute.String("streamrpc.outcome", outcomeLabel(rerr)))
 		span.SetStatus(codes.Error, rerr.Message)
 	case accepted:
 		span.SetAttributes(attribute.String("streamrpc.outcome", OutcomeAccepted))
 	case !reply.OK:
 		we := reply.Err()
-		span.SetAttributes(attribute.Int("rpc.jsonrpc.error_code", we.Code), attribute.String("streamrpc.outcome", outcomeLabel(we.Code)))
+		span.SetAttributes(attribute.Int("rpc.jsonrpc.error_code", we.Code), attribute.String("streamrpc.outcome", outcomeLabel(we)))
 		span.SetStatus(codes.Error, we.Message)
 	default:
 		span.SetAttributes(attribute.String("streamrpc.outcome", OutcomeOK))

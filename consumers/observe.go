@@ -97,10 +97,11 @@ func (r run) end(err error) {
 		return
 	}
 	took := time.Since(r.start)
-	outcome := streams.OutcomeOK
+	var rerr *streams.Error
 	if err != nil {
-		outcome = streams.CodeName(errorCode(err))
+		rerr = &streams.Error{Code: errorCode(err)}
 	}
+	outcome := streams.OutcomeOf(rerr).Label()
 	if r.s != nil {
 		r.s.inFlight.Dec()
 		r.s.processing.Observe(took.Seconds())

@@ -33,7 +33,7 @@ const (
 type settledCall struct {
 	handler, method, id, consumer, caller string
 	requestID                             string // the caller's X-Request-Id
-	outcome                               string // ok error timeout cancelled retry dead
+	outcome                               Outcome
 	attempt                               int
 	firstAttempt                          bool // never retried: no story was written before
 	enqueued, started, at                 time.Time
@@ -63,7 +63,7 @@ func settledOf(d *Delivery, mode settleMode, reply Reply, run Run, detail string
 	return s
 }
 
-func (s *settledCall) notable() bool { return s.outcome != OutcomeOK || s.attempt > 1 }
+func (s *settledCall) notable() bool { return s.outcome.String() != OutcomeOK || s.attempt > 1 }
 
 func (s *settledCall) queuedEvent() StoryEvent {
 	return StoryEvent{Time: s.enqueued, Event: "queued", Params: s.params, Detail: s.caller, Handler: s.handler, Method: s.method, RequestID: s.requestID}
@@ -79,8 +79,8 @@ func (s *settledCall) runEvents() []StoryEvent {
 	if !s.started.IsZero() {
 		events = append(events, StoryEvent{Time: s.started, Event: "started", Attempt: s.attempt, Consumer: s.consumer})
 	}
-	last := StoryEvent{Time: s.at, Event: "finished", Attempt: s.attempt, Consumer: s.consumer, Outcome: s.outcome, Detail: s.detail}
-	switch s.outcome {
+	last := StoryEvent{Time: s.at, Event: "finished", Attempt: s.attempt, Consumer: s.consumer, Outcome: s.outcome.String(), Detail: s.detail}
+	switch s.outcome.String() {
 	case OutcomeRetry:
 		last.Event = "retried"
 	case OutcomeDead:
@@ -91,7 +91,7 @@ func (s *settledCall) runEvents() []StoryEvent {
 
 func (s *settledCall) activity() Activity {
 	return Activity{
-		ID: s.id, Handler: s.handler, Method: s.method, Outcome: s.outcome,
+		ID: s.id, Handler: s.handler, Method: s.method, Outcome: s.outcome.String(),
 		DurationMS: float64(s.took.Microseconds()) / 1000, Attempt: s.attempt, Consumer: s.consumer,
 		Caller: s.caller, Time: s.at, Error: s.errText,
 	}
@@ -114,17 +114,18 @@ func newHandlerTally() *handlerTally {
 
 func (t *handlerTally) add(s settledCall) {
 	m := s.method
-	if s.outcome == OutcomeRetry {
+	o := s.outcome.String()
+	if o == OutcomeRetry {
 		t.counters[m+":retries"]++
 	} else {
 		t.counters[m+":calls"]++
-		if s.outcome != OutcomeOK && s.outcome != OutcomeCancelled {
+		if o != OutcomeOK && o != OutcomeCancelled {
 			t.counters[m+":errors"]++
 		}
-		if s.outcome == OutcomeTimeout {
+		if o == OutcomeTimeout {
 			t.counters[m+":timeouts"]++
 		}
-		if s.outcome == OutcomeDead {
+		if o == OutcomeDead {
 			t.counters[m+":dead"]++
 		}
 		b := strconv.FormatInt(s.at.UnixMilli()/RateBucket.Milliseconds(), 10)

@@ -114,8 +114,37 @@ func TestOutcomeOf(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := outcomeOf(tc.mode, tc.reply); got != tc.want {
+			if got := outcomeOf(tc.mode, tc.reply).String(); got != tc.want {
 				t.Fatalf("outcomeOf = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestOutcomeSpellings: one Outcome inside, two spellings outside — the API
+// value (activity, stats, story) and the metrics/log label — each mapped once.
+func TestOutcomeSpellings(t *testing.T) {
+	cases := []struct {
+		name       string
+		o          Outcome
+		api, label string
+	}{
+		{"result", OutcomeOf(nil), "ok", "ok"},
+		{"handler error", OutcomeOf(NewError(CodeHandlerError, "x")), "error", "handler_error"},
+		{"a handler's own code", OutcomeOf(NewError(4711, "x")), "error", "handler_error"},
+		{"unknown method (edge)", OutcomeOf(NewError(CodeMethodNotFound, "x")), "error", "method_not_found"},
+		{"timeout", OutcomeOf(NewError(CodeTimeout, "x")), "timeout", "timeout"},
+		{"cancelled", OutcomeOf(NewError(CodeCancelled, "x")), "cancelled", "cancelled"},
+		{"retry", outcomeOf(settleRetry, Reply{ID: "a"}), "retry", "retry"},
+		{"dead letter", outcomeOf(settleDead, ErrorReply("a", NewError(CodeDeadLettered, "x"))), "dead", "dead_lettered"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.o.String(); got != tc.api {
+				t.Errorf("String = %q, want %q", got, tc.api)
+			}
+			if got := tc.o.Label(); got != tc.label {
+				t.Errorf("Label = %q, want %q", got, tc.label)
 			}
 		})
 	}
