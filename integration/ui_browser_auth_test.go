@@ -46,12 +46,7 @@ func TestUIBrowserSignIn(t *testing.T) {
 
 	testCtx, cancelTest := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancelTest()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(testCtx,
-		chromedp.ExecPath(chrome), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
-		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1360, 900),
-	)
+	allocCtx, cancelAlloc := chromiumAllocator(testCtx, t, chrome, chromedp.WindowSize(1360, 900))
 	defer cancelAlloc()
 	tab, cancelBrowser := chromedp.NewContext(allocCtx, chromedp.WithErrorf(t.Logf))
 	defer cancelBrowser()

@@ -58,19 +58,9 @@ func TestUIBrowser(t *testing.T) {
 	// this one.
 	testCtx, cancelTest := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancelTest()
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(testCtx,
-		chromedp.ExecPath(chrome),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
+	allocCtx, cancelAlloc := chromiumAllocator(testCtx, t, chrome,
 		chromedp.Flag("hide-scrollbars", true),
 		chromedp.Flag("mute-audio", true),
-		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1360, 900),
 	)
 	defer cancelAlloc()
@@ -323,4 +313,22 @@ func load(t *testing.T, url string, d time.Duration) {
 	if len(failures) > 0 {
 		t.Fatalf("%d load calls failed, first: %s", len(failures), failures[0])
 	}
+}
+
+// chromiumAllocator starts Chromium (at path chrome) headless with the flags
+// every browser test uses, plus extra, under ctx; the caller cancels it.
+func chromiumAllocator(ctx context.Context, t *testing.T, chrome string, extra ...chromedp.ExecAllocatorOption) (context.Context, context.CancelFunc) {
+	opts := append([]chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chrome),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.UserDataDir(t.TempDir()),
+	}, extra...)
+	return chromedp.NewExecAllocator(ctx, opts...)
 }
