@@ -198,6 +198,35 @@ func (c *Client) Enqueue(ctx context.Context, call *Call, opts EnqueueOptions) (
 	} else if h != call.Handler {
 		return Enqueued{}, fmt.Errorf("%w: call id %q is not of handler %q", ErrInvalidName, call.ID, call.Handler)
 	}
+	o := c.newEnqueueOp(call, opts)
+	err := c.enqueue.do(ctx, o)
+	if err == nil && o.kind == "err" {
+		switch o.value {
+		case "NOHANDLER":
+			return Enqueued{}, fmt.Errorf("%w: %q", ErrNoHandler, call.Handler)
+		case "NOMETHOD":
+			return Enqueued{}, fmt.Errorf("%w: %q has no method %q", ErrNoMethod, call.Handler, call.Method)
+		case "BACKLOG":
+			return Enqueued{}, fmt.Errorf("%w: %q", ErrBacklogFull, call.Handler)
+		case "IDEMMISMATCH":
+			return Enqueued{}, ErrIdempotencyMismatch
+		}
+		return Enqueued{}, fmt.Errorf("streams: enqueue: unexpected error code %q", o.value)
+	}
+	switch {
+	case err != nil:
+		return Enqueued{}, unavailable(err)
+	case o.kind == "dup":
+		return Enqueued{ID: o.value, Duplicate: true}, nil
+	case o.kind == "new":
+		return Enqueued{ID: call.ID, StreamID: o.value}, nil
+	}
+	return Enqueued{}, fmt.Errorf("streams: enqueue: unexpected reply %q %q", o.kind, o.value)
+}
+
+// newEnqueueOp builds the enqueue script's keys and arguments for call: one
+// op of a batch (sendEnqueues).
+func (c *Client) newEnqueueOp(call *Call, opts EnqueueOptions) *enqueueOp {
 	o := &enqueueOp{handler: call.Handler, limit: opts.BacklogLimit}
 	o.keys = [2]string{idemKey(call.Handler, ""), idemKey(call.Handler, "")}
 	idemValue, idemTTL, state := "", int64(0), ""
@@ -223,27 +252,5 @@ func (c *Client) Enqueue(ctx context.Context, call *Call, opts EnqueueOptions) (
 	o.args = append(o.args, call.Method, idemValue, idemTTL, state, ttl.Milliseconds(), 0)
 	o.args = call.appendFields(o.args)
 	o.args[5] = len(o.args) - 6
-	err := c.enqueue.do(ctx, o)
-	if err == nil && o.kind == "err" {
-		switch o.value {
-		case "NOHANDLER":
-			return Enqueued{}, fmt.Errorf("%w: %q", ErrNoHandler, call.Handler)
-		case "NOMETHOD":
-			return Enqueued{}, fmt.Errorf("%w: %q has no method %q", ErrNoMethod, call.Handler, call.Method)
-		case "BACKLOG":
-			return Enqueued{}, fmt.Errorf("%w: %q", ErrBacklogFull, call.Handler)
-		case "IDEMMISMATCH":
-			return Enqueued{}, ErrIdempotencyMismatch
-		}
-		return Enqueued{}, fmt.Errorf("streams: enqueue: unexpected error code %q", o.value)
-	}
-	switch {
-	case err != nil:
-		return Enqueued{}, unavailable(err)
-	case o.kind == "dup":
-		return Enqueued{ID: o.value, Duplicate: true}, nil
-	case o.kind == "new":
-		return Enqueued{ID: call.ID, StreamID: o.value}, nil
-	}
-	return Enqueued{}, fmt.Errorf("streams: enqueue: unexpected reply %q %q", o.kind, o.value)
+	return o
 }

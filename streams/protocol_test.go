@@ -955,22 +955,7 @@ func TestEveryScriptHasProtocolCases(t *testing.T) {
 // sendEnqueues (initialised as the batcher does).
 func batchOp(e *protoEnv, call *Call, opts EnqueueOptions) *enqueueOp {
 	e.t.Helper()
-	o := &enqueueOp{handler: call.Handler, limit: opts.BacklogLimit}
-	o.keys = [2]string{idemKey(call.Handler, ""), idemKey(call.Handler, "")}
-	idemValue, idemTTL, state := "", int64(0), ""
-	if idem := opts.Idempotency; idem != nil {
-		k := sha256.Sum256([]byte(idem.Key))
-		o.keys[0] = idemKey(call.Handler, hex.EncodeToString(k[:]))
-		fp := sha256.New()
-		fp.Write([]byte(call.Method))
-		fp.Write([]byte{0})
-		fp.Write(call.Params)
-		idemValue = call.ID + " " + hex.EncodeToString(fp.Sum(nil))
-		idemTTL = idem.TTL.Milliseconds()
-	}
-	o.args = []any{call.Method, idemValue, idemTTL, state, e.c.opts.ResultTTL.Milliseconds(), 0}
-	o.args = call.appendFields(o.args)
-	o.args[5] = len(o.args) - 6
+	o := e.c.newEnqueueOp(call, opts)
 	o.init(e.ctx)
 	return o
 }
