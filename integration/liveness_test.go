@@ -606,11 +606,16 @@ func TestIdleConsumerCommands(t *testing.T) {
 	// start (connections, script loads), the second is the steady state.
 	<-time.After(2 * time.Second)
 	before := own.cmds.n.Load()
-	const window = 5 * time.Second
+	const window = 10 * time.Second
 	<-time.After(window)
-	per := float64(own.cmds.n.Load()-before) / window.Seconds()
+	n := own.cmds.n.Load() - before
+	per := float64(n) / window.Seconds()
 	t.Logf("an idle consumer sends %.1f Redis commands per second (heartbeat, dead-consumer sweep, blocking read, retry forwarder)", per)
-	if per > 4.5 {
-		t.Fatalf("an idle consumer sends %.1f commands per second, want at most 4.5", per)
+	// The steady rate is 4 per second. A window's edges cut each periodic
+	// loop at an arbitrary phase, so each loop may add one tick to the count.
+	const steady, loops = 4, 5
+	if limit := int64(steady*window.Seconds()) + loops; n > limit {
+		t.Fatalf("an idle consumer sent %d commands in %s (%.1f/s), want at most %d (%d/s plus one tick per loop at the window's edges)",
+			n, window, per, limit, steady)
 	}
 }
