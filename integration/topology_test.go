@@ -93,11 +93,6 @@ type topology struct {
 	// killed, and waits until a replica has taken over; it returns the killed master's address
 	// and the promoted one's.
 	failover func(t *testing.T, r *RedisServer, handler string, killed func()) (victim, promoted string)
-	// slowPromotion: while the replica is promoted, a client may wait for the new primary
-	// until a call's deadline, so that an async call answers 504 (not enqueued before its
-	// deadline, a JSON error) where a cluster's would answer 503. Sentinel's failover client
-	// asks the sentinels again only after its dial fails.
-	slowPromotion bool
 
 	mu    sync.Mutex
 	srv   *RedisServer
@@ -110,7 +105,7 @@ var (
 	singleTopology = &topology{name: "single", start: startSingleTopology}
 	// clusterTopology is also the shared cluster of STREAMRPC_TEST_REDIS=cluster (startRedis).
 	clusterTopology  = &topology{name: "cluster", start: startClusterTopology, replicas: true, failover: clusterFailover}
-	sentinelTopology = &topology{name: "sentinel", start: startSentinelTopology, replicas: true, failover: sentinelFailover, slowPromotion: true}
+	sentinelTopology = &topology{name: "sentinel", start: startSentinelTopology, replicas: true, failover: sentinelFailover}
 	tlsTopology      = &topology{name: "tls", start: startTLSTopology}
 
 	topologies = []*topology{singleTopology, clusterTopology, sentinelTopology, tlsTopology}
