@@ -1,0 +1,357 @@
+package app
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/streamrpc/streamrpc/streams"
+)
+
+// testRegistry has every shape of method the generators handle: no
+// schemas, an object params schema with local references, a positional
+// (2020-12 prefixItems) one, a draft-07 schema with $schema and $id, and an
+// enforced result.
+var testRegistry = []streams.HandlerInfo{
+	{Name: "billing", Description: "charges cards", Methods: []streams.MethodInfo{
+		{Name: "charge", Description: "charges a card",
+			ParamsSchema: json.RawMessage(`{"type":"object","properties":{"card":{"$ref":"#/$defs/card"},"cents":{"type":"integer","minimum":1}},"required":["card","cents"],"$defs":{"card":{"type":"string","pattern":"^[0-9]{16}$"}}}`),
+			ResultSchema: json.RawMessage(`{"type":"object","properties":{"receipt":{"type":"string"}},"required":["receipt"]}`), ResultEnforced: true},
+		{Name: "legacy", ParamsSchema: json.RawMessage(`{"$schema":"http://json-schema.org/draft-07/schema#","$id":"http://example.com/legacy","type":"object","properties":{"x":{"$ref":"#/definitions/x"}},"definitions":{"x":{"type":"number"}}}`)},
+	}},
+	{Name: "echo", Methods: []streams.MethodInfo{
+		{Name: "echo", Description: "returns its params unchanged"},
+		{Name: "pair", ParamsSchema: json.RawMessage(`{"type":"array","prefixItems":[{"type":"string"},{"type":"integer"}],"minItems":1}`)},
+	}},
+}
+
+// metaSchemas compiles the official meta-schemas in testdata/metaschemas
+// (see its README): OpenAPI 3.1 (schema-base, which checks every Schema
+// Object against the OpenAPI dialect too) and OpenRPC.
+func metaSchemas(t testing.TB) (openAPI, openRPC *jsonschema.Schema) {
+	t.Helper()
+	c := jsonschema.NewCompiler()
+	c.AssertFormat()
+	c.UseLoader(jsonschema.SchemeURLLoader{}) // nothing from the network
+	add := func(file string, urls ...string) {
+		b, err := os.ReadFile(filepath.Join("testdata", "metaschemas", file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, u := range urls {
+			doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(urls) > 1 {
+				doc.(map[string]any)["$id"] = u // the same meta-schema referred to with and without its trailing slash
+			}
+			if err := c.AddResource(u, doc); err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+		}
+	}
+	const wip = "WORK-IN-PROGRESS"
+	add("oas-3.1-meta.json", "https://spec.openapis.org/oas/3.1/meta/"+wip)
+	add("oas-3.1-dialect.json", "https://spec.openapis.org/oas/3.1/dialect/"+wip)
+	add("oas-3.1-schema.json", "https://spec.openapis.org/oas/3.1/schema/"+wip)
+	add("oas-3.1-schema-base.json", "https://spec.openapis.org/oas/3.1/schema-base/"+wip)
+	add("json-schema-tools-meta.json", "https://meta.json-schema.tools/", "https://meta.json-schema.tools")
+	add("openrpc-meta-schema.json", "https://meta.open-rpc.org/")
+	var err error
+	if openAPI, err = c.Compile("https://spec.openapis.org/oas/3.1/schema-base/" + wip); err != nil {
+		t.Fatal(err)
+	}
+	if openRPC, err = c.Compile("https://meta.open-rpc.org/"); err != nil {
+		t.Fatal(err)
+	}
+	return openAPI, openRPC
+}
+
+// validateDoc checks an encoded document against a meta-schema, and that
+// every local $ref in it points at something.
+func validateDoc(t testing.TB, sch *jsonschema.Schema, b []byte) map[string]any {
+	t.Helper()
+	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sch.Validate(doc); err != nil {
+		t.Fatalf("the document does not validate against its meta-schema: %v\n%s", err, b)
+	}
+	var walk func(v any)
+	walk = func(v any) {
+		switch x := v.(type) {
+		case map[string]any:
+			if r, ok := x["$ref"].(string); ok && strings.HasPrefix(r, "#/") {
+				if pointer(doc, r[1:]) == nil {
+					t.Errorf("$ref %s points at nothing", r)
+				}
+			}
+			for _, y := range x {
+				walk(y)
+			}
+		case []any:
+			for _, y := range x {
+				walk(y)
+			}
+		}
+	}
+	walk(doc)
+	m, _ := doc.(map[string]any)
+	return m
+}
+
+// pointer resolves a JSON pointer ("/a/b") in v; nil when nothing is there.
+func pointer(v any, p string) any {
+	for _, tok := range strings.Split(strings.TrimPrefix(p, "/"), "/") {
+		tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
+		switch x := v.(type) {
+		case map[string]any:
+			v = x[tok]
+		case []any:
+			i, err := strconv.Atoi(tok)
+			if err != nil || i < 0 || i >= len(x) {
+				return nil
+			}
+			v = x[i]
+		default:
+			return nil
+		}
+		if v == nil {
+			return nil
+		}
+	}
+	return v
+}
+
+func TestDiscoveryDocumentsMetaSchemas(t *testing.T) {
+	openAPI, openRPC := metaSchemas(t)
+	_, entry := newKey(t, "k", "call:*.*")
+	edges := []struct {
+		name string
+		cfg  Config
+	}{
+		{name: "auth off", cfg: Config{}},
+		{name: "api keys and a JWT key", cfg: Config{APIKeys: entry, JWTHS256Secret: hs256Secret, JWTIssuer: "https://issuer.test", JWTAudience: "streamrpc"}},
+	}
+	registries := []struct {
+		name     string
+		handlers []streams.HandlerInfo
+	}{
+		{name: "every shape", handlers: testRegistry},
+		{name: "empty registry", handlers: nil},
+	}
+	for _, ec := range edges {
+		for _, rc := range registries {
+			t.Run(ec.name+"/"+rc.name, func(t *testing.T) {
+				e := newTestEdge(t, ec.cfg)
+				b, err := json.Marshal(e.openAPIDoc(rc.handlers, "v1"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				validateDoc(t, openAPI, b)
+				b, err = json.Marshal(openRPCDoc(rc.handlers, "v1"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				validateDoc(t, openRPC, b)
+			})
+		}
+	}
+}
+
+// TestMetaSchemasRefuse: the meta-schemas do refuse broken documents (a
+// validation that passes everything would prove nothing).
+func TestMetaSchemasRefuse(t *testing.T) {
+	openAPI, openRPC := metaSchemas(t)
+	e := newTestEdge(t, Config{})
+	tests := []struct {
+		name  string
+		sch   *jsonschema.Schema
+		doc   map[string]any
+		spoil func(map[string]any)
+	}{
+		{name: "openapi: info not an object", sch: openAPI, doc: e.openAPIDoc(testRegistry, "v1"), spoil: func(d map[string]any) { d["info"] = 5 }},
+		{name: "openapi: version 3.0", sch: openAPI, doc: e.openAPIDoc(testRegistry, "v1"), spoil: func(d map[string]any) { d["openapi"] = "3.0.3" }},
+		{name: "openapi: a schema with a bad type", sch: openAPI, doc: e.openAPIDoc(testRegistry, "v1"),
+			spoil: func(d map[string]any) {
+				d["components"].(map[string]any)["schemas"].(map[string]any)["Error"] = map[string]any{"type": 7}
+			}},
+		{name: "openrpc: params not an array", sch: openRPC, doc: openRPCDoc(testRegistry, "v1"),
+			spoil: func(d map[string]any) { d["methods"].([]any)[0].(map[string]any)["params"] = "x" }},
+		{name: "openrpc: unknown version", sch: openRPC, doc: openRPCDoc(testRegistry, "v1"), spoil: func(d map[string]any) { d["openrpc"] = "0.9" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.spoil(tt.doc)
+			b, _ := json.Marshal(tt.doc)
+			v, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.sch.Validate(v) == nil {
+				t.Fatal("the broken document validates")
+			}
+		})
+	}
+}
+
+// TestOpenAPIDocument checks what the document says of each method.
+func TestOpenAPIDocument(t *testing.T) {
+	openAPI, _ := metaSchemas(t)
+	_, entry := newKey(t, "k", "call:*.*")
+	e := newTestEdge(t, Config{APIKeys: entry})
+	b, _ := json.Marshal(e.openAPIDoc(testRegistry, "v1"))
+	doc := validateDoc(t, openAPI, b)
+	statuses, _ := errorStatuses()
+	for _, h := range testRegistry {
+		for _, m := range h.Methods {
+			name := h.Name + "." + m.Name
+			t.Run(name, func(t *testing.T) {
+				op, _ := pointer(doc, "/paths/~1rpc~1"+h.Name+"~1"+m.Name+"/post").(map[string]any)
+				if op == nil {
+					t.Fatalf("no POST /rpc/%s/%s", h.Name, m.Name)
+				}
+				if op["operationId"] != name {
+					t.Errorf("operationId %v, want %s", op["operationId"], name)
+				}
+				if pointer(op, "/requestBody/content/application~1json/schema") == nil {
+					t.Error("no request body schema (wanted one always: any JSON without a params schema)")
+				}
+				for _, s := range append([]int{200, 202}, statuses...) {
+					if pointer(op, "/responses/"+strconv.Itoa(s)) == nil {
+						t.Errorf("no %d response", s)
+					}
+				}
+				if pointer(op, "/responses/202/headers/Location/required") != true {
+					t.Error("202 without a required Location header")
+				}
+				var headers []string
+				for _, p := range op["parameters"].([]any) {
+					ref, _ := p.(map[string]any)["$ref"].(string)
+					headers = append(headers, pointer(doc, strings.TrimPrefix(ref, "#")+"/name").(string))
+				}
+				for _, want := range []string{"Prefer", "Idempotency-Key", "Request-Timeout"} {
+					if !strings.Contains(strings.Join(headers, ","), want) {
+						t.Errorf("headers %v lack %s", headers, want)
+					}
+				}
+				if got := pointer(op, "/security/0/bearerAuth/0"); got != "call:"+name {
+					t.Errorf("security role %v, want call:%s", got, name)
+				}
+				if (op["x-streamrpc-result-enforced"] == true) != m.ResultEnforced {
+					t.Errorf("x-streamrpc-result-enforced = %v, want %v", op["x-streamrpc-result-enforced"], m.ResultEnforced)
+				}
+			})
+		}
+	}
+	// A consumer's local references now point into its component.
+	if got := pointer(doc, "/components/schemas/billing.charge.params_schema/properties/card/$ref"); got != "#/components/schemas/billing.charge.params_schema/$defs/card" {
+		t.Errorf("rebased $ref = %v", got)
+	}
+	for _, p := range []string{"/paths/~1rpc~1calls~1{id}/get", "/paths/~1rpc~1calls~1{id}/delete", "/components/securitySchemes/bearerAuth", "/components/securitySchemes/apiKeyHeader"} {
+		if pointer(doc, p) == nil {
+			t.Errorf("no %s", p)
+		}
+	}
+}
+
+func TestOpenRPCDocument(t *testing.T) {
+	_, openRPC := metaSchemas(t)
+	b, _ := json.Marshal(openRPCDoc(testRegistry, "v1"))
+	doc := validateDoc(t, openRPC, b)
+	methods := map[string]map[string]any{}
+	for _, m := range doc["methods"].([]any) {
+		mm := m.(map[string]any)
+		methods[mm["name"].(string)] = mm
+	}
+	tests := []struct {
+		method    string
+		structure string
+		params    string // names, comma-separated, required ones marked *
+	}{
+		{method: "billing.charge", structure: "by-name", params: "card*,cents*"},
+		{method: "billing.legacy", structure: "by-name", params: "x"},
+		{method: "echo.echo", structure: "either", params: ""},
+		{method: "echo.pair", structure: "by-position", params: "arg0*,arg1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.method, func(t *testing.T) {
+			m := methods[tt.method]
+			if m == nil {
+				t.Fatalf("no method %s", tt.method)
+			}
+			if m["paramStructure"] != tt.structure {
+				t.Errorf("paramStructure %v, want %s", m["paramStructure"], tt.structure)
+			}
+			var names []string
+			for _, p := range m["params"].([]any) {
+				pm := p.(map[string]any)
+				n := pm["name"].(string)
+				if pm["required"] == true {
+					n += "*"
+				}
+				names = append(names, n)
+			}
+			if got := strings.Join(names, ","); got != tt.params {
+				t.Errorf("params %q, want %q", got, tt.params)
+			}
+			if got := len(m["errors"].([]any)); got != len(streams.Codes) {
+				t.Errorf("%d errors, want the %d of the errors table", got, len(streams.Codes))
+			}
+		})
+	}
+	if fmt.Sprint(pointer(doc, "/components/errors/timeout/code")) != strconv.Itoa(streams.CodeTimeout) {
+		t.Error("components.errors.timeout is not -32001")
+	}
+}
+
+// TestDiscoveryVisible: with auth on a caller sees the methods its call:
+// scopes allow; read sees them all (GET /handlers shows them anyway).
+func TestDiscoveryVisible(t *testing.T) {
+	tests := []struct {
+		name    string
+		scopes  []string
+		noAuth  bool
+		handler string
+		want    string
+	}{
+		{name: "auth off", noAuth: true, want: "billing.charge,billing.legacy,echo.echo,echo.pair"},
+		{name: "read", scopes: []string{"read"}, want: "billing.charge,billing.legacy,echo.echo,echo.pair"},
+		{name: "one handler", scopes: []string{"call:echo.*"}, want: "echo.echo,echo.pair"},
+		{name: "one method", scopes: []string{"call:billing.charge"}, want: "billing.charge"},
+		{name: "glob on methods of every handler", scopes: []string{"call:*.e*"}, want: "echo.echo"},
+		{name: "nothing", scopes: []string{"call:other.*"}, want: ""},
+		{name: "handler filter", scopes: []string{"call:*.*"}, handler: "billing", want: "billing.charge,billing.legacy"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var p *Principal
+			if !tt.noAuth {
+				s, err := parseScopes(tt.scopes)
+				if err != nil {
+					t.Fatal(err)
+				}
+				p = newPrincipal("k", "api_key", s)
+			}
+			hs, _ := visible(testRegistry, tt.handler, p)
+			var got []string
+			for _, h := range hs {
+				for _, m := range h.Methods {
+					got = append(got, h.Name+"."+m.Name)
+				}
+			}
+			if strings.Join(got, ",") != tt.want {
+				t.Fatalf("visible = %v, want %s", got, tt.want)
+			}
+		})
+	}
+}
