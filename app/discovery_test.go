@@ -4,14 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/streamrpc/streamrpc/internal/metaschemas"
 	"github.com/streamrpc/streamrpc/streams"
 )
 
@@ -32,105 +31,25 @@ var testRegistry = []streams.HandlerInfo{
 	}},
 }
 
-// metaSchemas compiles the official meta-schemas in testdata/metaschemas
-// (see its README): OpenAPI 3.1 (schema-base, which checks every Schema
-// Object against the OpenAPI dialect too) and OpenRPC.
 func metaSchemas(t testing.TB) (openAPI, openRPC *jsonschema.Schema) {
 	t.Helper()
-	c := jsonschema.NewCompiler()
-	c.AssertFormat()
-	c.UseLoader(jsonschema.SchemeURLLoader{}) // nothing from the network
-	add := func(file string, urls ...string) {
-		b, err := os.ReadFile(filepath.Join("testdata", "metaschemas", file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, u := range urls {
-			doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(urls) > 1 {
-				doc.(map[string]any)["$id"] = u // the same meta-schema referred to with and without its trailing slash
-			}
-			if err := c.AddResource(u, doc); err != nil {
-				t.Fatalf("%s: %v", file, err)
-			}
-		}
-	}
-	const wip = "WORK-IN-PROGRESS"
-	add("oas-3.1-meta.json", "https://spec.openapis.org/oas/3.1/meta/"+wip)
-	add("oas-3.1-dialect.json", "https://spec.openapis.org/oas/3.1/dialect/"+wip)
-	add("oas-3.1-schema.json", "https://spec.openapis.org/oas/3.1/schema/"+wip)
-	add("oas-3.1-schema-base.json", "https://spec.openapis.org/oas/3.1/schema-base/"+wip)
-	add("json-schema-tools-meta.json", "https://meta.json-schema.tools/", "https://meta.json-schema.tools")
-	add("openrpc-meta-schema.json", "https://meta.open-rpc.org/")
-	var err error
-	if openAPI, err = c.Compile("https://spec.openapis.org/oas/3.1/schema-base/" + wip); err != nil {
-		t.Fatal(err)
-	}
-	if openRPC, err = c.Compile("https://meta.open-rpc.org/"); err != nil {
+	openAPI, openRPC, err := metaschemas.Compile()
+	if err != nil {
 		t.Fatal(err)
 	}
 	return openAPI, openRPC
 }
 
-// validateDoc checks an encoded document against a meta-schema, and that
-// every local $ref in it points at something.
 func validateDoc(t testing.TB, sch *jsonschema.Schema, b []byte) map[string]any {
 	t.Helper()
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
+	doc, err := metaschemas.Validate(sch, b)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v\n%s", err, b)
 	}
-	if err := sch.Validate(doc); err != nil {
-		t.Fatalf("the document does not validate against its meta-schema: %v\n%s", err, b)
-	}
-	var walk func(v any)
-	walk = func(v any) {
-		switch x := v.(type) {
-		case map[string]any:
-			if r, ok := x["$ref"].(string); ok && strings.HasPrefix(r, "#/") {
-				if pointer(doc, r[1:]) == nil {
-					t.Errorf("$ref %s points at nothing", r)
-				}
-			}
-			for _, y := range x {
-				walk(y)
-			}
-		case []any:
-			for _, y := range x {
-				walk(y)
-			}
-		}
-	}
-	walk(doc)
-	m, _ := doc.(map[string]any)
-	return m
+	return doc
 }
 
-// pointer resolves a JSON pointer ("/a/b") in v; nil when nothing is there.
-func pointer(v any, p string) any {
-	for _, tok := range strings.Split(strings.TrimPrefix(p, "/"), "/") {
-		tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
-		switch x := v.(type) {
-		case map[string]any:
-			v = x[tok]
-		case []any:
-			i, err := strconv.Atoi(tok)
-			if err != nil || i < 0 || i >= len(x) {
-				return nil
-			}
-			v = x[i]
-		default:
-			return nil
-		}
-		if v == nil {
-			return nil
-		}
-	}
-	return v
-}
+var pointer = metaschemas.Pointer
 
 func TestDiscoveryDocumentsMetaSchemas(t *testing.T) {
 	openAPI, openRPC := metaSchemas(t)
