@@ -2,11 +2,13 @@ package app
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
@@ -272,5 +274,52 @@ func TestDiscoveryVisible(t *testing.T) {
 				t.Fatalf("visible = %v, want %s", got, tt.want)
 			}
 		})
+	}
+}
+
+// bigRegistry is 10 handlers of 10 methods, each with both schemas.
+func bigRegistry() []streams.HandlerInfo {
+	var hs []streams.HandlerInfo
+	for h := range 10 {
+		hi := streams.HandlerInfo{Name: "h" + strconv.Itoa(h)}
+		for m := range 10 {
+			hi.Methods = append(hi.Methods, testRegistry[0].Methods[0])
+			hi.Methods[m].Name = "m" + strconv.Itoa(m)
+		}
+		hs = append(hs, hi)
+	}
+	return hs
+}
+
+// BenchmarkDiscoveryRender is what a registry change costs: rendering
+// and encoding both documents of 100 methods once.
+func BenchmarkDiscoveryRender(b *testing.B) {
+	e := newTestEdge(b, Config{})
+	hs := bigRegistry()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := json.Marshal(e.openAPIDoc(hs, "v")); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := json.Marshal(openRPCDoc(hs, "v")); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDiscoveryCached is a document request while the registry is
+// unchanged: a scope filter and a map lookup.
+func BenchmarkDiscoveryCached(b *testing.B) {
+	e := newTestEdge(b, Config{})
+	e.discovery.snap = &registrySnapshot{handlers: bigRegistry(), version: "v", docs: map[string][]byte{}}
+	e.discovery.loaded = time.Now().Add(time.Hour) // fresh for the whole run: no Redis read
+	s, _ := parseScopes([]string{"call:h1.*"})
+	p := newPrincipal("k", "api_key", s)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := e.discovery.document(ctx, docOpenAPI, "", p); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
