@@ -368,3 +368,42 @@ func TestOpenAPIGeneratedClient(t *testing.T) {
 		t.Fatalf("echo.sleep with params its schema refuses: want the typed 422 error, got %s", out)
 	}
 }
+
+// TestRegistryRead: streams.Registry, what the documents are generated
+// from, lists each registered handler with its methods by name, leaves out
+// the settings kept beside them and the handlers forgotten.
+func TestRegistryRead(t *testing.T) {
+	st := newStack(t, stackOptions{noConsume: true})
+	sc := streams.New(st.connect(t), streams.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	register := func(name string, settings streams.HandlerSettings, methods ...string) {
+		info := streams.HandlerInfo{Name: name, Description: name + " does things", Version: "1.2"}
+		for _, m := range methods {
+			info.Methods = append(info.Methods, streams.MethodInfo{Name: m, ResultSchema: json.RawMessage(`{"type":"string"}`), ResultEnforced: m == "b"})
+		}
+		if err := sc.Register(ctx, info, settings); err != nil {
+			t.Fatal(err)
+		}
+	}
+	register("zeta", streams.HandlerSettings{MaxBacklog: 10}, "b", "a")
+	register("alpha", streams.HandlerSettings{}, "x")
+	register("gone", streams.HandlerSettings{}, "y")
+	if err := sc.Forget(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	hs, err := sc.Registry(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, h := range hs {
+		for _, m := range h.Methods {
+			got = append(got, fmt.Sprintf("%s(%s,%s).%s enforced=%v", h.Name, h.Description, h.Version, m.Name, m.ResultEnforced))
+		}
+	}
+	want := "alpha(alpha does things,1.2).x enforced=false;zeta(zeta does things,1.2).a enforced=false;zeta(zeta does things,1.2).b enforced=true"
+	if strings.Join(got, ";") != want {
+		t.Fatalf("Registry:\n%s\nwant\n%s", strings.Join(got, ";"), want)
+	}
+}
