@@ -28,8 +28,11 @@ var testRegistry = []streams.HandlerInfo{
 		{Name: "legacy", ParamsSchema: json.RawMessage(`{"$schema":"http://json-schema.org/draft-07/schema#","$id":"http://example.com/legacy","type":"object","properties":{"x":{"$ref":"#/definitions/x"}},"definitions":{"x":{"type":"number"}}}`)},
 	}},
 	{Name: "echo", Methods: []streams.MethodInfo{
+		// Not valid JSON Schema 2020-12 once embedded: shown as any JSON.
+		{Name: "broken", ParamsSchema: json.RawMessage(`{"type":7}`), ResultSchema: json.RawMessage(`{"required":"x"}`)},
 		{Name: "echo", Description: "returns its params unchanged"},
 		{Name: "pair", ParamsSchema: json.RawMessage(`{"type":"array","prefixItems":[{"type":"string"},{"type":"integer"}],"minItems":1}`)},
+		{Name: "tuple07", ParamsSchema: json.RawMessage(`{"$schema":"http://json-schema.org/draft-07/schema#","type":"array","items":[{"type":"string"}]}`)},
 	}},
 }
 
@@ -202,6 +205,8 @@ func TestOpenRPCDocument(t *testing.T) {
 		{method: "billing.charge", structure: "by-name", params: "card*,cents*"},
 		{method: "billing.legacy", structure: "by-name", params: "x"},
 		{method: "echo.echo", structure: "either", params: ""},
+		{method: "echo.broken", structure: "either", params: ""},
+		{method: "echo.tuple07", structure: "either", params: ""},
 		{method: "echo.pair", structure: "by-position", params: "arg0*,arg1"},
 	}
 	for _, tt := range tests {
@@ -245,9 +250,9 @@ func TestDiscoveryVisible(t *testing.T) {
 		handler string
 		want    string
 	}{
-		{name: "auth off", noAuth: true, want: "billing.charge,billing.legacy,echo.echo,echo.pair"},
-		{name: "read", scopes: []string{"read"}, want: "billing.charge,billing.legacy,echo.echo,echo.pair"},
-		{name: "one handler", scopes: []string{"call:echo.*"}, want: "echo.echo,echo.pair"},
+		{name: "auth off", noAuth: true, want: "billing.charge,billing.legacy,echo.broken,echo.echo,echo.pair,echo.tuple07"},
+		{name: "read", scopes: []string{"read"}, want: "billing.charge,billing.legacy,echo.broken,echo.echo,echo.pair,echo.tuple07"},
+		{name: "one handler", scopes: []string{"call:echo.*"}, want: "echo.broken,echo.echo,echo.pair,echo.tuple07"},
 		{name: "one method", scopes: []string{"call:billing.charge"}, want: "billing.charge"},
 		{name: "glob on methods of every handler", scopes: []string{"call:*.e*"}, want: "echo.echo"},
 		{name: "nothing", scopes: []string{"call:other.*"}, want: ""},

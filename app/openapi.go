@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/streamrpc/streamrpc/internal/schemacheck"
 	"github.com/streamrpc/streamrpc/streams"
 )
 
@@ -333,11 +334,12 @@ func statusText(s int) string {
 }
 
 // embedSchema puts a registered schema in components/schemas under name and
-// returns a reference to it; nil when there is none (or it is not JSON).
-// The schema's own references ("#/$defs/x") point into itself: they are
-// rewritten to point into the component, and its $schema and $id, which
-// would change how they resolve (and which OpenAPI's dialect does not take),
-// are left out.
+// returns a reference to it; nil when there is none, or when it is not a
+// valid JSON Schema 2020-12 (OpenAPI 3.1's dialect) once embedded: the
+// document stays valid, and says any JSON there. The schema's own
+// references ("#/$defs/x") point into itself: they are rewritten to point
+// into the component, and its $schema and $id, which would change how they
+// resolve (and which OpenAPI's dialect does not take), are left out.
 func embedSchema(schemas map[string]any, name string, raw json.RawMessage) map[string]any {
 	if len(raw) == 0 {
 		return nil
@@ -349,6 +351,13 @@ func embedSchema(schemas map[string]any, name string, raw json.RawMessage) map[s
 	if obj, ok := v.(map[string]any); ok {
 		delete(obj, "$schema")
 		delete(obj, "$id")
+	}
+	embedded, err := json.Marshal(v)
+	if err != nil {
+		return nil
+	}
+	if _, err := schemacheck.Compile(embedded); err != nil {
+		return nil // e.g. a draft-07 tuple ("items": [...]), which 2020-12 refuses
 	}
 	schemas[name] = rebaseRefs(v, "#/components/schemas/"+name)
 	return ref("schemas", name)

@@ -82,9 +82,9 @@ func openRPCMethod(h streams.HandlerInfo, m streams.MethodInfo, schemas map[stri
 	return method
 }
 
-// paramDescriptors turns a params schema into OpenRPC content descriptors:
-// an object schema's properties (by-name), or an array schema's positions
-// (by-position); "" when it is neither.
+// paramDescriptors turns a params schema (embedded: 2020-12) into OpenRPC
+// content descriptors: an object schema's properties (by-name), or an array
+// schema's prefixItems (by-position); "" when it is neither.
 func paramDescriptors(schema map[string]any) (string, []any) {
 	if schema == nil {
 		return "", nil
@@ -110,10 +110,7 @@ func paramDescriptors(schema map[string]any) (string, []any) {
 		return "by-name", out
 	}
 	if schema["type"] == "array" {
-		items, ok := schema["prefixItems"].([]any) // 2020-12
-		if !ok {
-			items, ok = schema["items"].([]any) // draft-07 tuples
-		}
+		items, ok := schema["prefixItems"].([]any)
 		if !ok {
 			return "", nil
 		}
