@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -326,5 +327,39 @@ func BenchmarkDiscoveryCached(b *testing.B) {
 		if _, err := e.discovery.document(ctx, docOpenAPI, "", p); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestDiscoveryRoutesWithoutRedis: the routes answer with the errors table
+// when the registry cannot be read or the name is bad.
+func TestDiscoveryRoutesWithoutRedis(t *testing.T) {
+	e := newTestEdge(t, Config{})
+	tests := []struct {
+		name   string
+		path   string
+		status int
+		code   int
+	}{
+		{name: "openapi, redis down", path: "/openapi.json", status: 503, code: streams.CodeUnavailable},
+		{name: "openrpc, redis down", path: "/openrpc.json", status: 503, code: streams.CodeUnavailable},
+		{name: "one handler, redis down", path: "/handlers/echo/openapi.json", status: 503, code: streams.CodeUnavailable},
+		{name: "dotted handler name reaches the route", path: "/handlers/billing.v2/openapi.json", status: 503, code: streams.CodeUnavailable},
+		{name: "bad handler name", path: "/handlers/b%7Bad%7D/openapi.json", status: 400, code: streams.CodeInvalidRequest},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := e.Fiber().Test(httptest.NewRequest("GET", tt.path, nil), 10_000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body struct{ Error *streams.Error }
+			_ = json.NewDecoder(res.Body).Decode(&body)
+			if res.StatusCode != tt.status || body.Error == nil || body.Error.Code != tt.code {
+				t.Fatalf("GET %s: %d %+v, want %d with code %d", tt.path, res.StatusCode, body.Error, tt.status, tt.code)
+			}
+			if tt.status == 503 && res.Header.Get("Retry-After") == "" {
+				t.Error("503 without Retry-After")
+			}
+		})
 	}
 }
