@@ -23,24 +23,25 @@ import (
 
 // Edge is one edge replica.
 type Edge struct {
-	cfg       Config
-	id        string // names this replica's reply stream
-	streams   *streams.Client
-	waiters   *waiters
-	watchers  *watchers // long-polls on GET /rpc/calls/{id}
-	replies   *replyReader
-	fiber     *fiber.App
-	log       *slog.Logger
-	ws        *wsHub         // open WebSocket connections; Shutdown closes them
-	events    *eventHub      // the live feed behind GET /events
-	schemas   *schemas       // params schemas the consumers registered
-	discovery *discovery     // the OpenAPI and OpenRPC documents (discovery.go)
-	auth      *authenticator // nil: auth is off
-	limiter   *rateLimiter
-	metrics   *metrics     // served at GET /metrics
-	tracer    trace.Tracer // nil: tracing off
+	cfg      Config
+	id       string // names this replica's reply stream
+	streams  *streams.Client
+	waiters  *waiters
+	watchers *watchers // long-polls on GET /rpc/calls/{id}
+	replies  *replyReader
+	fiber    *fiber.App
+	log      *slog.Logger
+	ws       *wsHub         // open WebSocket connections; Shutdown closes them
+	events   *eventHub      // the live feed behind GET /events
+	schemas  *schemas       // params schemas the consumers registered
+	auth     *authenticator // nil: auth is off
+	limiter  *rateLimiter
+	metrics  *metrics     // served at GET /metrics
+	tracer   trace.Tracer // nil: tracing off
 	// corsPolicy is STREAMRPC_CORS_ORIGINS (cors.go).
 	corsPolicy corsPolicy
+	// discovery serves the OpenAPI and OpenRPC documents (discovery.go).
+	discovery *discovery
 
 	draining atomic.Bool // set by Drain and Shutdown: /readyz answers 503
 	// chunkedJSONRPC: the request headers of chunked POST /jsonrpc being
