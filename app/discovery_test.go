@@ -363,3 +363,48 @@ func TestDiscoveryRoutesWithoutRedis(t *testing.T) {
 		})
 	}
 }
+
+// TestDecodeDiscover: rpc.discover is the one rpc. name the edge answers;
+// any principal may ask (it sees what its scopes allow), an expired one not.
+func TestDecodeDiscover(t *testing.T) {
+	noCalls := newPrincipal("r", "api_key", Scopes{})
+	expired := newPrincipal("x", "jwt", Scopes{Read: true})
+	expired.Expires = time.Now().Add(-time.Minute)
+	tests := []struct {
+		name     string
+		msg      string
+		p        *Principal
+		discover bool
+		code     int // of the request's error, 0 if none
+	}{
+		{name: "with id", msg: `{"jsonrpc":"2.0","id":1,"method":"rpc.discover"}`, discover: true},
+		{name: "params are ignored", msg: `{"jsonrpc":"2.0","id":1,"method":"rpc.discover","params":{"x":1}}`, discover: true},
+		{name: "a principal with no call scope", msg: `{"jsonrpc":"2.0","id":1,"method":"rpc.discover"}`, p: noCalls, discover: true},
+		{name: "an expired principal", msg: `{"jsonrpc":"2.0","id":1,"method":"rpc.discover"}`, p: expired, discover: true, code: streams.CodeUnauthenticated},
+		{name: "other rpc. names stay reserved", msg: `{"jsonrpc":"2.0","id":1,"method":"rpc.describe"}`, code: streams.CodeMethodNotFound},
+		{name: "case matters", msg: `{"jsonrpc":"2.0","id":1,"method":"rpc.Discover"}`, code: streams.CodeMethodNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			reqs, _, perr := decodeJSONRPC([]byte(tt.msg), 10)
+			if perr != nil {
+				t.Fatal(perr)
+			}
+			authorizeCalls(tt.p, reqs, time.Now())
+			r := reqs[0]
+			if r.discover != tt.discover {
+				t.Fatalf("discover = %v, want %v", r.discover, tt.discover)
+			}
+			code := 0
+			if r.err != nil {
+				code = r.err.Code
+			}
+			if code != tt.code {
+				t.Fatalf("error %+v, want code %d", r.err, tt.code)
+			}
+			if tt.code == 0 && r.viewer != tt.p {
+				t.Fatalf("viewer %v, want %v", r.viewer, tt.p)
+			}
+		})
+	}
+}
