@@ -29,11 +29,23 @@ func Compile(raw json.RawMessage) (*jsonschema.Schema, error) {
 	return c.Compile("mem:///schema.json")
 }
 
-// Problem is a validation error on one line, as error messages carry it.
+// Problem is a validation error on one line, as error messages carry it:
+// where and what ("at '/receipt': got number, want string"), without the
+// library's header line, which names only the schema's internal URL.
 func Problem(err error) string {
 	var ve *jsonschema.ValidationError
-	if errors.As(err, &ve) {
-		return strings.TrimSpace(strings.ReplaceAll(ve.Error(), "\n", "; "))
+	if !errors.As(err, &ve) {
+		return err.Error()
 	}
-	return err.Error()
+	msg := ve.Error()
+	if head, rest, ok := strings.Cut(msg, "\n"); ok && strings.HasPrefix(head, "jsonschema validation failed") {
+		msg = rest
+	}
+	var lines []string
+	for l := range strings.SplitSeq(msg, "\n") {
+		if l = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(l), "- ")); l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return strings.Join(lines, "; ")
 }
