@@ -22,6 +22,11 @@ type report struct {
 	SleepError   *echoclient.Error `json:"sleep_error,omitempty"`
 	InvalidState int               `json:"invalid_status"`
 	InvalidError *echoclient.Error `json:"invalid_error,omitempty"`
+	// An async call: 202 with Location, then its result by id.
+	AsyncStatus   int    `json:"async_status"`
+	AsyncLocation string `json:"async_location"`
+	AsyncState    string `json:"async_state"`
+	AsyncResult   any    `json:"async_result"`
 }
 
 func main() {
@@ -73,6 +78,26 @@ func run(url string) error {
 	rep.InvalidState = invalid.StatusCode()
 	if invalid.JSON422 != nil {
 		rep.InvalidError = &invalid.JSON422.Error
+	}
+
+	// Prefer: respond-async answers 202 with Location; getCall long-polls
+	// for the result.
+	prefer := echoclient.Prefer("respond-async")
+	acc, err := c.EchoEchoWithResponse(ctx, &echoclient.EchoEchoParams{Prefer: &prefer}, []string{"later"})
+	if err != nil {
+		return fmt.Errorf("echo.echo async: %w", err)
+	}
+	rep.AsyncStatus = acc.StatusCode()
+	if acc.JSON202 != nil {
+		rep.AsyncLocation = acc.HTTPResponse.Header.Get("Location")
+		wait := "10s"
+		st, err := c.GetCallWithResponse(ctx, acc.JSON202.Id, &echoclient.GetCallParams{Wait: &wait})
+		if err != nil {
+			return fmt.Errorf("getCall: %w", err)
+		}
+		if st.JSON200 != nil {
+			rep.AsyncState, rep.AsyncResult = string(st.JSON200.State), st.JSON200.Result
+		}
 	}
 	return json.NewEncoder(os.Stdout).Encode(rep)
 }
