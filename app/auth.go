@@ -273,6 +273,8 @@ func authorizeCalls(p *Principal, reqs []rpcRequest, now time.Time) {
 			// $/cancel reaches only this socket's own calls.
 		case expired:
 			r.err = newError(streams.CodeUnauthenticated, "unauthenticated: the token expired; reconnect with a new one")
+		case r.discover:
+			r.viewer = p // sees the methods its scopes allow
 		case !p.Scopes.MayCall(r.handler, r.method):
 			r.err = forbidden("no call: scope allows " + r.handler + "." + r.method)
 		}

@@ -40,6 +40,8 @@ type Edge struct {
 	tracer   trace.Tracer // nil: tracing off
 	// corsPolicy is STREAMRPC_CORS_ORIGINS (cors.go).
 	corsPolicy corsPolicy
+	// discovery serves the OpenAPI and OpenRPC documents (discovery.go).
+	discovery *discovery
 
 	draining atomic.Bool // set by Drain and Shutdown: /readyz answers 503
 	// chunkedJSONRPC: the request headers of chunked POST /jsonrpc being

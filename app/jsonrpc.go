@@ -49,6 +49,10 @@ type rpcRequest struct {
 	// notification). It is never answered, even when it cannot be run
 	// (unknown or forbidden method, $/cancel over HTTP): err then only stops it.
 	notify bool
+	// discover is set for rpc.discover, which the edge answers itself with
+	// the OpenRPC document viewer (nil with auth off) may see.
+	discover bool
+	viewer   *Principal
 }
 
 // requestMeta is a request's "_meta" member: what a JSON-RPC request carries
@@ -189,6 +193,10 @@ func (m requestMembers) request() rpcRequest {
 		r.cancel = p.ID
 		return r
 	}
+	if name == discoverMethod {
+		r.discover = true // takes no params: any are ignored
+		return r
+	}
 	if r.err = r.setMethod(name); r.err != nil {
 		return r
 	}
@@ -313,6 +321,9 @@ func (e *Edge) runJSONRPC(ctx context.Context, r *rpcRequest, tracker callTracke
 			return encodeError(r.id, cerr)
 		}
 		return encodeResult(r.id, []byte(`{"was":"`+string(state)+`"}`))
+	}
+	if r.discover {
+		return e.discover(r)
 	}
 	if notify {
 		ctx = context.Background() // enqueued even if the caller goes away

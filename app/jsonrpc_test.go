@@ -62,7 +62,7 @@ func TestDecodeJSONRPC(t *testing.T) {
 		{"params a string", `{"jsonrpc":"2.0","id":1,"method":"echo.echo","params":"x"}`, false, 0, []want{{id: "1", code: streams.CodeInvalidRequest}}},
 		{"method without a dot", `{"jsonrpc":"2.0","id":1,"method":"echo"}`, false, 0, []want{{id: "1", code: streams.CodeMethodNotFound}}},
 		{"method ends with a dot", `{"jsonrpc":"2.0","id":1,"method":"echo."}`, false, 0, []want{{id: "1", code: streams.CodeMethodNotFound}}},
-		{"reserved rpc.", `{"jsonrpc":"2.0","id":1,"method":"rpc.discover"}`, false, 0, []want{{id: "1", code: streams.CodeMethodNotFound}}},
+		{"reserved rpc.", `{"jsonrpc":"2.0","id":1,"method":"rpc.other"}`, false, 0, []want{{id: "1", code: streams.CodeMethodNotFound}}},
 		{"bad handler name", `{"jsonrpc":"2.0","id":1,"method":"ec{ho}.echo"}`, false, 0, []want{{id: "1", code: streams.CodeInvalidRequest}}},
 		{"notification of no handler.method", `{"jsonrpc":"2.0","method":"nodot"}`, false, 0, []want{{code: streams.CodeMethodNotFound}}},
 		{"batch mixed", `[{"jsonrpc":"2.0","id":1,"method":"echo.echo"},1,{"jsonrpc":"2.0","method":"echo.echo"}]`, true, 0,
@@ -158,7 +158,9 @@ func TestJSONRPCOverHTTPWithoutRedis(t *testing.T) {
 		{"redis down", "application/json", `{"jsonrpc":"2.0","id":1,"method":"echo.echo"}`, 200, "", streams.CodeUnavailable},
 		{"notification only", "application/json", `{"jsonrpc":"2.0","method":"echo.echo"}`, 204, "-", 0},
 		{"notification of no handler.method", "application/json", `{"jsonrpc":"2.0","method":"update","params":[1,2,3,4,5]}`, 204, "-", 0},
-		{"notification of rpc.", "application/json", `{"jsonrpc":"2.0","method":"rpc.discover"}`, 204, "-", 0},
+		{"notification of rpc.", "application/json", `{"jsonrpc":"2.0","method":"rpc.other"}`, 204, "-", 0},
+		{"notification of rpc.discover", "application/json", `{"jsonrpc":"2.0","method":"rpc.discover"}`, 204, "-", 0},
+		{"rpc.discover, redis down", "application/json", `{"jsonrpc":"2.0","id":1,"method":"rpc.discover"}`, 200, "", streams.CodeUnavailable},
 		{"$/cancel notification over HTTP", "application/json", `{"jsonrpc":"2.0","method":"$/cancel","params":{"id":1}}`, 204, "-", 0},
 		{"batch of notifications that cannot run", "application/json", `[{"jsonrpc":"2.0","method":"notify_sum","params":[1,2,4]},{"jsonrpc":"2.0","method":"notify_hello","params":[7]}]`, 204, "-", 0},
 		{"invalid request without id", "application/json", `{"jsonrpc":"2.0","method":1}`, 200,
@@ -289,7 +291,7 @@ func FuzzDecodeJSONRPC(f *testing.F) {
 			if !json.Valid(encodeError(r.id, streams.NewError(1, "x"))) {
 				t.Fatalf("response with id %q is not JSON", r.id)
 			}
-			if r.err != nil {
+			if r.err != nil || r.cancel != nil || r.discover { // answered by the edge itself: no handler
 				continue
 			}
 			if streams.ValidateName("handler", r.handler) != nil || streams.ValidateName("method", r.method) != nil {

@@ -48,7 +48,7 @@ func TestIsJSON(t *testing.T) {
 // listens on 127.0.0.1:1. That is not a fake Redis: every command fails as it
 // would in an outage, so the edge's answers that come before Redis can be
 // checked, and so can its answer when Redis is down.
-func newTestEdge(t *testing.T, cfg Config) *Edge {
+func newTestEdge(t testing.TB, cfg Config) *Edge {
 	t.Helper()
 	rdb := redis.NewClient(&redis.Options{
 		Addr: "127.0.0.1:1", DialTimeout: 200 * time.Millisecond, MaxRetries: -1, DialerRetries: 1,

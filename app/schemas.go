@@ -5,12 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
+	"github.com/streamrpc/streamrpc/internal/schemacheck"
 	"github.com/streamrpc/streamrpc/streams"
 )
 
@@ -55,11 +55,7 @@ func (s *schemas) check(ctx context.Context, handler, method string, params json
 		return newError(streams.CodeParseError, "params are not valid JSON: "+err.Error())
 	}
 	if err := sch.Validate(v); err != nil {
-		msg := err.Error()
-		if ve, ok := err.(*jsonschema.ValidationError); ok {
-			msg = strings.TrimSpace(strings.ReplaceAll(ve.Error(), "\n", "; "))
-		}
-		return newError(streams.CodeInvalidParams, "invalid params: they do not match the schema of "+handler+"."+method+": "+msg,
+		return newError(streams.CodeInvalidParams, "invalid params: they do not match the schema of "+handler+"."+method+": "+schemacheck.Problem(err),
 			"handler", handler, "method", method)
 	}
 	return nil
@@ -111,7 +107,7 @@ func (s *schemas) get(ctx context.Context, handler string) *handlerSchemas {
 		if json.Unmarshal([]byte(js), &mi) != nil || len(mi.ParamsSchema) == 0 {
 			continue
 		}
-		sch, err := compileSchema(mi.ParamsSchema)
+		sch, err := schemacheck.Compile(mi.ParamsSchema)
 		if err != nil {
 			s.log.Warn("a registered params schema does not compile; not enforced", "handler", handler, "method", name, "err", err)
 			continue
@@ -122,19 +118,4 @@ func (s *schemas) get(ctx context.Context, handler string) *handlerSchemas {
 	s.byHandler[handler] = fresh
 	s.mu.Unlock()
 	return fresh
-}
-
-// compileSchema compiles a schema that may not load anything: no file or
-// URL is ever read because a consumer's schema says so.
-func compileSchema(raw json.RawMessage) (*jsonschema.Schema, error) {
-	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
-	if err != nil {
-		return nil, err
-	}
-	c := jsonschema.NewCompiler()
-	c.UseLoader(jsonschema.SchemeURLLoader{})
-	if err := c.AddResource("mem:///params.json", doc); err != nil {
-		return nil, err
-	}
-	return c.Compile("mem:///params.json")
 }

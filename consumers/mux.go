@@ -1,12 +1,16 @@
 package consumers
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"sort"
 	"sync"
 
+	"github.com/santhosh-tekuri/jsonschema/v6"
+
+	"github.com/streamrpc/streamrpc/internal/schemacheck"
 	"github.com/streamrpc/streamrpc/streams"
 )
 
@@ -24,6 +28,14 @@ func Schemas(params, result json.RawMessage) MethodOption {
 	return func(m *MethodInfo) { m.ParamsSchema, m.ResultSchema = params, result }
 }
 
+// EnforceResult makes the Mux check each result of the method against its
+// result schema (set with Schemas) before it is sent: a result that does not
+// match is never sent, and the caller gets a CodeInternal (-32603) error that
+// says why. The check runs after the middleware, on the result as it would go
+// out; it costs one JSON decoding of the result, so it is opt-in. Handle
+// panics if the method has no result schema or it does not compile.
+func EnforceResult() MethodOption { return func(m *MethodInfo) { m.ResultEnforced = true } }
+
 // Mux routes each call to the Handler registered for its method.
 type Mux struct {
 	mu      sync.RWMutex
@@ -34,6 +46,7 @@ type Mux struct {
 type muxEntry struct {
 	info    MethodInfo
 	handler Handler
+	result  *jsonschema.Schema // set with EnforceResult
 }
 
 // NewMux returns an empty Mux.
@@ -52,12 +65,23 @@ func (m *Mux) Handle(method string, h Handler, opts ...MethodOption) {
 	for _, o := range opts {
 		o(&info)
 	}
+	entry := muxEntry{info: info, handler: h}
+	if info.ResultEnforced {
+		if len(info.ResultSchema) == 0 {
+			panic("consumers: EnforceResult for method " + method + ", which has no result schema")
+		}
+		sch, err := schemacheck.Compile(info.ResultSchema)
+		if err != nil {
+			panic("consumers: the result schema of method " + method + " does not compile: " + err.Error())
+		}
+		entry.result = sch
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, dup := m.methods[method]; dup {
 		panic("consumers: method " + method + " registered twice")
 	}
-	m.methods[method] = muxEntry{info: info, handler: h}
+	m.methods[method] = entry
 }
 
 // HandleFunc registers f for method.
@@ -81,7 +105,38 @@ func (m *Mux) ServeRPC(ctx context.Context, req *Request) (any, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", ErrMethodNotFound, req.Method)
 	}
-	return Chain(e.handler, mw...).ServeRPC(ctx, req)
+	res, err := Chain(e.handler, mw...).ServeRPC(ctx, req)
+	if err != nil || e.result == nil {
+		return res, err
+	}
+	return checkResult(e.result, req, res)
+}
+
+// checkResult encodes a result and checks it against the method's result
+// schema: the encoded result when it matches (so that it is not encoded
+// twice), a CodeInternal error that says why when it does not.
+func checkResult(sch *jsonschema.Schema, req *Request, res any) (any, error) {
+	raw, ok := res.(json.RawMessage)
+	if !ok {
+		b, err := json.Marshal(res)
+		if err != nil {
+			return nil, &Error{Code: CodeInternal, Message: "the handler's result cannot be encoded as JSON: " + err.Error()}
+		}
+		raw = b
+	}
+	if len(raw) == 0 {
+		raw = json.RawMessage("null")
+	}
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(raw))
+	if err != nil {
+		return nil, &Error{Code: CodeInternal, Message: "the handler returned invalid JSON"}
+	}
+	if err := sch.Validate(v); err != nil {
+		problem := schemacheck.Problem(err)
+		return nil, &Error{Code: CodeInternal, Message: "the result of " + req.Method + " does not match its result schema: " + problem,
+			Data: map[string]string{"method": req.Method, "schema_error": problem}}
+	}
+	return raw, nil
 }
 
 // Methods lists the registered methods, sorted by name.

@@ -52,6 +52,9 @@ type MethodInfo struct {
 	Description  string          `json:"description,omitempty"`
 	ParamsSchema json.RawMessage `json:"params_schema,omitempty"`
 	ResultSchema json.RawMessage `json:"result_schema,omitempty"`
+	// ResultEnforced: the consumer checks each result against ResultSchema
+	// and never sends one that does not match (consumers.EnforceResult).
+	ResultEnforced bool `json:"result_enforced,omitempty"`
 }
 
 // ConsumerInfo is one consumer instance of a handler.

@@ -155,6 +155,8 @@ func TestMethodsPage(t *testing.T) {
 		"{\n  &#34;ms&#34;: 100\n}</textarea>",
 		`curl -s -X POST http://example.com/rpc/echo/sleep -H 'content-type: application/json' -d '{&#34;ms&#34;:100}'`,
 		`data-result`, `<dd>18,250</dd>`,
+		// the discovery documents (docs/discovery.md)
+		`<a href="/handlers/echo/openapi.json">OpenAPI of echo</a>`, `<a href="/openapi.json">`, `<a href="/openrpc.json">OpenRPC</a>`,
 	)
 }
 
