@@ -233,6 +233,7 @@ type protocolCase struct {
 
 // protocolCases are run on every topology. Scripts: enqueueScript,
 // claimScript, answerScript, settleScript, poisonScript, forwardScript,
+// cancelScheduledScript,
 // replayScript, rateLimitScript, cancelScript, forgetScript, flushScript.
 var protocolCases = []protocolCase{
 	// enqueueScript
@@ -700,6 +701,73 @@ var protocolCases = []protocolCase{
 		e.noErr("forward again", err)
 		e.want("moved again", n, 0)
 		e.want("next due", next.UnixMilli(), later.UnixMilli())
+	}},
+
+	{"forward/a scheduled call is kept out of the stream until due, then queued where it can be cancelled", func(t *testing.T, e *protoEnv) {
+		e.register(e.h, HandlerSettings{})
+		call := e.newCall(e.h, "")
+		due := time.Now().Add(time.Hour)
+		call.Deadline = due.Add(time.Minute)
+		res := e.enqueue(call, EnqueueOptions{Async: true, ScheduleAt: due})
+		if res.ID != call.ID || res.StreamID != "" {
+			t.Fatalf("enqueued %+v", res)
+		}
+		e.want("XLEN calls", e.xlen(callsKey(e.h)), 0)
+		e.want("HLEN scheduled", e.rdb.HLen(e.ctx, scheduledKey(e.h)).Val(), 1)
+		st, err := e.c.CallStatus(e.ctx, call.ID)
+		e.noErr("call status", err)
+		e.want("state", st.State, StateScheduled)
+		e.want("due", st.Due.UnixMilli(), due.UnixMilli())
+		if ttl := e.rdb.PTTL(e.ctx, resultKey(call.ID)).Val(); ttl < time.Hour {
+			t.Fatalf("the scheduled state expires in %s, before the call is due", ttl)
+		}
+		n, next, err := e.c.ForwardDue(e.ctx, e.h, time.Now(), 10)
+		e.noErr("forward early", err)
+		e.want("moved early", n, 0)
+		e.want("next due", next.UnixMilli(), due.UnixMilli())
+		n, _, err = e.c.ForwardDue(e.ctx, e.h, due, 10)
+		e.noErr("forward when due", err)
+		e.want("moved when due", n, 1)
+		e.want("HLEN scheduled", e.rdb.HLen(e.ctx, scheduledKey(e.h)).Val(), 0)
+		st, err = e.c.CallStatus(e.ctx, call.ID)
+		e.noErr("call status", err)
+		e.want("state once due", st.State, StateQueued)
+		if ttl := e.rdb.PTTL(e.ctx, resultKey(call.ID)).Val(); ttl < time.Hour {
+			t.Fatalf("the queued state lost its TTL: %s", ttl)
+		}
+		was, err := e.c.CancelCall(e.ctx, st, time.Minute)
+		e.noErr("cancel", err)
+		e.want("cancelled from", was, StateQueued)
+		e.want("XLEN calls", e.xlen(callsKey(e.h)), 0)
+	}},
+
+	// cancelScheduledScript
+	{"cancel scheduled/removed before it is due, or cancelled in the stream once moved", func(t *testing.T, e *protoEnv) {
+		e.register(e.h, HandlerSettings{})
+		for _, moved := range []bool{false, true} {
+			call := e.newCall(e.h, "")
+			due := time.Now().Add(time.Hour)
+			e.enqueue(call, EnqueueOptions{Async: true, ScheduleAt: due})
+			st, err := e.c.CallStatus(e.ctx, call.ID)
+			e.noErr("call status", err)
+			if moved { // the forwarder moved it after the caller read its state
+				_, _, err := e.c.ForwardDue(e.ctx, e.h, due, 10)
+				e.noErr("forward", err)
+			}
+			was, err := e.c.CancelCall(e.ctx, st, time.Minute)
+			e.noErr("cancel", err)
+			want := StateScheduled
+			if moved {
+				want = StateQueued
+			}
+			e.want("cancelled from", was, want)
+			st, err = e.c.CallStatus(e.ctx, call.ID)
+			e.noErr("call status", err)
+			e.want("state", st.State, StateCancelled)
+			e.want("ZCARD delayed", e.rdb.ZCard(e.ctx, delayedKey(e.h)).Val(), 0)
+			e.want("HLEN scheduled", e.rdb.HLen(e.ctx, scheduledKey(e.h)).Val(), 0)
+			e.want("XLEN calls", e.xlen(callsKey(e.h)), 0)
+		}
 	}},
 
 	// replayScript
