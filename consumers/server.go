@@ -53,6 +53,8 @@ type Server struct {
 	lease     *periodic // renews the lease of running calls
 	beat      *periodic // heartbeats to the registry
 	probe     *periodic // asks a Prober handler whether its app is up; nil if not a Prober
+	limits    *periodic // re-reads the handler's limits (flow.go)
+	flow      *flowState
 	loops     sync.WaitGroup
 
 	gateMu   sync.Mutex
@@ -91,6 +93,7 @@ func NewServer(rdb redis.UniversalClient, cfg Config, h Handler) (*Server, error
 		streams: streams.New(rdb, streams.Options{ResultTTL: cfg.ResultTTL, Durability: cfg.Durability}),
 		log:     cfg.Logger.With("handler", cfg.Handler, "consumer", cfg.Name),
 		stats:   newStatsKeeper(),
+		flow:    newFlowState(),
 	}
 	obs, err := newObserver(cfg, s.log, h)
 	if err != nil {
@@ -133,6 +136,9 @@ func (s *Server) Start(ctx context.Context) error {
 	s.lease = newPeriodic(s.renewLeases)
 	s.beat = newPeriodic(s.heartbeat)
 	s.beat.start(&s.loops)
+	s.refreshLimits() // before the first read
+	s.limits = newPeriodic(s.refreshLimits)
+	s.limits.start(&s.loops)
 	if _, ok := s.handler.(Prober); ok {
 		s.probe = newPeriodic(s.probeApp)
 		s.probe.start(&s.loops)
@@ -171,7 +177,8 @@ func (s *Server) register(ctx context.Context) error {
 		Name: s.cfg.Handler, Description: s.cfg.Description, Kind: s.kind(), Version: s.cfg.Version,
 		Concurrency: s.cfg.Concurrency, MaxAttempts: s.cfg.MaxAttempts, Methods: methods,
 	}
-	if err := s.streams.Register(ctx, info, streams.HandlerSettings{MaxBacklog: s.cfg.MaxBacklog}); err != nil {
+	if err := s.streams.Register(ctx, info, streams.HandlerSettings{MaxBacklog: s.cfg.MaxBacklog,
+		Limits: streams.Limits{MaxConcurrency: s.cfg.HandlerMaxConcurrency, Rate: s.cfg.HandlerRate}}); err != nil {
 		return fmt.Errorf("consumers: registering %s: %w", s.cfg.Handler, err)
 	}
 	s.heartbeat()
@@ -271,6 +278,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			// Stop taking work; leases keep being renewed while calls drain.
 			s.reader.shutdown()
 			s.forwarder.shutdown()
+			s.limits.shutdown()
 			drained := make(chan struct{})
 			go func() { s.inflight.Wait(); close(drained) }()
 			select {

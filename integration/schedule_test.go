@@ -167,7 +167,8 @@ func TestScheduledCallCancelAndDeadline(t *testing.T) {
 }
 
 // TestScheduledCallsSurviveRedisRestart: calls scheduled while no consumer
-// runs, then Redis (AOF on) restarts: they all run after their time.
+// runs, and a handler limit set through the API, then Redis (AOF on)
+// restarts: the limit is kept, and the calls all run after their time.
 func TestScheduledCallsSurviveRedisRestart(t *testing.T) {
 	st := newStack(t, stackOptions{noConsume: true, redisArgs: []string{"--appendonly", "yes"}})
 	var times startTimes
@@ -181,8 +182,13 @@ func TestScheduledCallsSurviveRedisRestart(t *testing.T) {
 		}
 		ids[i] = r.requestID
 	}
+	// A limit set through the API survives too; the calls run through it.
+	readLimits(t, putHandlerLimits(t, st.url, "stamped", `{"max_concurrency":2,"rate":1000}`))
 	st.redis.Stop(t)
 	st.redis.Start(t)
+	if ls := readLimits(t, get(t, st.url+"/handlers/stamped/limits")); ls.Effective.MaxConcurrency != 2 || ls.Effective.Rate != 1000 {
+		t.Fatalf("limits after the restart: %+v", ls)
+	}
 	st.startConsumer(t, consumers.Config{Handler: "stamped"}, times.mux())
 	for i, id := range ids {
 		g := get(t, st.url+"/rpc/calls/"+id+"?wait=20s")

@@ -27,6 +27,8 @@ import (
 //	                                      a JSON array) or scheduled (member: the call id),
 //	                                      scored by due time (ms)
 //	srpc:{h}:scheduled           hash     scheduled call id -> its envelope (JSON array)
+//	srpc:{h}:limits              hash     limits set through the admin API (max_concurrency,
+//	                                      rate) and the rate's GCRA state (tat, µs)
 //	srpc:{h}:dead                stream   dead letters: calls that failed every attempt
 //	srpc:{h}:idem:{sha256}       string   an Idempotency-Key's call id and params fingerprint
 //	srpc:{h}:info                string   JSON HandlerInfo the consumers registered
@@ -129,6 +131,7 @@ func callsKey(handler string) string   { return keyPrefix + "{" + handler + "}:c
 func methodsKey(handler string) string { return keyPrefix + "{" + handler + "}:methods" }
 func delayedKey(handler string) string { return keyPrefix + "{" + handler + "}:delayed" }
 func deadKey(handler string) string    { return keyPrefix + "{" + handler + "}:dead" }
+func limitsKey(handler string) string  { return keyPrefix + "{" + handler + "}:limits" }
 func scheduledKey(handler string) string {
 	return keyPrefix + "{" + handler + "}:scheduled"
 }

@@ -233,7 +233,7 @@ type protocolCase struct {
 
 // protocolCases are run on every topology. Scripts: enqueueScript,
 // claimScript, answerScript, settleScript, poisonScript, forwardScript,
-// cancelScheduledScript,
+// cancelScheduledScript, limitedReadScript,
 // replayScript, rateLimitScript, cancelScript, forgetScript, flushScript.
 var protocolCases = []protocolCase{
 	// enqueueScript
@@ -770,6 +770,57 @@ var protocolCases = []protocolCase{
 		}
 	}},
 
+	// limitedReadScript
+	{"limited read/max_concurrency counts every consumer's pending calls; calls over it stay in the stream", func(t *testing.T, e *protoEnv) {
+		e.register(e.h, HandlerSettings{Limits: Limits{MaxConcurrency: 2}})
+		for range 5 {
+			e.enqueue(e.newCall(e.h, ""), EnqueueOptions{})
+		}
+		r, err := e.c.ReadLimited(e.ctx, e.h, "a", 5, 7*time.Millisecond)
+		e.noErr("read a", err)
+		e.want("taken by a", len(r.Deliveries), 2)
+		r, err = e.c.ReadLimited(e.ctx, e.h, "b", 5, 7*time.Millisecond)
+		e.noErr("read b", err)
+		if len(r.Deliveries) != 0 || r.Wait != 7*time.Millisecond {
+			t.Fatalf("at the limit: %d taken, wait %s", len(r.Deliveries), r.Wait)
+		}
+		e.want("pending", e.pending(), 2)
+		e.noErr("ack", e.rdb.XAck(e.ctx, callsKey(e.h), Group, r0(e, "a")).Err())
+		r, err = e.c.ReadLimited(e.ctx, e.h, "b", 5, 7*time.Millisecond)
+		e.noErr("read b again", err)
+		e.want("taken by b once one settled", len(r.Deliveries), 1)
+		e.noErr("the API wins", e.c.SetHandlerLimits(e.ctx, e.h, LimitsUpdate{MaxConcurrency: ptr(int64(0))}))
+		r, err = e.c.ReadLimited(e.ctx, e.h, "b", 5, 7*time.Millisecond)
+		e.noErr("read b with no limit", err)
+		e.want("taken with the API's 0 (none)", len(r.Deliveries), 2)
+		r, err = e.c.ReadLimited(e.ctx, e.h, "b", 5, 7*time.Millisecond)
+		e.noErr("read an empty stream", err)
+		if len(r.Deliveries) != 0 || r.Wait != 0 || r.LastID == "" || r.LastID == "0-0" {
+			t.Fatalf("nothing new: %+v", r)
+		}
+	}},
+	{"limited read/rate: a GCRA allowance, the wait until the next start", func(t *testing.T, e *protoEnv) {
+		e.register(e.h, HandlerSettings{})
+		e.noErr("set rate", e.c.SetHandlerLimits(e.ctx, e.h, LimitsUpdate{Rate: ptr(10.0)}))
+		for range 3 {
+			e.enqueue(e.newCall(e.h, ""), EnqueueOptions{})
+		}
+		r, err := e.c.ReadLimited(e.ctx, e.h, "a", 3, time.Second)
+		e.noErr("read", err)
+		e.want("taken at 10/s (burst 1)", len(r.Deliveries), 1)
+		r, err = e.c.ReadLimited(e.ctx, e.h, "a", 3, time.Second)
+		e.noErr("read again", err)
+		if len(r.Deliveries) != 0 || r.Wait <= 0 || r.Wait > 100*time.Millisecond {
+			t.Fatalf("over the rate: %d taken, wait %s (want up to 100ms)", len(r.Deliveries), r.Wait)
+		}
+		e.noErr("clear", e.c.SetHandlerLimits(e.ctx, e.h, LimitsUpdate{ClearRate: true}))
+		ls, err := e.c.HandlerLimits(e.ctx, e.h)
+		e.noErr("limits", err)
+		if ls.Effective.Any() || ls.API.Rate != nil {
+			t.Fatalf("after clearing: %+v", ls)
+		}
+	}},
+
 	// replayScript
 	{"replay/a dead letter goes back as a new first attempt", func(t *testing.T, e *protoEnv) {
 		e.register(e.h, HandlerSettings{})
@@ -1026,4 +1077,16 @@ func batchOp(e *protoEnv, call *Call, opts EnqueueOptions) *enqueueOp {
 	o := e.c.newEnqueueOp(call, opts)
 	o.init(e.ctx)
 	return o
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// r0 is the first call consumer holds (its pending entry id).
+func r0(e *protoEnv, consumer string) string {
+	e.t.Helper()
+	p, err := e.rdb.XPendingExt(e.ctx, &redis.XPendingExtArgs{Stream: callsKey(e.h), Group: Group, Start: "-", End: "+", Count: 1, Consumer: consumer}).Result()
+	if err != nil || len(p) == 0 {
+		e.t.Fatalf("no pending call of %s: %v", consumer, err)
+	}
+	return p[0].ID
 }
