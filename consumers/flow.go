@@ -12,17 +12,14 @@ import (
 // takes new calls. A handler with no limit is read with a plain XREADGROUP,
 // exactly as before; one with a handler-wide limit (max_concurrency, rate)
 // through streams.ReadLimited, which leaves calls over the limit in the
-// stream. Which one applies is re-read every limitsRefresh, so a limit set
-// or cleared through the admin API applies within 2 s.
+// stream. Which one applies is learnt at each heartbeat (every second by
+// default), so a limit set or cleared through the admin API applies within
+// 2 s.
 
-const (
-	// limitsRefresh is how often a consumer re-reads its handler's limits.
-	limitsRefresh = time.Second
-	// concurrencyPoll is how long a consumer waits before trying again when
-	// the handler's max_concurrency is reached and none of its own calls
-	// settles first (one of its own settling wakes it at once).
-	concurrencyPoll = 50 * time.Millisecond
-)
+// concurrencyPoll is how long a consumer waits before trying again when
+// the handler's max_concurrency is reached and none of its own calls
+// settles first (one of its own settling wakes it at once).
+const concurrencyPoll = 50 * time.Millisecond
 
 // flowState is what the reader needs to know of the handler's flow control.
 type flowState struct {
@@ -40,20 +37,12 @@ func (f *flowState) callSettled() {
 	}
 }
 
-// refreshLimits re-reads the handler's limits (one round trip a second per
-// consumer, not per call).
-func (s *Server) refreshLimits() time.Duration {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	ls, err := s.streams.HandlerLimits(ctx, s.cfg.Handler)
-	if err != nil {
-		s.log.Debug("reading the handler's limits failed", "err", err)
-		return limitsRefresh
+// setLimited records whether the handler has a limit, as each heartbeat
+// reports it (streams.HeartbeatLimited): no round trip of its own.
+func (s *Server) setLimited(limited bool) {
+	if was := s.flow.limited.Swap(limited); was != limited {
+		s.log.Info("handler-wide limits changed", "limited", limited)
 	}
-	if was := s.flow.limited.Swap(ls.Effective.Any()); was != ls.Effective.Any() {
-		s.log.Info("handler-wide limits changed", "max_concurrency", ls.Effective.MaxConcurrency, "rate", ls.Effective.Rate)
-	}
-	return limitsRefresh
 }
 
 // readNew takes up to n new calls, blocking up to block when there are

@@ -53,7 +53,6 @@ type Server struct {
 	lease     *periodic // renews the lease of running calls
 	beat      *periodic // heartbeats to the registry
 	probe     *periodic // asks a Prober handler whether its app is up; nil if not a Prober
-	limits    *periodic // re-reads the handler's limits (flow.go)
 	flow      *flowState
 	loops     sync.WaitGroup
 
@@ -136,9 +135,6 @@ func (s *Server) Start(ctx context.Context) error {
 	s.lease = newPeriodic(s.renewLeases)
 	s.beat = newPeriodic(s.heartbeat)
 	s.beat.start(&s.loops)
-	s.refreshLimits() // before the first read
-	s.limits = newPeriodic(s.refreshLimits)
-	s.limits.start(&s.loops)
 	if _, ok := s.handler.(Prober); ok {
 		s.probe = newPeriodic(s.probeApp)
 		s.probe.start(&s.loops)
@@ -278,7 +274,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			// Stop taking work; leases keep being renewed while calls drain.
 			s.reader.shutdown()
 			s.forwarder.shutdown()
-			s.limits.shutdown()
 			drained := make(chan struct{})
 			go func() { s.inflight.Wait(); close(drained) }()
 			select {

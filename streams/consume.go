@@ -49,19 +49,24 @@ func (c *Client) Register(ctx context.Context, info HandlerInfo, settings Handle
 	if err := settings.Limits.Validate(); err != nil {
 		return err
 	}
+	// The registered limits (limits.go): rewritten at every registration.
+	var limits []any
 	var unset []string
 	if settings.Limits.MaxConcurrency > 0 {
-		fields = append(fields, settingMaxConcurrency, settings.Limits.MaxConcurrency)
+		limits = append(limits, settingMaxConcurrency, settings.Limits.MaxConcurrency)
 	} else {
 		unset = append(unset, settingMaxConcurrency)
 	}
 	if settings.Limits.Rate > 0 {
-		fields = append(fields, settingRate, strconv.FormatFloat(settings.Limits.Rate, 'g', -1, 64))
+		limits = append(limits, settingRate, strconv.FormatFloat(settings.Limits.Rate, 'g', -1, 64))
 	} else {
 		unset = append(unset, settingRate)
 	}
 	if len(unset) > 0 {
-		pipe.HDel(ctx, methodsKey(info.Name), unset...)
+		pipe.HDel(ctx, limitsKey(info.Name), unset...)
+	}
+	if len(limits) > 0 {
+		pipe.HSet(ctx, limitsKey(info.Name), limits...)
 	}
 	pipe.HSet(ctx, methodsKey(info.Name), fields...)
 	pipe.Set(ctx, infoKey(info.Name), mustJSON(meta), 0)

@@ -17,16 +17,30 @@ import (
 // reads through limitedReadScript instead of XREADGROUP: calls over the limit
 // stay in the stream. See docs/flow-control.md.
 
-// Registered limits live in the methods hash beside $max_backlog; limits set
-// through the admin API in the handler's limits hash, which registration
+// Every limit lives in the handler's limits hash (a key consumers may read,
+// unlike the registry): the registered ones under reg_*, which registration
+// rewrites, those set through the admin API under their own names, which it
 // never touches, so they win and survive consumers registering again.
 const (
-	settingMaxConcurrency = "$max_concurrency"
-	settingRate           = "$rate"
+	settingMaxConcurrency = "reg_max_concurrency"
+	settingRate           = "reg_rate"
 	limitMaxConcurrency   = "max_concurrency"
 	limitRate             = "rate"
 	limitTAT              = "tat" // GCRA theoretical arrival time, µs (Redis's clock)
 )
+
+// luaLimits reads the effective limits from the limits hash at KEYS[lk] into
+// the Lua locals maxc and rate (the API's value, else the registered one, else
+// 0), and the GCRA state into tat0. Shared by limitedReadScript and
+// heartbeatScript.
+func luaLimits(lk string) string {
+	return `
+local lim = redis.call('HMGET', KEYS[` + lk + `], '` + limitMaxConcurrency + `', '` + limitRate + `', '` + settingMaxConcurrency + `', '` + settingRate + `', '` + limitTAT + `')
+local maxc = tonumber(lim[1] or lim[3] or '0') or 0
+local rate = tonumber(lim[2] or lim[4] or '0') or 0
+local tat0 = tonumber(lim[5] or '0') or 0
+`
+}
 
 // MaxRate bounds a rate limit (calls per second).
 const MaxRate = 1e6
@@ -66,21 +80,19 @@ type LimitSettings struct {
 	Effective Limits `json:"effective"`
 }
 
-// HandlerLimits reads handler's limits: two HMGETs in one round trip.
+// HandlerLimits reads handler's limits: one HMGET.
 func (c *Client) HandlerLimits(ctx context.Context, handler string) (LimitSettings, error) {
 	var ls LimitSettings
 	if err := ValidateName("handler", handler); err != nil {
 		return ls, err
 	}
-	pipe := c.rdb.Pipeline()
-	reg := pipe.HMGet(ctx, methodsKey(handler), settingMaxConcurrency, settingRate)
-	api := pipe.HMGet(ctx, limitsKey(handler), limitMaxConcurrency, limitRate)
-	if _, err := pipe.Exec(ctx); err != nil {
+	v, err := c.rdb.HMGet(ctx, limitsKey(handler), limitMaxConcurrency, limitRate, settingMaxConcurrency, settingRate).Result()
+	if err != nil {
 		return ls, unavailable(err)
 	}
-	r, a := reg.Val(), api.Val()
-	ls.Registered.MaxConcurrency, _ = strconv.ParseInt(str(r[0]), 10, 64)
-	ls.Registered.Rate, _ = strconv.ParseFloat(str(r[1]), 64)
+	a := v[:2]
+	ls.Registered.MaxConcurrency, _ = strconv.ParseInt(str(v[2]), 10, 64)
+	ls.Registered.Rate, _ = strconv.ParseFloat(str(v[3]), 64)
 	ls.Effective = ls.Registered
 	if s := str(a[0]); s != "" {
 		n, _ := strconv.ParseInt(s, 10, 64)
@@ -134,7 +146,7 @@ func (c *Client) SetHandlerLimits(ctx context.Context, handler string, u LimitsU
 	case u.Rate != nil:
 		set = append(set, limitRate, strconv.FormatFloat(*u.Rate, 'g', -1, 64))
 	}
-	pipe := c.rdb.TxPipeline()
+	pipe := c.rdb.Pipeline()
 	if len(del) > 0 {
 		pipe.HDel(ctx, limitsKey(handler), del...)
 	}
@@ -151,17 +163,13 @@ func (c *Client) SetHandlerLimits(ctx context.Context, handler string, u LimitsU
 // GCRA allowance (burst: a tenth of a second's calls, at least 1). The
 // limits are read here, every time, so a change applies to the next read.
 //
-//	KEYS[1] calls stream, KEYS[2] methods hash, KEYS[3] limits hash
+//	KEYS[1] calls stream, KEYS[2] limits hash
 //	ARGV[1] group, ARGV[2] consumer, ARGV[3] n
 //	returns {entries, wait ms, last entry id}: entries as XREADGROUP's; when
 //	none, wait > 0 if a limit held them back (the rate: until the next call
 //	may start; the concurrency: 0 < wait, unknown, so -1), else the id of the
 //	stream's last entry, to wait for newer ones without taking them.
-var limitedReadScript = redis.NewScript(`
-local reg = redis.call('HMGET', KEYS[2], '` + settingMaxConcurrency + `', '` + settingRate + `')
-local api = redis.call('HMGET', KEYS[3], '` + limitMaxConcurrency + `', '` + limitRate + `', '` + limitTAT + `')
-local maxc = tonumber(api[1] or reg[1] or '0') or 0
-local rate = tonumber(api[2] or reg[2] or '0') or 0
+var limitedReadScript = redis.NewScript(luaLimits("2") + `
 local n = tonumber(ARGV[3])
 if maxc > 0 then
   local p = redis.call('XPENDING', KEYS[1], ARGV[1])
@@ -174,7 +182,7 @@ if rate > 0 then
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
   T = 1000000 / rate
   local burst = math.max(1, math.floor(rate / 10))
-  tat = math.max(tonumber(api[3] or '0') or 0, now)
+  tat = math.max(tat0, now)
   local k = math.floor((burst * T - (tat - now)) / T)
   if k < n then n = k end
   if n <= 0 then return {{}, math.max(1, math.ceil((tat + T - burst * T - now) / 1000)), ''} end
@@ -188,7 +196,7 @@ if #entries == 0 then
   return {{}, 0, '0-0'}
 end
 if rate > 0 then
-  redis.call('HSET', KEYS[3], '` + limitTAT + `', string.format('%.0f', tat + #entries * T))
+  redis.call('HSET', KEYS[2], '` + limitTAT + `', string.format('%.0f', tat + #entries * T))
 end
 return {entries, 0, ''}
 `)
@@ -208,7 +216,7 @@ type LimitedRead struct {
 // within the handler's limits, without blocking. concurrencyPoll is the
 // Wait it returns when the concurrency limit is reached (no time is known).
 func (c *Client) ReadLimited(ctx context.Context, handler, consumer string, count int64, concurrencyPoll time.Duration) (LimitedRead, error) {
-	res, err := limitedReadScript.Run(ctx, c.rdb, []string{callsKey(handler), methodsKey(handler), limitsKey(handler)},
+	res, err := limitedReadScript.Run(ctx, c.rdb, []string{callsKey(handler), limitsKey(handler)},
 		Group, consumer, count).Slice()
 	if redis.HasErrorPrefix(err, "NOGROUP") {
 		return LimitedRead{}, c.EnsureGroup(ctx, handler)
