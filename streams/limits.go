@@ -90,6 +90,16 @@ func (c *Client) HandlerLimits(ctx context.Context, handler string) (LimitSettin
 	if err != nil {
 		return ls, unavailable(err)
 	}
+	return effectiveLimits(v), nil
+}
+
+// effectiveLimits reads an HMGET of the limits hash's max_concurrency, rate,
+// reg_max_concurrency and reg_rate.
+func effectiveLimits(v []any) LimitSettings {
+	var ls LimitSettings
+	if len(v) != 4 {
+		return ls
+	}
 	a := v[:2]
 	ls.Registered.MaxConcurrency, _ = strconv.ParseInt(str(v[2]), 10, 64)
 	ls.Registered.Rate, _ = strconv.ParseFloat(str(v[3]), 64)
@@ -102,7 +112,7 @@ func (c *Client) HandlerLimits(ctx context.Context, handler string) (LimitSettin
 		f, _ := strconv.ParseFloat(s, 64)
 		ls.API.Rate, ls.Effective.Rate = &f, f
 	}
-	return ls, nil
+	return ls
 }
 
 func str(v any) string { s, _ := v.(string); return s }

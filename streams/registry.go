@@ -68,6 +68,8 @@ type rawStats struct {
 	online        *redis.IntCmd
 	backlog, dead *redis.IntCmd
 	delayed       *redis.IntCmd
+	scheduled     *redis.IntCmd
+	limits        *redis.SliceCmd // detail only
 	pending       *redis.XPendingCmd
 	consumers     *redis.ZSliceCmd
 	consumerInfo  *redis.MapStringStringCmd
@@ -82,11 +84,14 @@ func (c *Client) queueStats(ctx context.Context, pipe redis.Pipeliner, handler s
 		backlog:  pipe.XLen(ctx, callsKey(handler)),
 		pending:  pipe.XPending(ctx, callsKey(handler), Group),
 		delayed:  pipe.ZCard(ctx, delayedKey(handler)),
-		dead:     pipe.XLen(ctx, deadKey(handler)),
-		stats:    pipe.HGetAll(ctx, statsKey(handler)),
-		rate:     pipe.HGetAll(ctx, rateKey(handler)),
+		// scheduled calls share the delayed set: counted apart
+		scheduled: pipe.HLen(ctx, scheduledKey(handler)),
+		dead:      pipe.XLen(ctx, deadKey(handler)),
+		stats:     pipe.HGetAll(ctx, statsKey(handler)),
+		rate:      pipe.HGetAll(ctx, rateKey(handler)),
 	}
 	if detail {
+		r.limits = pipe.HMGet(ctx, limitsKey(handler), limitMaxConcurrency, limitRate, settingMaxConcurrency, settingRate)
 		r.consumers = pipe.ZRangeWithScores(ctx, consumersKey(handler), 0, -1)
 		r.consumerInfo = pipe.HGetAll(ctx, consumerInfoKey(handler))
 	}
@@ -167,7 +172,11 @@ func buildDetail(name string, r *rawStats, now time.Time) HandlerDetail {
 	if p, err := r.pending.Result(); err == nil {
 		d.Pending = p.Count
 	}
-	d.Delayed, d.DeadLetters = r.delayed.Val(), r.dead.Val()
+	d.Scheduled = r.scheduled.Val()
+	d.Delayed, d.DeadLetters = max(r.delayed.Val()-d.Scheduled, 0), r.dead.Val()
+	if r.limits != nil {
+		d.Limits = effectiveLimits(r.limits.Val()).Effective
+	}
 
 	stats := r.stats.Val()
 	total := MethodStats{Method: "*", Histogram: make([]int64, len(DurationBuckets)+1)}
