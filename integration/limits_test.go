@@ -99,7 +99,7 @@ func putLimits(t *testing.T, url, body string) *response {
 	return putHandlerLimits(t, url, "limited", body)
 }
 
-func putHandlerLimits(t *testing.T, url, handler, body string) *response {
+func putHandlerLimits(t testing.TB, url, handler, body string) *response {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPut, url+"/handlers/"+handler+"/limits", bytes.NewReader([]byte(body)))
 	if err != nil {
@@ -109,7 +109,7 @@ func putHandlerLimits(t *testing.T, url, handler, body string) *response {
 	return do(t, req)
 }
 
-func readLimits(t *testing.T, r *response) streams.LimitSettings {
+func readLimits(t testing.TB, r *response) streams.LimitSettings {
 	t.Helper()
 	var ls streams.LimitSettings
 	if r.status != http.StatusOK || json.Unmarshal(r.body, &ls) != nil {

@@ -86,3 +86,61 @@ func BenchmarkScheduledLateness(b *testing.B) {
 		b.ReportMetric(float64(loadCalls.Load())/(spread+time.Second).Seconds(), "load-calls/s")
 	}
 }
+
+// BenchmarkRateLimitAccuracy sets a handler's rate through the API (-rate
+// per second, 200 by default here), queues 5 s worth of async calls for two
+// consumers (64 slots each) and reports the achieved rate between the first
+// and last start, and the most starts seen in any one-second window.
+// Run: go test ./integration -run '^$' -bench RateLimitAccuracy -benchtime 1x
+func BenchmarkRateLimitAccuracy(b *testing.B) {
+	const rate, n = 200, 1000
+	st := newStack(b, stackOptions{noConsume: true})
+	var times startTimes
+	mux := times.mux()
+	st.register(b, consumers.Config{Handler: "stamped"}, mux)
+	if r := putHandlerLimits(b, st.url, "stamped", fmt.Sprintf(`{"rate":%d}`, rate)); r.status != http.StatusOK {
+		b.Fatalf("PUT limits: %d %s", r.status, r.body)
+	}
+	// Started after the PUT: their first heartbeat, before their first
+	// read, tells them of the limit.
+	st.startConsumer(b, consumers.Config{Handler: "stamped", Concurrency: 64}, mux)
+	st.startConsumer(b, consumers.Config{Handler: "stamped", Concurrency: 64}, mux)
+	for range b.N {
+		var send sync.WaitGroup
+		for w := range 8 {
+			send.Add(1)
+			go func() {
+				defer send.Done()
+				for i := w; i < n; i += 8 {
+					if r := post(b, st.url, "/rpc/stamped/run", []byte(fmt.Sprintf(`{"k":"%d"}`, i)), preferAsync); r.status != http.StatusAccepted {
+						b.Errorf("call %d: %d %s", i, r.status, r.body)
+					}
+				}
+			}()
+		}
+		send.Wait()
+		var at []time.Time
+		waitUntil(b, 60*time.Second, func() error {
+			at = at[:0]
+			for i := range n {
+				t, ok := times.get(fmt.Sprint(i))
+				if !ok {
+					return fmt.Errorf("call %d not started", i)
+				}
+				at = append(at, t)
+			}
+			return nil
+		})
+		slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
+		most := 0
+		for i, j := 0, 0; i < len(at); i++ {
+			for at[i].Sub(at[j]) >= time.Second {
+				j++
+			}
+			most = max(most, i-j+1)
+		}
+		b.ReportMetric(float64(n-1)/at[n-1].Sub(at[0]).Seconds(), "starts/s")
+		b.ReportMetric(float64(most), "max-starts-in-1s")
+		b.ReportMetric(rate, "limit/s")
+	}
+}
