@@ -146,7 +146,7 @@ func (e *Edge) parseCall(c *fiber.Ctx) (callRequest, *streams.Error) {
 	if rid := c.Get("X-Request-Id"); streams.ValidRequestID(rid) {
 		req.requestID = strings.Clone(rid) // kept for logs and the story; the call id stays ours
 	}
-	if sched, bad := parseSchedule(c, time.Now()); bad != nil {
+	if sched, bad := parseSchedule(c); bad != nil {
 		return req, bad
 	} else {
 		req.scheduleAt = sched
@@ -269,8 +269,11 @@ func (e *Edge) enqueue(ctx context.Context, id string, req callRequest, now, dea
 	}
 	var idem *streams.Idempotency
 	if req.idemKey != "" {
-		// Kept until the call's result expires: a scheduled call's start is later.
-		idem = &streams.Idempotency{Key: req.idemKey, TTL: time.Until(deadline) + e.cfg.ResultTTL}
+		ttl := e.cfg.CallTimeout + e.cfg.ResultTTL
+		if !req.scheduleAt.IsZero() { // kept until its result expires: it starts later
+			ttl += time.Until(req.scheduleAt)
+		}
+		idem = &streams.Idempotency{Key: req.idemKey, TTL: ttl}
 	}
 	// The reply goes to this edge's reply stream only if a caller waits for
 	// it here; an async call's long-polls read its result key (pollStatus),

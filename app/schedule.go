@@ -16,12 +16,14 @@ import (
 // parseSchedule reads a call's Schedule-At or Schedule-In header: the zero
 // time when it has neither. A time in the past (or Schedule-In: 0) is due at
 // once; more than streams.MaxScheduleAhead ahead is refused.
-func parseSchedule(c *fiber.Ctx, now time.Time) (time.Time, *streams.Error) {
+func parseSchedule(c *fiber.Ctx) (time.Time, *streams.Error) {
 	at, in := c.Get("Schedule-At"), c.Get("Schedule-In")
+	if at == "" && in == "" {
+		return time.Time{}, nil // a plain call: not even a clock read
+	}
+	now := time.Now()
 	var due time.Time
 	switch {
-	case at == "" && in == "":
-		return time.Time{}, nil
 	case at != "" && in != "":
 		return time.Time{}, newError(streams.CodeInvalidRequest, "send Schedule-At or Schedule-In, not both")
 	case at != "":
