@@ -128,10 +128,14 @@ func (p *preferences) add(header string) {
 // enqueueAsync enqueues a call that nobody waits for; its state is kept
 // under its id from the start.
 func (e *Edge) enqueueAsync(id string, req callRequest) (streams.Enqueued, *streams.Error) {
-	now := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return e.enqueue(ctx, id, req, now, now.Add(req.timeout), true)
+	// A scheduled call enters the queue, and its deadline starts, at its time.
+	start := time.Now()
+	if req.scheduleAt.After(start) {
+		start = req.scheduleAt
+	}
+	return e.enqueue(ctx, id, req, start, start.Add(req.timeout), true)
 }
 
 // answerAsync answers POST /rpc/{h}/{m} with Prefer: respond-async. With
@@ -158,6 +162,9 @@ func (e *Edge) answerAsync(c *fiber.Ctx, id string, req callRequest, wait time.D
 		}
 	}
 	state := streams.StateQueued
+	if !req.scheduleAt.IsZero() {
+		state = streams.StateScheduled
+	}
 	if enq.Duplicate {
 		// A repeat of an Idempotency-Key: the first call's real state (done,
 		// failed, … once it finished). A first call made synchronously has
@@ -247,10 +254,14 @@ func (e *Edge) writeStatus(c *fiber.Ctx, id string, st streams.CallStatus, err e
 		Handler  string               `json:"handler,omitempty"`
 		Method   string               `json:"method,omitempty"`
 		Consumer string               `json:"consumer,omitempty"`
+		Due      string               `json:"scheduled_at,omitempty"`
 		Result   json.RawMessage      `json:"result,omitempty"`
 		Error    json.RawMessage      `json:"error,omitempty"`
 		Story    []streams.StoryEvent `json:"story"`
 	}{ID: id, State: st.State, Handler: st.Handler, Consumer: st.Consumer, Story: []streams.StoryEvent{}}
+	if !st.Due.IsZero() {
+		out.Due = st.Due.UTC().Format(time.RFC3339Nano)
+	}
 	ctx, cancel := apiContext()
 	defer cancel()
 	if story, err := e.streams.Story(ctx, id); err == nil {
@@ -289,7 +300,7 @@ func (e *Edge) handleCancel(c *fiber.Ctx) error {
 		c.Status(fiber.StatusConflict)
 		return c.JSON(fiber.Map{"error": fiber.Map{"code": streams.CodeInvalidRequest, "message": "call " + id + " is already " + string(st.State)}, "state": st.State})
 	}
-	was, err := e.cancelInRedis(st.Handler, id, st.StreamID)
+	was, err := e.streams.CancelCall(ctx, st, e.cfg.ResultTTL)
 	if err != nil {
 		return writeError(c, unavailableError(err))
 	}
@@ -299,7 +310,7 @@ func (e *Edge) handleCancel(c *fiber.Ctx) error {
 
 func cancelOutcome(was streams.State) string {
 	switch was {
-	case streams.StateQueued:
+	case streams.StateQueued, streams.StateScheduled:
 		return "cancelled"
 	case streams.StateRunning:
 		return "cancelling"

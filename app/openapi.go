@@ -35,6 +35,10 @@ var callHeaders = []callHeader{
 		description: "A repeat of a call with the same key (within the call timeout plus the result TTL) is not run again: it gets the first call's result. The same key with other params answers 422 idempotency_mismatch."},
 	{name: "Request-Timeout", schema: map[string]any{"type": "number", "exclusiveMinimum": 0}, example: 2.5,
 		description: "Seconds: a shorter deadline than STREAMRPC_CALL_TIMEOUT (never a longer one). The handler's context ends at it."},
+	{name: "Schedule-At", schema: map[string]any{"type": "string", "format": "date-time"}, example: "2026-01-02T15:04:05Z",
+		description: "With Prefer: respond-async only: run the call at this RFC 3339 time (state scheduled until then; its deadline counts from it). A sync call with a schedule answers 400."},
+	{name: "Schedule-In", schema: map[string]any{"type": "number", "minimum": 0}, example: 60,
+		description: "With Prefer: respond-async only: run the call this many seconds from now. Not together with Schedule-At."},
 	{name: "X-Request-Id", schema: map[string]any{"type": "string", "maxLength": 128},
 		description: "The caller's correlation id, kept in the call's story and logs. The answer's X-Request-Id is the call's own id."},
 }

@@ -22,6 +22,7 @@ func (e *Edge) registryRoutes() {
 	e.fiber.Get("/handlers", read, e.listHandlers)
 	e.fiber.Get("/handlers/:handler", read, e.getHandler)
 	e.fiber.Delete("/handlers/:handler", admin, e.forgetHandler)
+	e.limitsRoutes(read, admin) // limits.go
 	e.fiber.Get("/activity", read, e.listActivity)
 	e.fiber.Get("/events", read, e.serveEvents)
 }

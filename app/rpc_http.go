@@ -72,6 +72,8 @@ type callRequest struct {
 	// trace is the caller's W3C trace context, then the edge span's, which
 	// the envelope carries (tracing.go); empty when tracing is off.
 	trace traceContext
+	// scheduleAt: an async call to run then (Schedule-At/-In), zero if none.
+	scheduleAt time.Time
 }
 
 // handleCall serves POST /rpc/{handler}/{method}: the body is the params.
@@ -83,6 +85,9 @@ func (e *Edge) handleCall(c *fiber.Ctx) error {
 	id := streams.NewCallID(req.handler)
 	if p := parsePrefer(c); p.async {
 		return e.answerAsync(c, id, req, p.wait)
+	}
+	if !req.scheduleAt.IsZero() {
+		return writeError(c, errSyncSchedule())
 	}
 	reply, rerr := e.call(id, req)
 	if reply.ID != "" {
@@ -141,6 +146,11 @@ func (e *Edge) parseCall(c *fiber.Ctx) (callRequest, *streams.Error) {
 	}
 	if rid := c.Get("X-Request-Id"); streams.ValidRequestID(rid) {
 		req.requestID = strings.Clone(rid) // kept for logs and the story; the call id stays ours
+	}
+	if sched, bad := parseSchedule(c); bad != nil {
+		return req, bad
+	} else {
+		req.scheduleAt = sched
 	}
 	if k := c.Get("Idempotency-Key"); k != "" {
 		if len(k) > 256 {
@@ -260,7 +270,11 @@ func (e *Edge) enqueue(ctx context.Context, id string, req callRequest, now, dea
 	}
 	var idem *streams.Idempotency
 	if req.idemKey != "" {
-		idem = &streams.Idempotency{Key: req.idemKey, TTL: e.cfg.CallTimeout + e.cfg.ResultTTL}
+		ttl := e.cfg.CallTimeout + e.cfg.ResultTTL
+		if !req.scheduleAt.IsZero() { // kept until its result expires: it starts later
+			ttl += time.Until(req.scheduleAt)
+		}
+		idem = &streams.Idempotency{Key: req.idemKey, TTL: ttl}
 	}
 	// The reply goes to this edge's reply stream only if a caller waits for
 	// it here; an async call's long-polls read its result key (pollStatus),
@@ -273,7 +287,7 @@ func (e *Edge) enqueue(ctx context.Context, id string, req callRequest, now, dea
 		ID: id, Handler: req.handler, Method: req.method, Params: req.params,
 		ReplyTo: replyTo, Deadline: deadline, Attempt: 1, EnqueuedAt: now, ResultTTL: e.cfg.ResultTTL, Caller: req.caller,
 		TraceParent: req.trace.parent, TraceState: req.trace.state, RequestID: req.requestID,
-	}, streams.EnqueueOptions{BacklogLimit: e.cfg.BacklogLimit, Idempotency: idem, Async: async})
+	}, streams.EnqueueOptions{BacklogLimit: e.cfg.BacklogLimit, Idempotency: idem, Async: async, ScheduleAt: req.scheduleAt})
 	if err != nil {
 		if errors.Is(err, streams.ErrNotReplicated) && enq.ID == "" {
 			// Queued on the primary, not confirmed by its replicas: the call

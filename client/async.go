@@ -13,8 +13,9 @@ import (
 )
 
 // CallAsync enqueues handler.method with params and returns at once with the
-// call's id (Prefer: respond-async); read its outcome with Result.
-func (c *Client) CallAsync(ctx context.Context, handler, method string, params any) (string, error) {
+// call's id (Prefer: respond-async); read its outcome with Result. opts may
+// schedule it (ScheduleAt, ScheduleIn).
+func (c *Client) CallAsync(ctx context.Context, handler, method string, params any, opts ...CallOption) (string, error) {
 	body, err := encodeParams(params)
 	if err != nil {
 		return "", err
@@ -26,6 +27,7 @@ func (c *Client) CallAsync(ctx context.Context, handler, method string, params a
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Prefer", "respond-async")
+	applyOptions(req.Header, opts)
 	var ans struct {
 		ID string `json:"id"`
 	}
@@ -36,7 +38,7 @@ func (c *Client) CallAsync(ctx context.Context, handler, method string, params a
 }
 
 // Result reads the outcome of call id, waiting up to wait (at most 60s) for
-// it if it is not done yet. It returns the call's state ("queued", "running",
+// it if it is not done yet. It returns the call's state ("scheduled", "queued", "running",
 // "done", "failed", "dead", "cancelled"); for "done" the result is decoded
 // into out, for the failed states the error is returned as an *Error.
 func (c *Client) Result(ctx context.Context, id string, wait time.Duration, out any) (string, error) {
@@ -65,7 +67,7 @@ func (c *Client) Result(ctx context.Context, id string, wait time.Duration, out 
 	return ans.State, nil
 }
 
-// Cancel cancels async call id: a queued call never runs, a running call's
+// Cancel cancels async call id: a scheduled or queued call never runs, a running call's
 // handler context is cancelled. It returns "cancelled", "cancelling" or
 // "too_late".
 func (c *Client) Cancel(ctx context.Context, id string) (string, error) {

@@ -70,6 +70,13 @@ type Config struct {
 	// MaxBacklog makes the edge refuse calls (503) once this many are queued
 	// or running for the handler. Default 0: the edge's STREAMRPC_BACKLOG_LIMIT.
 	MaxBacklog int64 `env:"STREAMRPC_MAX_BACKLOG"`
+	// HandlerMaxConcurrency registers a limit on the calls of the handler
+	// running at once across every consumer (0: none). HandlerRate registers
+	// a limit on the calls started per second across every consumer (0:
+	// none). A limit set through PUT /handlers/{name}/limits wins. See
+	// docs/flow-control.md.
+	HandlerMaxConcurrency int64   `env:"STREAMRPC_HANDLER_MAX_CONCURRENCY"`
+	HandlerRate           float64 `env:"STREAMRPC_HANDLER_RATE"`
 	// ReadBlock is how long one read waits for calls, at most
 	// HeartbeatInterval (so that claiming a dead consumer's calls is never
 	// late by more than that). It bounds how long a Shutdown waits for the
@@ -112,6 +119,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: Concurrency %d is negative", ErrConfig, c.Concurrency)
 	case c.MaxAttempts < 0:
 		return fmt.Errorf("%w: MaxAttempts %d is negative", ErrConfig, c.MaxAttempts)
+	case c.HandlerMaxConcurrency < 0 || c.HandlerRate < 0 || c.HandlerRate > streams.MaxRate || c.HandlerRate != c.HandlerRate:
+		return fmt.Errorf("%w: HandlerMaxConcurrency %d and HandlerRate %g must be 0 (none) or more, the rate at most %g", ErrConfig, c.HandlerMaxConcurrency, c.HandlerRate, float64(streams.MaxRate))
 	case c.MaxBacklog < 0:
 		return fmt.Errorf("%w: MaxBacklog %d is negative", ErrConfig, c.MaxBacklog)
 	case c.ReadBlock < 0 || c.ResultTTL < 0 || c.RetryBaseDelay < 0 || c.RetryMaxDelay < 0 || c.VisibilityTimeout < 0 ||

@@ -66,12 +66,14 @@ func (s *Server) heartbeat() time.Duration {
 	host, _ := os.Hostname()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err := s.streams.Heartbeat(ctx, s.cfg.Handler, streams.ConsumerInfo{
+	limited, err := s.streams.HeartbeatLimited(ctx, s.cfg.Handler, streams.ConsumerInfo{
 		Name: s.cfg.Name, Kind: s.kind(), Version: s.cfg.Version, Host: host,
 		Concurrency: s.cfg.Concurrency, Running: n, Started: s.stats.started, State: s.State(),
 	})
 	if err != nil {
 		s.log.Debug("heartbeat failed", "err", err)
+	} else {
+		s.setLimited(limited) // flow.go
 	}
 	return s.cfg.HeartbeatInterval
 }
@@ -127,6 +129,10 @@ func (w *cancelWatcher) start(wg *sync.WaitGroup) {
 // context ends now, or as soon as it starts. Every consumer of the handler
 // hears every cancel; those of calls held elsewhere are ignored.
 func (s *Server) cancelByCaller(id string) {
+	if id == streams.DueNotice { // a scheduled call is now the first due
+		s.forwarder.poke()
+		return
+	}
 	held := false
 	s.running.Range(func(_, v any) bool {
 		held = v == id
@@ -146,9 +152,10 @@ func (w *cancelWatcher) shutdown() {
 	<-w.done
 }
 
-// forwardDue moves due retries into the stream; it sleeps until the next one
-// is due, or at most a second when it knows of none (another consumer may
-// schedule one), so it never busy-polls.
+// forwardDue moves due retries and scheduled calls into the stream; it
+// sleeps until the next one is due, or at most a second when it knows of none
+// (another consumer may schedule a retry), so it never busy-polls. A newly
+// scheduled call due first wakes it at once (streams.DueNotice).
 func (s *Server) forwardDue() time.Duration {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -86,6 +86,7 @@ func (s *Server) callDone(d *streams.Delivery, cs *callSlot) {
 	s.cancelled.Delete(callID(d))
 	cs.release()
 	s.inflight.Done()
+	s.flow.callSettled()
 }
 
 func (r *reader) loop() {
@@ -148,7 +149,7 @@ func (r *reader) loop() {
 			if len(ds) > 0 {
 				block = -1 // do not wait: there is work in hand
 			}
-			fresh, err = s.streams.ReadCalls(context.Background(), s.cfg.Handler, s.cfg.Name, int64(n-len(ds)), block)
+			fresh, err = s.readNew(int64(n-len(ds)), block, r.stop) // flow.go
 			ds = append(ds, fresh...)
 		}
 		for i := len(ds); i < n; i++ {

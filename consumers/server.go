@@ -53,6 +53,7 @@ type Server struct {
 	lease     *periodic // renews the lease of running calls
 	beat      *periodic // heartbeats to the registry
 	probe     *periodic // asks a Prober handler whether its app is up; nil if not a Prober
+	flow      *flowState
 	loops     sync.WaitGroup
 
 	gateMu   sync.Mutex
@@ -91,6 +92,7 @@ func NewServer(rdb redis.UniversalClient, cfg Config, h Handler) (*Server, error
 		streams: streams.New(rdb, streams.Options{ResultTTL: cfg.ResultTTL, Durability: cfg.Durability}),
 		log:     cfg.Logger.With("handler", cfg.Handler, "consumer", cfg.Name),
 		stats:   newStatsKeeper(),
+		flow:    newFlowState(),
 	}
 	obs, err := newObserver(cfg, s.log, h)
 	if err != nil {
@@ -171,7 +173,8 @@ func (s *Server) register(ctx context.Context) error {
 		Name: s.cfg.Handler, Description: s.cfg.Description, Kind: s.kind(), Version: s.cfg.Version,
 		Concurrency: s.cfg.Concurrency, MaxAttempts: s.cfg.MaxAttempts, Methods: methods,
 	}
-	if err := s.streams.Register(ctx, info, streams.HandlerSettings{MaxBacklog: s.cfg.MaxBacklog}); err != nil {
+	if err := s.streams.Register(ctx, info, streams.HandlerSettings{MaxBacklog: s.cfg.MaxBacklog,
+		Limits: streams.Limits{MaxConcurrency: s.cfg.HandlerMaxConcurrency, Rate: s.cfg.HandlerRate}}); err != nil {
 		return fmt.Errorf("consumers: registering %s: %w", s.cfg.Handler, err)
 	}
 	s.heartbeat()

@@ -102,6 +102,16 @@ func TestACLLeastPrivilege(t *testing.T) {
 		t.Fatalf("call to other: %d %s", otherCall.status, otherCall.body)
 	}
 
+	// A handler limit through the admin API: the consumer's heartbeat
+	// learns of it and the calls below are read through the limited read.
+	if p := putHandlerLimits(t, st.url, "echo", `{"max_concurrency":100,"rate":1000}`); p.status != http.StatusOK {
+		t.Fatalf("PUT limits: %d %s", p.status, p.body)
+	}
+	// A scheduled call: the enqueue script's schedule, the forwarder.
+	sched := post(t, st.url, "/rpc/echo/echo", []byte(`{"n":3}`), scheduleIn(300*time.Millisecond))
+	if g := get(t, st.url+"/rpc/calls/"+sched.requestID+"?wait=20s"); g.State != "done" || string(g.Result) != `{"n":3}` {
+		t.Fatalf("scheduled call: %d %s", g.status, g.body)
+	}
 	async := post(t, st.url, "/rpc/echo/echo", []byte(`{"n":2}`), preferAsync)
 	if async.status != http.StatusAccepted {
 		t.Fatalf("async call: %d %s", async.status, async.body)

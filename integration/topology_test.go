@@ -60,6 +60,7 @@ var topologyCases = []struct {
 	{name: "round trip over HTTP", run: roundTripHTTP},
 	{name: "async call fetched by id after completion", run: asyncCallFetchedAfterCompletion},
 	{name: "async long poll woken by completion", run: asyncLongPollWokenByCompletion},
+	{name: "scheduled call runs at its time", run: scheduledCallRunsAtItsTime},
 	{name: "same result through HTTP, JSON-RPC and WebSocket", run: jsonrpcThreeDoorsSameResult},
 	{name: "retry then success", run: retryThenSuccess},
 	{name: "dead letters and replay", run: deadLettersAndReplay},

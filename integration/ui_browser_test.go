@@ -181,6 +181,26 @@ func TestUIBrowser(t *testing.T) {
 		}
 		return nil
 	})
+
+	// 7. Handler-wide limits from the billing page: set, then cleared.
+	step(t, overview, 20*time.Second, "set billing's limits",
+		chromedp.SetValue(chromedp.CSS(`form[data-limits-form] input[name="max_concurrency"]`), "3"),
+		chromedp.SetValue(chromedp.CSS(`form[data-limits-form] input[name="rate"]`), "12.5"),
+		chromedp.Click(chromedp.CSS(`form[data-limits-form] button[type="submit"]`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector('form[data-limits-form] [data-action-status]').textContent === 'in effect within 2 s'`,
+			chromedp.WithPollingTimeout(15*time.Second), chromedp.WithPollingInterval(50*time.Millisecond)),
+	)
+	if ls := readLimits(t, get(t, st.url+"/handlers/billing/limits")); ls.Effective.MaxConcurrency != 3 || ls.Effective.Rate != 12.5 {
+		t.Fatalf("limits set from the dashboard: %+v", ls)
+	}
+	step(t, overview, 20*time.Second, "clear billing's limits",
+		chromedp.Click(chromedp.CSS(`form[data-limits-form] button[data-limits-clear]`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector('form[data-limits-form] input[name="rate"]').value === ''`,
+			chromedp.WithPollingTimeout(15*time.Second), chromedp.WithPollingInterval(50*time.Millisecond)),
+	)
+	if ls := readLimits(t, get(t, st.url+"/handlers/billing/limits")); ls.Effective.Any() || ls.API.Rate != nil {
+		t.Fatalf("limits cleared from the dashboard: %+v", ls)
+	}
 }
 
 // step runs actions on the tab of ctx, bounded by timeout.

@@ -38,6 +38,8 @@ var edgeCommands = []string{
 	"+evalsha", "+eval",
 	// calls, reply streams, dead letters, activity
 	"+xadd", "+xread", "+xrange", "+xrevrange", "+xlen", "+xdel", "+xpending",
+	// scheduled calls (enqueueScript, cancelScheduledScript) and limits (the admin API)
+	"+hset", "+hdel", "+hlen", "+zadd", "+zrem",
 	// the edge trims its own reply stream by age (TrimReplyStream)
 	"+xtrim",
 	// results, idempotency keys, async state, handler info, rate limits
@@ -73,6 +75,10 @@ var consumerOwnCommands = []string{
 	"+hset", "+hdel", "+hincrby", "+hkeys",
 	"+zadd", "+zrem", "+zrange", "+zrangebyscore", "+zremrangebyscore", "+zscore", "+time",
 	"+set", "+sadd", "+llen", "+rpush", "+pexpire",
+	// forwardScript moves scheduled calls (their envelopes, their state);
+	// limitedReadScript and the heartbeat read the limits, WaitForCalls
+	// waits for a new entry, from the last one
+	"+get", "+hget", "+hmget", "+xread", "+xrevrange",
 	"+subscribe", "+unsubscribe",
 }
 
@@ -83,6 +89,7 @@ func consumerOwnKeys(handler string) []string {
 	return []string{
 		callsKey(handler), delayedKey(handler), deadKey(handler), statsKey(handler), rateKey(handler),
 		activityKey(handler), consumersKey(handler), consumerInfoKey(handler),
+		scheduledKey(handler), limitsKey(handler),
 		resultKey(handler + ".*"), storyKey(handler + ".*"),
 	}
 }

@@ -35,17 +35,18 @@ func parseQueuedState(v string) (handler, streamID string, ok bool) {
 
 // CallStatus is what is known of a call by its id.
 type CallStatus struct {
-	ID       string `json:"id"`
-	State    State  `json:"state"`
-	Handler  string `json:"handler,omitempty"`   // while queued or running
-	StreamID string `json:"stream_id,omitempty"` // while queued or running
-	Consumer string `json:"consumer,omitempty"`  // while running: who runs it
-	Reply    Reply  `json:"-"`                   // once answered
+	ID       string    `json:"id"`
+	State    State     `json:"state"`
+	Handler  string    `json:"handler,omitempty"`   // while queued or running
+	StreamID string    `json:"stream_id,omitempty"` // while queued or running
+	Consumer string    `json:"consumer,omitempty"`  // while running: who runs it
+	Due      time.Time `json:"-"`                   // while scheduled: when it is due
+	Reply    Reply     `json:"-"`                   // once answered
 }
 
 // Final reports whether the call has its outcome.
 func (s CallStatus) Final() bool {
-	return s.State != StateQueued && s.State != StateRunning
+	return s.State != StateQueued && s.State != StateRunning && s.State != StateScheduled
 }
 
 // CallStatus returns what is known of call id: the reply once it is
@@ -74,6 +75,9 @@ func (c *Client) CallStatus(ctx context.Context, id string) (CallStatus, error) 
 			st.State, st.Consumer = StateRunning, p[0].Consumer
 		}
 		return st, nil
+	}
+	if handler, due, ok := parseScheduledState(v); ok {
+		return CallStatus{ID: id, State: StateScheduled, Handler: handler, Due: due}, nil
 	}
 	r, err := decodeReply(id, v)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,6 +16,9 @@ type HandlerSettings struct {
 	// MaxBacklog refuses calls once this many are queued or running (0: the
 	// edge's own limit applies).
 	MaxBacklog int64
+	// Limits are the handler's registered limits across every consumer; a
+	// limit set through the admin API wins (SetHandlerLimits).
+	Limits Limits
 }
 
 // Register records that info.Name serves info.Methods, so that the edge
@@ -41,6 +45,28 @@ func (c *Client) Register(ctx context.Context, info HandlerInfo, settings Handle
 		fields = append(fields, settingMaxBacklog, settings.MaxBacklog)
 	} else {
 		pipe.HDel(ctx, methodsKey(info.Name), settingMaxBacklog)
+	}
+	if err := settings.Limits.Validate(); err != nil {
+		return err
+	}
+	// The registered limits (limits.go): rewritten at every registration.
+	var limits []any
+	var unset []string
+	if settings.Limits.MaxConcurrency > 0 {
+		limits = append(limits, settingMaxConcurrency, settings.Limits.MaxConcurrency)
+	} else {
+		unset = append(unset, settingMaxConcurrency)
+	}
+	if settings.Limits.Rate > 0 {
+		limits = append(limits, settingRate, strconv.FormatFloat(settings.Limits.Rate, 'g', -1, 64))
+	} else {
+		unset = append(unset, settingRate)
+	}
+	if len(unset) > 0 {
+		pipe.HDel(ctx, limitsKey(info.Name), unset...)
+	}
+	if len(limits) > 0 {
+		pipe.HSet(ctx, limitsKey(info.Name), limits...)
 	}
 	pipe.HSet(ctx, methodsKey(info.Name), fields...)
 	pipe.Set(ctx, infoKey(info.Name), mustJSON(meta), 0)

@@ -40,8 +40,15 @@ var ErrIdempotencyMismatch = errors.New("idempotency key reused with different p
 //	then per call: method, idempotency value "<call id> <fingerprint>" or '',
 //	idempotency TTL ms, async state value or '', result TTL ms, k, and the k
 //	envelope field/value strings
-//	returns per call {'new', entry id}, {'dup', first call id} or {'err', code}
-//	with code NOHANDLER, NOMETHOD, BACKLOG or IDEMMISMATCH
+//	returns per call {'new', entry id} ('' for a scheduled call), {'dup',
+//	first call id} or {'err', code} with code NOHANDLER, NOMETHOD, BACKLOG or
+//	IDEMMISMATCH
+//
+// A scheduled call (its async state starts with 's') is not appended: it
+// goes to the handler's scheduled hash and delayed set, and its forwarders
+// are woken on the handler's cancel channel when it is the first due. Those
+// keys are the calls stream's with another suffix (same hash tag, same slot),
+// so they are derived here instead of growing every batch's KEYS.
 var enqueueScript = redis.NewScript(`
 local n = tonumber(ARGV[2])
 local at, methods, seen = {}, {}, {}
@@ -78,6 +85,24 @@ for c = 1, n do
         end
       end
     end
+    local st = ARGV[a + 3]
+    if out[c] == nil and st ~= '' and string.byte(st) == 115 then
+      -- 's': a scheduled call (state "s<handler> <due ms>", see scheduledState).
+      -- Its envelope waits in the scheduled hash and its id in the delayed
+      -- set until the forwarder moves it; it is not in the backlog yet.
+      local pre = string.sub(KEYS[1], 1, -6)
+      local cid, due = ARGV[a + 7], tonumber(string.match(st, ' (%d+)$'))
+      redis.call('HSET', pre .. 'scheduled', cid, cjson.encode({unpack(ARGV, a + 6, a + 5 + tonumber(ARGV[a + 5]))}))
+      redis.call('ZADD', pre .. 'delayed', due, cid)
+      if idv ~= '' then redis.call('SET', ik, idv, 'PX', ARGV[a + 2]) end
+      redis.call('SET', rk, st, 'PX', ARGV[a + 4])
+      -- Wake the forwarders if this call is now the first due: they sleep
+      -- until the earliest due time they know of.
+      if redis.call('ZRANGE', pre .. 'delayed', 0, 0)[1] == cid then
+        redis.call('PUBLISH', pre .. 'cancel', '` + DueNotice + `')
+      end
+      out[c] = {'new', ''}
+    end
     if out[c] == nil then
       if backlog and backlog >= limit then
         out[c] = {'err', 'BACKLOG'}
@@ -85,7 +110,7 @@ for c = 1, n do
         local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, a + 6, a + 5 + tonumber(ARGV[a + 5])))
         if backlog then backlog = backlog + 1 end
         if idv ~= '' then redis.call('SET', ik, idv, 'PX', ARGV[a + 2]) end
-        if ARGV[a + 3] ~= '' then redis.call('SET', rk, ARGV[a + 3] .. id, 'PX', ARGV[a + 4]) end
+        if st ~= '' then redis.call('SET', rk, st .. id, 'PX', ARGV[a + 4]) end
         out[c] = {'new', id}
       end
     end
@@ -166,6 +191,9 @@ type EnqueueOptions struct {
 	// Async records the call's state under its id at once, so that
 	// CallStatus can tell queued and running calls apart from unknown ids.
 	Async bool
+	// ScheduleAt, if set (with Async), keeps the call out of the stream
+	// until then: it is scheduled, and the forwarder moves it when due.
+	ScheduleAt time.Time
 }
 
 // compactJSON returns params without insignificant whitespace (json.Compact),
@@ -240,16 +268,22 @@ func (c *Client) newEnqueueOp(call *Call, opts EnqueueOptions) *enqueueOp {
 		idemValue = call.ID + " " + hex.EncodeToString(fp.Sum(nil))
 		idemTTL = max(idem.TTL.Milliseconds(), 1)
 	}
-	if opts.Async {
-		o.keys[1] = resultKey(call.ID)
-		state = queuedState(call.Handler, "")
-	}
 	ttl := call.ResultTTL
 	if ttl <= 0 {
 		ttl = c.opts.ResultTTL
 	}
+	stateTTL := ttl
+	if opts.Async {
+		o.keys[1] = resultKey(call.ID)
+		state = queuedState(call.Handler, "")
+		if !opts.ScheduleAt.IsZero() {
+			// The state must outlive the wait, the run and the result's time.
+			state = scheduledState(call.Handler, opts.ScheduleAt)
+			stateTTL += max(time.Until(call.Deadline), 0)
+		}
+	}
 	o.args = make([]any, 0, 26)
-	o.args = append(o.args, call.Method, idemValue, idemTTL, state, ttl.Milliseconds(), 0)
+	o.args = append(o.args, call.Method, idemValue, idemTTL, state, stateTTL.Milliseconds(), 0)
 	o.args = call.appendFields(o.args)
 	o.args[5] = len(o.args) - 6
 	return o

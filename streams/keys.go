@@ -23,7 +23,12 @@ import (
 //	srpc:{h}:calls               stream   the handler's queue; consumer group "workers"
 //	srpc:{h}:methods             hash     method name -> JSON MethodInfo (the registry);
 //	                                      fields starting with '$' are handler settings
-//	srpc:{h}:delayed             zset     calls waiting to be retried, scored by due time
+//	srpc:{h}:delayed             zset     calls waiting to be retried (member: the envelope as
+//	                                      a JSON array) or scheduled (member: the call id),
+//	                                      scored by due time (ms)
+//	srpc:{h}:scheduled           hash     scheduled call id -> its envelope (JSON array)
+//	srpc:{h}:limits              hash     limits set through the admin API (max_concurrency,
+//	                                      rate) and the rate's GCRA state (tat, µs)
 //	srpc:{h}:dead                stream   dead letters: calls that failed every attempt
 //	srpc:{h}:idem:{sha256}       string   an Idempotency-Key's call id and params fingerprint
 //	srpc:{h}:info                string   JSON HandlerInfo the consumers registered
@@ -126,9 +131,13 @@ func callsKey(handler string) string   { return keyPrefix + "{" + handler + "}:c
 func methodsKey(handler string) string { return keyPrefix + "{" + handler + "}:methods" }
 func delayedKey(handler string) string { return keyPrefix + "{" + handler + "}:delayed" }
 func deadKey(handler string) string    { return keyPrefix + "{" + handler + "}:dead" }
-func infoKey(handler string) string    { return keyPrefix + "{" + handler + "}:info" }
-func statsKey(handler string) string   { return keyPrefix + "{" + handler + "}:stats" }
-func rateKey(handler string) string    { return keyPrefix + "{" + handler + "}:rate" }
+func limitsKey(handler string) string  { return keyPrefix + "{" + handler + "}:limits" }
+func scheduledKey(handler string) string {
+	return keyPrefix + "{" + handler + "}:scheduled"
+}
+func infoKey(handler string) string  { return keyPrefix + "{" + handler + "}:info" }
+func statsKey(handler string) string { return keyPrefix + "{" + handler + "}:stats" }
+func rateKey(handler string) string  { return keyPrefix + "{" + handler + "}:rate" }
 func activityKey(handler string) string {
 	return keyPrefix + "{" + handler + "}:activity"
 }

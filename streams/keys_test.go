@@ -115,6 +115,8 @@ func TestKeysHashTags(t *testing.T) {
 		{name: "methods", key: methodsKey(name), prefix: "srpc:", suffix: ":methods"},
 		{name: "delayed", key: delayedKey(name), prefix: "srpc:", suffix: ":delayed"},
 		{name: "dead letters", key: deadKey(name), prefix: "srpc:", suffix: ":dead"},
+		{name: "scheduled", key: scheduledKey(name), prefix: "srpc:", suffix: ":scheduled"},
+		{name: "limits", key: limitsKey(name), prefix: "srpc:", suffix: ":limits"},
 		{name: "idempotency", key: idemKey(name, "abc123"), prefix: "srpc:", suffix: ":idem:abc123"},
 		{name: "result", key: resultKey(name + ".01ABC"), prefix: "srpc:", suffix: ":result:01ABC"},
 		{name: "story", key: storyKey(name + ".01ABC"), prefix: "srpc:", suffix: ":story:01ABC"},

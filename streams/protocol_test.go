@@ -233,6 +233,7 @@ type protocolCase struct {
 
 // protocolCases are run on every topology. Scripts: enqueueScript,
 // claimScript, answerScript, settleScript, poisonScript, forwardScript,
+// cancelScheduledScript, limitedReadScript,
 // replayScript, rateLimitScript, cancelScript, forgetScript, flushScript.
 var protocolCases = []protocolCase{
 	// enqueueScript
@@ -702,6 +703,124 @@ var protocolCases = []protocolCase{
 		e.want("next due", next.UnixMilli(), later.UnixMilli())
 	}},
 
+	{"forward/a scheduled call is kept out of the stream until due, then queued where it can be cancelled", func(t *testing.T, e *protoEnv) {
+		e.register(e.h, HandlerSettings{})
+		call := e.newCall(e.h, "")
+		due := time.Now().Add(time.Hour)
+		call.Deadline = due.Add(time.Minute)
+		res := e.enqueue(call, EnqueueOptions{Async: true, ScheduleAt: due})
+		if res.ID != call.ID || res.StreamID != "" {
+			t.Fatalf("enqueued %+v", res)
+		}
+		e.want("XLEN calls", e.xlen(callsKey(e.h)), 0)
+		e.want("HLEN scheduled", e.rdb.HLen(e.ctx, scheduledKey(e.h)).Val(), 1)
+		st, err := e.c.CallStatus(e.ctx, call.ID)
+		e.noErr("call status", err)
+		e.want("state", st.State, StateScheduled)
+		e.want("due", st.Due.UnixMilli(), due.UnixMilli())
+		if ttl := e.rdb.PTTL(e.ctx, resultKey(call.ID)).Val(); ttl < time.Hour {
+			t.Fatalf("the scheduled state expires in %s, before the call is due", ttl)
+		}
+		n, next, err := e.c.ForwardDue(e.ctx, e.h, time.Now(), 10)
+		e.noErr("forward early", err)
+		e.want("moved early", n, 0)
+		e.want("next due", next.UnixMilli(), due.UnixMilli())
+		n, _, err = e.c.ForwardDue(e.ctx, e.h, due, 10)
+		e.noErr("forward when due", err)
+		e.want("moved when due", n, 1)
+		e.want("HLEN scheduled", e.rdb.HLen(e.ctx, scheduledKey(e.h)).Val(), 0)
+		st, err = e.c.CallStatus(e.ctx, call.ID)
+		e.noErr("call status", err)
+		e.want("state once due", st.State, StateQueued)
+		if ttl := e.rdb.PTTL(e.ctx, resultKey(call.ID)).Val(); ttl < time.Hour {
+			t.Fatalf("the queued state lost its TTL: %s", ttl)
+		}
+		was, err := e.c.CancelCall(e.ctx, st, time.Minute)
+		e.noErr("cancel", err)
+		e.want("cancelled from", was, StateQueued)
+		e.want("XLEN calls", e.xlen(callsKey(e.h)), 0)
+	}},
+
+	// cancelScheduledScript
+	{"cancel scheduled/removed before it is due, or cancelled in the stream once moved", func(t *testing.T, e *protoEnv) {
+		e.register(e.h, HandlerSettings{})
+		for _, moved := range []bool{false, true} {
+			call := e.newCall(e.h, "")
+			due := time.Now().Add(time.Hour)
+			e.enqueue(call, EnqueueOptions{Async: true, ScheduleAt: due})
+			st, err := e.c.CallStatus(e.ctx, call.ID)
+			e.noErr("call status", err)
+			if moved { // the forwarder moved it after the caller read its state
+				_, _, err := e.c.ForwardDue(e.ctx, e.h, due, 10)
+				e.noErr("forward", err)
+			}
+			was, err := e.c.CancelCall(e.ctx, st, time.Minute)
+			e.noErr("cancel", err)
+			want := StateScheduled
+			if moved {
+				want = StateQueued
+			}
+			e.want("cancelled from", was, want)
+			st, err = e.c.CallStatus(e.ctx, call.ID)
+			e.noErr("call status", err)
+			e.want("state", st.State, StateCancelled)
+			e.want("ZCARD delayed", e.rdb.ZCard(e.ctx, delayedKey(e.h)).Val(), 0)
+			e.want("HLEN scheduled", e.rdb.HLen(e.ctx, scheduledKey(e.h)).Val(), 0)
+			e.want("XLEN calls", e.xlen(callsKey(e.h)), 0)
+		}
+	}},
+
+	// limitedReadScript
+	{"limited read/max_concurrency counts every consumer's pending calls; calls over it stay in the stream", func(t *testing.T, e *protoEnv) {
+		e.register(e.h, HandlerSettings{Limits: Limits{MaxConcurrency: 2}})
+		for range 5 {
+			e.enqueue(e.newCall(e.h, ""), EnqueueOptions{})
+		}
+		r, err := e.c.ReadLimited(e.ctx, e.h, "a", 5, 7*time.Millisecond)
+		e.noErr("read a", err)
+		e.want("taken by a", len(r.Deliveries), 2)
+		r, err = e.c.ReadLimited(e.ctx, e.h, "b", 5, 7*time.Millisecond)
+		e.noErr("read b", err)
+		if len(r.Deliveries) != 0 || r.Wait != 7*time.Millisecond {
+			t.Fatalf("at the limit: %d taken, wait %s", len(r.Deliveries), r.Wait)
+		}
+		e.want("pending", e.pending(), 2)
+		e.noErr("ack", e.rdb.XAck(e.ctx, callsKey(e.h), Group, r0(e, "a")).Err())
+		r, err = e.c.ReadLimited(e.ctx, e.h, "b", 5, 7*time.Millisecond)
+		e.noErr("read b again", err)
+		e.want("taken by b once one settled", len(r.Deliveries), 1)
+		e.noErr("the API wins", e.c.SetHandlerLimits(e.ctx, e.h, LimitsUpdate{MaxConcurrency: ptr(int64(0))}))
+		r, err = e.c.ReadLimited(e.ctx, e.h, "b", 5, 7*time.Millisecond)
+		e.noErr("read b with no limit", err)
+		e.want("taken with the API's 0 (none)", len(r.Deliveries), 2)
+		r, err = e.c.ReadLimited(e.ctx, e.h, "b", 5, 7*time.Millisecond)
+		e.noErr("read an empty stream", err)
+		if len(r.Deliveries) != 0 || r.Wait != 0 || r.LastID == "" || r.LastID == "0-0" {
+			t.Fatalf("nothing new: %+v", r)
+		}
+	}},
+	{"limited read/rate: a GCRA allowance, the wait until the next start", func(t *testing.T, e *protoEnv) {
+		e.register(e.h, HandlerSettings{})
+		e.noErr("set rate", e.c.SetHandlerLimits(e.ctx, e.h, LimitsUpdate{Rate: ptr(10.0)}))
+		for range 3 {
+			e.enqueue(e.newCall(e.h, ""), EnqueueOptions{})
+		}
+		r, err := e.c.ReadLimited(e.ctx, e.h, "a", 3, time.Second)
+		e.noErr("read", err)
+		e.want("taken at 10/s (burst 1)", len(r.Deliveries), 1)
+		r, err = e.c.ReadLimited(e.ctx, e.h, "a", 3, time.Second)
+		e.noErr("read again", err)
+		if len(r.Deliveries) != 0 || r.Wait <= 0 || r.Wait > 100*time.Millisecond {
+			t.Fatalf("over the rate: %d taken, wait %s (want up to 100ms)", len(r.Deliveries), r.Wait)
+		}
+		e.noErr("clear", e.c.SetHandlerLimits(e.ctx, e.h, LimitsUpdate{ClearRate: true}))
+		ls, err := e.c.HandlerLimits(e.ctx, e.h)
+		e.noErr("limits", err)
+		if ls.Effective.Any() || ls.API.Rate != nil {
+			t.Fatalf("after clearing: %+v", ls)
+		}
+	}},
+
 	// replayScript
 	{"replay/a dead letter goes back as a new first attempt", func(t *testing.T, e *protoEnv) {
 		e.register(e.h, HandlerSettings{})
@@ -958,4 +1077,16 @@ func batchOp(e *protoEnv, call *Call, opts EnqueueOptions) *enqueueOp {
 	o := e.c.newEnqueueOp(call, opts)
 	o.init(e.ctx)
 	return o
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// r0 is the first call consumer holds (its pending entry id).
+func r0(e *protoEnv, consumer string) string {
+	e.t.Helper()
+	p, err := e.rdb.XPendingExt(e.ctx, &redis.XPendingExtArgs{Stream: callsKey(e.h), Group: Group, Start: "-", End: "+", Count: 1, Consumer: consumer}).Result()
+	if err != nil || len(p) == 0 {
+		e.t.Fatalf("no pending call of %s: %v", consumer, err)
+	}
+	return p[0].ID
 }

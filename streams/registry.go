@@ -15,18 +15,21 @@ import (
 
 // heartbeatScript records a consumer's heartbeat with Redis's clock, so that
 // consumers on hosts whose clocks disagree judge each other's heartbeats
-// alike (see rescueScript), and forgets consumers silent for an hour.
+// alike (see rescueScript), and forgets consumers silent for an hour. It
+// also tells the consumer whether its handler has a limit (limits.go): a
+// consumer learns of a new one within a heartbeat, at no extra round trip.
 //
-//	KEYS[1] consumers zset, KEYS[2] consumer info hash
+//	KEYS[1] consumers zset, KEYS[2] consumer info hash, KEYS[3] limits hash
 //	ARGV[1] consumer, ARGV[2] its ConsumerInfo (JSON), ARGV[3] forget after ms
-//	returns 1
-var heartbeatScript = redis.NewScript(`
+//	returns 1 if the handler has a limit, else 0
+var heartbeatScript = redis.NewScript(luaLimits("3") + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], string.format('%.0f', now), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('(%.0f', now - tonumber(ARGV[3])))
-return 1
+if maxc > 0 or rate > 0 then return 1 end
+return 0
 `)
 
 // Heartbeat records that consumer c of handler is alive, with what it runs:
@@ -34,10 +37,18 @@ return 1
 // default); one silent for the dead-after time is declared dead and its calls
 // are claimed (ClaimFromDead); consumers silent for an hour are forgotten.
 func (c *Client) Heartbeat(ctx context.Context, handler string, ci ConsumerInfo) error {
+	_, err := c.HeartbeatLimited(ctx, handler, ci)
+	return err
+}
+
+// HeartbeatLimited is Heartbeat, also reporting whether the handler has a
+// limit (max_concurrency or rate): its consumers then read through
+// ReadLimited.
+func (c *Client) HeartbeatLimited(ctx context.Context, handler string, ci ConsumerInfo) (bool, error) {
 	ci.LastHeartbeat = time.Now()
-	err := heartbeatScript.Run(ctx, c.rdb, []string{consumersKey(handler), consumerInfoKey(handler)},
-		ci.Name, mustJSON(ci), time.Hour.Milliseconds()).Err()
-	return unavailable(err)
+	n, err := heartbeatScript.Run(ctx, c.rdb, []string{consumersKey(handler), consumerInfoKey(handler), limitsKey(handler)},
+		ci.Name, mustJSON(ci), time.Hour.Milliseconds()).Int()
+	return n == 1, unavailable(err)
 }
 
 // Deregister removes a stopping consumer from the handler's consumers.
@@ -57,6 +68,8 @@ type rawStats struct {
 	online        *redis.IntCmd
 	backlog, dead *redis.IntCmd
 	delayed       *redis.IntCmd
+	scheduled     *redis.IntCmd
+	limits        *redis.SliceCmd // detail only
 	pending       *redis.XPendingCmd
 	consumers     *redis.ZSliceCmd
 	consumerInfo  *redis.MapStringStringCmd
@@ -71,11 +84,14 @@ func (c *Client) queueStats(ctx context.Context, pipe redis.Pipeliner, handler s
 		backlog:  pipe.XLen(ctx, callsKey(handler)),
 		pending:  pipe.XPending(ctx, callsKey(handler), Group),
 		delayed:  pipe.ZCard(ctx, delayedKey(handler)),
-		dead:     pipe.XLen(ctx, deadKey(handler)),
-		stats:    pipe.HGetAll(ctx, statsKey(handler)),
-		rate:     pipe.HGetAll(ctx, rateKey(handler)),
+		// scheduled calls share the delayed set: counted apart
+		scheduled: pipe.HLen(ctx, scheduledKey(handler)),
+		dead:      pipe.XLen(ctx, deadKey(handler)),
+		stats:     pipe.HGetAll(ctx, statsKey(handler)),
+		rate:      pipe.HGetAll(ctx, rateKey(handler)),
 	}
 	if detail {
+		r.limits = pipe.HMGet(ctx, limitsKey(handler), limitMaxConcurrency, limitRate, settingMaxConcurrency, settingRate)
 		r.consumers = pipe.ZRangeWithScores(ctx, consumersKey(handler), 0, -1)
 		r.consumerInfo = pipe.HGetAll(ctx, consumerInfoKey(handler))
 	}
@@ -156,7 +172,11 @@ func buildDetail(name string, r *rawStats, now time.Time) HandlerDetail {
 	if p, err := r.pending.Result(); err == nil {
 		d.Pending = p.Count
 	}
-	d.Delayed, d.DeadLetters = r.delayed.Val(), r.dead.Val()
+	d.Scheduled = r.scheduled.Val()
+	d.Delayed, d.DeadLetters = max(r.delayed.Val()-d.Scheduled, 0), r.dead.Val()
+	if r.limits != nil {
+		d.Limits = effectiveLimits(r.limits.Val()).Effective
+	}
 
 	stats := r.stats.Val()
 	total := MethodStats{Method: "*", Histogram: make([]int64, len(DurationBuckets)+1)}

@@ -188,37 +188,3 @@ func (c *Client) Poison(ctx context.Context, d *Delivery, consumer string) error
 	err := poisonScript.Run(ctx, c.rdb, []string{callsKey(d.Handler), deadKey(d.Handler)}, args...).Err()
 	return unavailable(err)
 }
-
-// forwardScript moves retries whose time has come from the delayed set back
-// into the stream, and says when the next one is due.
-//
-//	KEYS[1] delayed set, KEYS[2] calls stream
-//	ARGV[1] now ms, ARGV[2] most to move
-//	returns {moved, next due ms or -1}
-var forwardScript = redis.NewScript(`
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, m in ipairs(due) do
-  redis.call('XADD', KEYS[2], '*', unpack(cjson.decode(m)))
-  redis.call('ZREM', KEYS[1], m)
-end
-local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #nxt == 0 then return {#due, -1} end
-return {#due, tonumber(nxt[2])}
-`)
-
-// ForwardDue moves due retries into the stream. It returns how many it moved
-// and when the next retry is due (zero time: none waiting).
-func (c *Client) ForwardDue(ctx context.Context, handler string, now time.Time, limit int64) (int, time.Time, error) {
-	res, err := forwardScript.Run(ctx, c.rdb, []string{delayedKey(handler), callsKey(handler)}, now.UnixMilli(), limit).Int64Slice()
-	if err != nil {
-		return 0, time.Time{}, unavailable(err)
-	}
-	if len(res) != 2 {
-		return 0, time.Time{}, fmt.Errorf("streams: forward: unexpected reply %v", res)
-	}
-	var next time.Time
-	if res[1] >= 0 {
-		next = time.UnixMilli(res[1])
-	}
-	return int(res[0]), next, nil
-}

@@ -102,9 +102,10 @@ type HandlerSummary struct {
 	Kind            string      `json:"kind,omitempty"`
 	Methods         int         `json:"methods"`
 	ConsumersOnline int         `json:"consumers_online"`
-	Backlog         int64       `json:"backlog"` // queued or running
-	Pending         int64       `json:"pending"` // running (taken by a consumer)
-	Delayed         int64       `json:"delayed"` // waiting for a retry
+	Backlog         int64       `json:"backlog"`   // queued or running
+	Pending         int64       `json:"pending"`   // running (taken by a consumer)
+	Delayed         int64       `json:"delayed"`   // waiting for a retry
+	Scheduled       int64       `json:"scheduled"` // waiting for their scheduled time
 	DeadLetters     int64       `json:"dead_letters"`
 	Totals          MethodStats `json:"totals"`           // all methods together
 	CallsPerSecond  float64     `json:"calls_per_second"` // over the last minute
@@ -115,6 +116,8 @@ type HandlerSummary struct {
 // HandlerDetail is everything about one handler: its page.
 type HandlerDetail struct {
 	HandlerSummary
+	// Limits are the handler-wide limits in effect (docs/flow-control.md).
+	Limits    Limits         `json:"limits"`
 	Info      HandlerInfo    `json:"info"`
 	Methods   []MethodStats  `json:"method_stats"`
 	Consumers []ConsumerInfo `json:"consumers"`

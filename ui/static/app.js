@@ -383,6 +383,37 @@
       }).catch(function (err) { btn.disabled = false; status(container, 'err', String(err)); });
     });
   });
+  // --- handler-wide limits: PUT /handlers/{name}/limits (an empty field
+  // clears the API's value), Clear: DELETE; the form shows what is in effect.
+  $$('form[data-limits-form]').forEach(function (form) {
+    var container = form, clear = form.querySelector('[data-limits-clear]');
+    function show(res) {
+      return res.json().then(function (j) {
+        form.elements.max_concurrency.value = j.effective.max_concurrency || '';
+        form.elements.rate.value = j.effective.rate || '';
+        status(container, 'ok', 'in effect within 2 s');
+      });
+    }
+    function send(method, body) {
+      status(container, '', 'saving…');
+      var init = { method: method, headers: unsafeHeaders(body ? { 'Content-Type': 'application/json' } : {}), credentials: 'same-origin' };
+      if (body) init.body = JSON.stringify(body);
+      fetch(form.getAttribute('action'), init).then(function (res) {
+        if (res.ok) return show(res);
+        return answerText(res).then(function (t) { status(container, 'err', t); });
+      }).catch(function (err) { status(container, 'err', String(err)); });
+    }
+    function field(name) {
+      var v = form.elements[name].value.trim();
+      return v === '' ? null : Number(v);
+    }
+    form.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      send('PUT', { max_concurrency: field('max_concurrency'), rate: field('rate') });
+    });
+    clear.hidden = false;
+    clear.addEventListener('click', function () { send('DELETE'); });
+  });
   $$('button[data-delete]').forEach(function (btn) {
     var container = btn.parentNode, armed = null;
     btn.hidden = false;
