@@ -41,6 +41,7 @@ func (e *Edge) routes() {
 	e.fiber.Delete("/rpc/calls/:id", e.needCallOrRead, e.handleCancel)
 	e.deadLetterRoutes()
 	e.registryRoutes()
+	e.operateRoutes()
 	uiOpts := ui.Options{}
 	if e.auth != nil {
 		uiOpts.SignIn, uiOpts.SignOut, uiOpts.CSRFToken = e.uiSignIn, e.uiSignOut, e.uiCSRFToken

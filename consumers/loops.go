@@ -66,12 +66,14 @@ func (s *Server) heartbeat() time.Duration {
 	host, _ := os.Hostname()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err := s.streams.Heartbeat(ctx, s.cfg.Handler, streams.ConsumerInfo{
+	paused, err := s.streams.HeartbeatPaused(ctx, s.cfg.Handler, streams.ConsumerInfo{
 		Name: s.cfg.Name, Kind: s.kind(), Version: s.cfg.Version, Host: host,
 		Concurrency: s.cfg.Concurrency, Running: n, Started: s.stats.started, State: s.State(),
 	})
 	if err != nil {
 		s.log.Debug("heartbeat failed", "err", err)
+	} else {
+		s.pausedByOperator(paused)
 	}
 	return s.cfg.HeartbeatInterval
 }

@@ -17,16 +17,16 @@ import (
 // consumers on hosts whose clocks disagree judge each other's heartbeats
 // alike (see rescueScript), and forgets consumers silent for an hour.
 //
-//	KEYS[1] consumers zset, KEYS[2] consumer info hash
+//	KEYS[1] consumers zset, KEYS[2] consumer info hash, KEYS[3] methods hash
 //	ARGV[1] consumer, ARGV[2] its ConsumerInfo (JSON), ARGV[3] forget after ms
-//	returns 1
+//	returns 1 while the handler is paused (see pause.go), else 0
 var heartbeatScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], string.format('%.0f', now), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('(%.0f', now - tonumber(ARGV[3])))
-return 1
+return redis.call('HEXISTS', KEYS[3], '` + settingPaused + `')
 `)
 
 // Heartbeat records that consumer c of handler is alive, with what it runs:
@@ -34,10 +34,17 @@ return 1
 // default); one silent for the dead-after time is declared dead and its calls
 // are claimed (ClaimFromDead); consumers silent for an hour are forgotten.
 func (c *Client) Heartbeat(ctx context.Context, handler string, ci ConsumerInfo) error {
+	_, err := c.HeartbeatPaused(ctx, handler, ci)
+	return err
+}
+
+// HeartbeatPaused is Heartbeat, and says whether an operator paused the
+// handler: consumers learn it from the round trip they make anyway.
+func (c *Client) HeartbeatPaused(ctx context.Context, handler string, ci ConsumerInfo) (paused bool, err error) {
 	ci.LastHeartbeat = time.Now()
-	err := heartbeatScript.Run(ctx, c.rdb, []string{consumersKey(handler), consumerInfoKey(handler)},
-		ci.Name, mustJSON(ci), time.Hour.Milliseconds()).Err()
-	return unavailable(err)
+	n, err := heartbeatScript.Run(ctx, c.rdb, []string{consumersKey(handler), consumerInfoKey(handler), methodsKey(handler)},
+		ci.Name, mustJSON(ci), time.Hour.Milliseconds()).Int64()
+	return n == 1, unavailable(err)
 }
 
 // Deregister removes a stopping consumer from the handler's consumers.
@@ -60,9 +67,11 @@ type rawStats struct {
 	pending       *redis.XPendingCmd
 	consumers     *redis.ZSliceCmd
 	consumerInfo  *redis.MapStringStringCmd
+	win           *redis.MapStringStringCmd
+	window        WindowDef
 }
 
-func (c *Client) queueStats(ctx context.Context, pipe redis.Pipeliner, handler string, detail bool) *rawStats {
+func (c *Client) queueStats(ctx context.Context, pipe redis.Pipeliner, handler string, detail bool, w WindowDef) *rawStats {
 	now := time.Now()
 	r := &rawStats{
 		infoJSON: pipe.Get(ctx, infoKey(handler)),
@@ -74,6 +83,8 @@ func (c *Client) queueStats(ctx context.Context, pipe redis.Pipeliner, handler s
 		dead:     pipe.XLen(ctx, deadKey(handler)),
 		stats:    pipe.HGetAll(ctx, statsKey(handler)),
 		rate:     pipe.HGetAll(ctx, rateKey(handler)),
+		win:      pipe.HGetAll(ctx, w.key(handler)),
+		window:   w,
 	}
 	if detail {
 		r.consumers = pipe.ZRangeWithScores(ctx, consumersKey(handler), 0, -1)
@@ -82,8 +93,15 @@ func (c *Client) queueStats(ctx context.Context, pipe redis.Pipeliner, handler s
 	return r
 }
 
-// HandlerSummaries returns every registered handler at a glance, by name.
+// HandlerSummaries returns every registered handler at a glance, by name,
+// with the DefaultWindow's numbers.
 func (c *Client) HandlerSummaries(ctx context.Context) ([]HandlerSummary, error) {
+	w, _ := ParseWindow(DefaultWindow)
+	return c.HandlerSummariesIn(ctx, w)
+}
+
+// HandlerSummariesIn is HandlerSummaries with window w's numbers.
+func (c *Client) HandlerSummariesIn(ctx context.Context, w WindowDef) ([]HandlerSummary, error) {
 	names, err := c.Handlers(ctx)
 	if err != nil {
 		return nil, err
@@ -92,7 +110,7 @@ func (c *Client) HandlerSummaries(ctx context.Context) ([]HandlerSummary, error)
 	pipe := c.rdb.Pipeline()
 	raws := make([]*rawStats, len(names))
 	for i, n := range names {
-		raws[i] = c.queueStats(ctx, pipe, n, false)
+		raws[i] = c.queueStats(ctx, pipe, n, false, w)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !isSoftPipelineErr(err) {
 		return nil, unavailable(err)
@@ -106,14 +124,20 @@ func (c *Client) HandlerSummaries(ctx context.Context) ([]HandlerSummary, error)
 	return out, nil
 }
 
-// HandlerDetail returns everything about one handler; ErrNotFound if no
-// consumer ever registered it.
+// HandlerDetail returns everything about one handler, with the
+// DefaultWindow's numbers; ErrNotFound if no consumer ever registered it.
 func (c *Client) HandlerDetail(ctx context.Context, handler string) (HandlerDetail, error) {
+	w, _ := ParseWindow(DefaultWindow)
+	return c.HandlerDetailIn(ctx, handler, w)
+}
+
+// HandlerDetailIn is HandlerDetail with window w's numbers.
+func (c *Client) HandlerDetailIn(ctx context.Context, handler string, w WindowDef) (HandlerDetail, error) {
 	if err := ValidateName("handler", handler); err != nil {
 		return HandlerDetail{}, err
 	}
 	pipe := c.rdb.Pipeline()
-	raw := c.queueStats(ctx, pipe, handler, true)
+	raw := c.queueStats(ctx, pipe, handler, true, w)
 	if _, err := pipe.Exec(ctx); err != nil && !isSoftPipelineErr(err) {
 		return HandlerDetail{}, unavailable(err)
 	}
@@ -157,6 +181,7 @@ func buildDetail(name string, r *rawStats, now time.Time) HandlerDetail {
 		d.Pending = p.Count
 	}
 	d.Delayed, d.DeadLetters = r.delayed.Val(), r.dead.Val()
+	_, d.Paused = methods[settingPaused]
 
 	stats := r.stats.Val()
 	total := MethodStats{Method: "*", Histogram: make([]int64, len(DurationBuckets)+1)}
@@ -182,6 +207,8 @@ func buildDetail(name string, r *rawStats, now time.Time) HandlerDetail {
 	d.Totals = total
 	d.LastActivity = total.LastActivity
 	d.Rate, d.CallsPerSecond = ratePoints("", r.rate.Val(), now)
+	ws := buildWindow(r.window, r.win.Val(), now)
+	d.Window = &ws
 
 	if r.consumers != nil {
 		infos := r.consumerInfo.Val()
