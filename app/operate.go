@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"strconv"
 	"time"
@@ -240,4 +241,18 @@ func (e *Edge) bulkDeadLetters(c *fiber.Ctx) error {
 		}
 	}
 	return c.JSON(fiber.Map{"action": action, "done": done, "results": res})
+}
+
+// The dashboard's state lists and time windows (ui.Operations).
+
+func (s uiSource) ListCalls(ctx context.Context, handler string, q streams.CallQuery) (streams.CallPage, error) {
+	return s.e.streams.ListCalls(ctx, handler, q)
+}
+
+func (s uiSource) HandlersIn(ctx context.Context, w streams.WindowDef) ([]streams.HandlerSummary, error) {
+	return s.e.streams.HandlerSummariesIn(ctx, w)
+}
+
+func (s uiSource) HandlerIn(ctx context.Context, name string, w streams.WindowDef) (streams.HandlerDetail, error) {
+	return s.e.streams.HandlerDetailIn(ctx, name, w)
 }

@@ -42,7 +42,7 @@ func (e *Edge) routes() {
 	e.deadLetterRoutes()
 	e.registryRoutes()
 	e.operateRoutes()
-	uiOpts := ui.Options{}
+	uiOpts := ui.Options{ResultTTL: e.cfg.ResultTTL}
 	if e.auth != nil {
 		uiOpts.SignIn, uiOpts.SignOut, uiOpts.CSRFToken = e.uiSignIn, e.uiSignOut, e.uiCSRFToken
 		uiOpts.Guard = e.need(ScopeRead)
