@@ -198,11 +198,11 @@ func (u *UI) parsePages() map[string]*template.Template {
 			}
 			return m
 		},
-		"list": func(v ...string) []string { return v },
-		"sub":  func(a, b int64) int64 { return a - b },
-		"errchart":  func(ws *streams.WindowStats) Chart { return errorRateChart(ws, chartW, chartH) },
-		"latchart":  func(ws *streams.WindowStats) LineChart { return latencyChart(ws, chartW, chartH) },
-		"now":       func() time.Time { return u.opts.Now() },
+		"list":     func(v ...string) []string { return v },
+		"sub":      func(a, b int64) int64 { return a - b },
+		"errchart": func(ws *streams.WindowStats) Chart { return errorRateChart(ws, chartW, chartH) },
+		"latchart": func(ws *streams.WindowStats) LineChart { return latencyChart(ws, chartW, chartH) },
+		"now":      func() time.Time { return u.opts.Now() },
 	}
 	base := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/parts.html", "templates/operate.html"))
 	pages := map[string]*template.Template{}
@@ -226,7 +226,7 @@ type page struct {
 	// Window is the time window of the page's windowed numbers: static/app.js
 	// updates them live only from stats of the same window.
 	Window string
-	Data    any
+	Data   any
 	// CSRF is the session's anti-CSRF token, for static/app.js ("" when none).
 	CSRF string
 	// SignedIn shows the sign-out button.
