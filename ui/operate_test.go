@@ -94,7 +94,9 @@ func TestFindCall(t *testing.T) {
 
 func TestCallNotFoundSaysWhy(t *testing.T) {
 	app := newOpsApp(newFakeSource())
-	idAt := func(h string, at time.Time) string { return h + "." + ulid.MustNew(ulid.Timestamp(at), ulid.DefaultEntropy()).String() }
+	idAt := func(h string, at time.Time) string {
+		return h + "." + ulid.MustNew(ulid.Timestamp(at), ulid.DefaultEntropy()).String()
+	}
 	for _, c := range []struct{ name, id, want string }{
 		{"unknown handler", idAt("nobody", testNow), "no consumer has registered a handler named “nobody”"},
 		{"expired", idAt("echo", testNow.Add(-time.Hour)), "Call expired"},
