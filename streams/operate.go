@@ -214,27 +214,35 @@ func (c *Client) cancelEntries(ctx context.Context, handler string, calls []*Cal
 
 // Purge cancels up to limit of handler's queued calls (not those running),
 // oldest first, for an operator: each is answered "cancelled" and its story
-// says it was purged. It returns how many were removed.
+// says it was purged. It returns how many were removed. An entry that cannot
+// be decoded is left for a consumer to move to the dead letters.
 func (c *Client) Purge(ctx context.Context, handler, by string, limit int64) (int64, error) {
 	if err := ValidateName("handler", handler); err != nil {
 		return 0, err
 	}
 	var n int64
+	after := "0-0"
 	for n < limit {
-		page, err := listQueued(ctx, c, handler, CallQuery{Limit: min(256, limit-n)})
-		if err != nil || len(page.Calls) == 0 {
+		last, _, err := c.lastDelivered(ctx, handler)
+		if err != nil {
 			return n, err
 		}
-		calls := make([]*Call, len(page.Calls))
-		ids := make([]string, len(page.Calls))
-		for i, lc := range page.Calls {
-			calls[i] = &Call{ID: lc.ID, Handler: handler, Method: lc.Method, Params: lc.Params, EnqueuedAt: lc.EnqueuedAt}
-			ids[i] = lc.StreamID
+		if StreamIDLess(after, last) {
+			after = last
 		}
-		// The reply goes to the edge that waits: read it from the entries.
-		for i := range calls {
-			if full, err := c.entry(ctx, handler, ids[i]); err == nil {
-				calls[i] = full
+		msgs, err := c.rdb.XRangeN(ctx, callsKey(handler), "("+after, "+", min(256, limit-n)).Result()
+		if err != nil {
+			return n, unavailable(err)
+		}
+		if len(msgs) == 0 {
+			return n, nil
+		}
+		after = msgs[len(msgs)-1].ID
+		var calls []*Call
+		var ids []string
+		for _, m := range msgs {
+			if call, derr := decodeCall(handler, m.Values); derr == nil {
+				calls, ids = append(calls, call), append(ids, m.ID)
 			}
 		}
 		st, err := c.cancelEntries(ctx, handler, calls, ids, "purged from the queue by an operator"+byWhom(by))
@@ -251,9 +259,6 @@ func (c *Client) Purge(ctx context.Context, handler, by string, limit int64) (in
 			}
 		}
 		c.writeNotes(ctx, notes)
-		if len(notes) == 0 {
-			return n, nil // every one was taken meanwhile
-		}
 	}
 	return n, nil
 }
