@@ -368,8 +368,8 @@ func (t *handlerTally) script(h string, now time.Time) *scriptCall {
 	args = append(args, len(t.counters), len(t.rate), len(t.last), now.UnixMilli()/RateBucket.Milliseconds(),
 		len(t.win.minute), len(t.win.quarter),
 		now.UnixMilli()/WindowMinute.Milliseconds()-windowMinuteKeep+1, now.UnixMilli()/WindowQuarter.Milliseconds()-windowQuarterKeep+1)
-	args = appendSorted(args, t.win.minute)
-	args = appendSorted(args, t.win.quarter)
+	args = appendWindow(args, t.win.minute)
+	args = appendWindow(args, t.win.quarter)
 	args = appendSorted(args, t.counters)
 	args = appendSorted(args, t.rate)
 	args = appendSorted(args, t.last)

@@ -2,6 +2,7 @@ package streams
 
 import (
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -131,40 +132,84 @@ func buildWindow(w WindowDef, fields map[string]string, now time.Time) WindowSta
 	return ws
 }
 
-// windowTally is what one flush adds to the window buckets.
+// windowTally is what one flush adds to the window buckets. Its keys are
+// structs, not the hash's field names, so that counting a call allocates
+// nothing: the names are built once per flush (args).
 type windowTally struct {
-	minute, quarter map[string]int64
+	minute, quarter map[windowField]int64
+}
+
+// windowField is one field of a window hash: bucket b's calls (f = fieldCalls),
+// errors (fieldErrors), or runs in duration bucket f (f >= 0).
+type windowField struct {
+	b int64
+	f int16
+}
+
+const (
+	fieldCalls  = -1
+	fieldErrors = -2
+)
+
+func (t *windowTally) init() {
+	if t.minute == nil {
+		t.minute, t.quarter = map[windowField]int64{}, map[windowField]int64{}
+	}
 }
 
 func (t *windowTally) add(at time.Time, answered, failed, ran bool, bucket int) {
-	if t.minute == nil {
-		t.minute, t.quarter = map[string]int64{}, map[string]int64{}
-	}
-	for _, r := range []struct {
-		m     map[string]int64
-		width time.Duration
-	}{{t.minute, WindowMinute}, {t.quarter, WindowQuarter}} {
-		b := strconv.FormatInt(at.UnixMilli()/r.width.Milliseconds(), 10) + ":"
+	t.init()
+	ms := at.UnixMilli()
+	for _, r := range [2]struct {
+		m     map[windowField]int64
+		width int64
+	}{{t.minute, WindowMinute.Milliseconds()}, {t.quarter, WindowQuarter.Milliseconds()}} {
+		b := ms / r.width
 		if answered {
-			r.m[b+"c"]++
+			r.m[windowField{b, fieldCalls}]++
 		}
 		if failed {
-			r.m[b+"e"]++
+			r.m[windowField{b, fieldErrors}]++
 		}
 		if ran {
-			r.m[b+"h"+strconv.Itoa(bucket)]++
+			r.m[windowField{b, int16(bucket)}]++
 		}
 	}
 }
 
 func (t *windowTally) merge(old windowTally) {
-	if t.minute == nil {
-		t.minute, t.quarter = map[string]int64{}, map[string]int64{}
-	}
+	t.init()
 	for k, v := range old.minute {
 		t.minute[k] += v
 	}
 	for k, v := range old.quarter {
 		t.quarter[k] += v
 	}
+}
+
+// appendWindow appends m's field/increment pairs, in a stable order.
+func appendWindow(args []any, m map[windowField]int64) []any {
+	keys := make([]windowField, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i].b != keys[j].b {
+			return keys[i].b < keys[j].b
+		}
+		return keys[i].f < keys[j].f
+	})
+	for _, k := range keys {
+		name := strconv.FormatInt(k.b, 10) + ":"
+		switch k.f {
+		case fieldCalls:
+			name += "c"
+		case fieldErrors:
+			name += "e"
+		default:
+			name += "h" + strconv.Itoa(int(k.f))
+		}
+		args = append(args, name, m[k])
+	}
+	return args
 }

@@ -107,15 +107,17 @@ func latencyChart(ws *streams.WindowStats, w, h float64) LineChart {
 				pen = false
 				continue
 			}
+			pt := num(x(i)) + "," + num(h-val/top*h)
 			if pen {
-				b.WriteString(" L")
+				b.WriteString(" L" + pt)
 			} else {
 				if b.Len() > 0 {
 					b.WriteByte(' ')
 				}
-				b.WriteString("M")
+				// A segment starts with a zero-length line: a lone point
+				// (a bucket between two without runs) shows as a dot.
+				b.WriteString("M" + pt + " L" + pt)
 			}
-			b.WriteString(num(x(i)) + "," + num(h-val/top*h))
 			pen = true
 		}
 		return b.String()
