@@ -193,10 +193,7 @@ func (c *Client) Story(ctx context.Context, id string) ([]StoryEvent, error) {
 			events = append(events, e)
 		}
 	}
-	// Operators' events (operate.go) may be written before the consumer's
-	// (which it writes when it settles): the story is told in time order.
-	sort.SliceStable(events, func(i, j int) bool { return events[i].Time.Before(events[j].Time) })
-	return events, nil
+	return placeOperatorEvents(events), nil
 }
 
 // CallStory returns a call's status with its story; ErrNotFound as CallStatus.

@@ -71,6 +71,42 @@ const (
 	EventDeleted         = "deleted"          // an operator deleted the dead letter
 )
 
+// isOperatorEvent reports whether name is one of the operator events.
+func isOperatorEvent(name string) bool {
+	switch name {
+	case EventCancelRequested, EventCancelled, EventRunNow, EventReplayed, EventDeleted:
+		return true
+	}
+	return false
+}
+
+// placeOperatorEvents puts each operator event before the first other event
+// that happened after it: a note on a running call is written before the
+// consumer writes that attempt's events (when it settles). The others keep
+// the order they were written in (the edge's and the consumers' clocks may
+// disagree: they are not sorted).
+func placeOperatorEvents(events []StoryEvent) []StoryEvent {
+	var ops, rest []StoryEvent
+	for _, e := range events {
+		if isOperatorEvent(e.Event) {
+			ops = append(ops, e)
+		} else {
+			rest = append(rest, e)
+		}
+	}
+	if len(ops) == 0 {
+		return events
+	}
+	out := make([]StoryEvent, 0, len(events))
+	for _, e := range rest {
+		for len(ops) > 0 && ops[0].Time.Before(e.Time) {
+			out, ops = append(out, ops[0]), ops[1:]
+		}
+		out = append(out, e)
+	}
+	return append(out, ops...)
+}
+
 // storyNoteScript appends an operator's event to a call's story.
 //
 //	KEYS[1] story list

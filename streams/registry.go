@@ -119,6 +119,7 @@ func (c *Client) HandlerSummariesIn(ctx context.Context, w WindowDef) ([]Handler
 	now := time.Now()
 	for i, n := range names {
 		d := buildDetail(n, raws[i], now)
+		d.Window.Histogram, d.Window.Series = nil, nil
 		out = append(out, d.HandlerSummary)
 	}
 	return out, nil

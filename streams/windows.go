@@ -81,17 +81,19 @@ type WindowPoint struct {
 
 // WindowStats are a handler's numbers over one window.
 type WindowStats struct {
-	Name           string        `json:"name"`
-	Since          time.Time     `json:"since"` // start of the oldest bucket
-	Calls          int64         `json:"calls"`
-	Errors         int64         `json:"errors"`
-	SuccessRate    float64       `json:"success_rate"` // 1 when no calls
-	CallsPerSecond float64       `json:"calls_per_second"`
-	P50MS          float64       `json:"p50_ms"`
-	P95MS          float64       `json:"p95_ms"`
-	P99MS          float64       `json:"p99_ms"`
-	Histogram      []int64       `json:"histogram"`
-	Series         []WindowPoint `json:"series"` // oldest first, one point per bucket
+	Name           string    `json:"name"`
+	Since          time.Time `json:"since"` // start of the oldest bucket
+	Calls          int64     `json:"calls"`
+	Errors         int64     `json:"errors"`
+	SuccessRate    float64   `json:"success_rate"` // 1 when no calls
+	CallsPerSecond float64   `json:"calls_per_second"`
+	P50MS          float64   `json:"p50_ms"`
+	P95MS          float64   `json:"p95_ms"`
+	P99MS          float64   `json:"p99_ms"`
+	// Histogram and Series are left out of the handler summaries (the
+	// overview and the stats events need neither).
+	Histogram []int64       `json:"histogram,omitempty"`
+	Series    []WindowPoint `json:"series,omitempty"` // oldest first, one point per bucket
 }
 
 // buildWindow reads window w from its bucket hash's fields at now.
