@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -431,5 +434,55 @@ func TestOperateScopes(t *testing.T) {
 	req.Header.Set("Authorization", "Bearer "+readKey)
 	if r := do(t, req); r.status != 200 {
 		t.Fatalf("list with the read key: %d %s", r.status, r.body)
+	}
+
+	// From the dashboard's session cookie, an action also needs the CSRF
+	// token the pages carry.
+	form := strings.NewReader(url.Values{"credential": {adminKey}}.Encode())
+	req, _ = http.NewRequest(http.MethodPost, st.url+"/ui/sign-in", form)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	noRedirect := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	res, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	var session *http.Cookie
+	for _, c := range res.Cookies() {
+		if c.Name == app.SessionCookie {
+			session = c
+		}
+	}
+	if session == nil {
+		t.Fatalf("sign-in: %d, no session cookie", res.StatusCode)
+	}
+	req, _ = http.NewRequest(http.MethodGet, st.url+"/ui/handlers/echo", nil)
+	req.AddCookie(session)
+	res, err = httpClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`<meta name="csrf-token" content="([^"]+)">`).FindSubmatch(page)
+	if m == nil {
+		t.Fatalf("the handler page carries no CSRF token: %d", res.StatusCode)
+	}
+	pause := func(token string) *response {
+		req, _ := http.NewRequest(http.MethodPost, st.url+"/handlers/echo/pause", nil)
+		req.AddCookie(session)
+		if token != "" {
+			req.Header.Set("X-CSRF-Token", token)
+		}
+		return do(t, req)
+	}
+	if r := pause(""); r.status != http.StatusForbidden {
+		t.Fatalf("pause from the session without its CSRF token: %d %s, want 403", r.status, r.body)
+	}
+	if r := pause(string(m[1])); r.status != 200 {
+		t.Fatalf("pause from the session with its CSRF token: %d %s", r.status, r.body)
 	}
 }
