@@ -122,6 +122,7 @@ func (e *Edge) replayDeadLetter(c *fiber.Ctx) error {
 	if err != nil {
 		return writeError(c, unavailableError(err))
 	}
+	e.streams.NoteDeadLetter(ctx, id, streams.ActionReplay, operator(c))
 	c.Status(fiber.StatusAccepted)
 	return c.JSON(fiber.Map{"replayed": []string{id}, "location": "/rpc/calls/" + id})
 }
@@ -159,12 +160,13 @@ func (e *Edge) deleteDeadLetter(c *fiber.Ctx) error {
 	}
 	ctx, cancel := apiContext()
 	defer cancel()
-	err := e.streams.DeleteDeadLetter(ctx, h, dlid)
-	if errors.Is(err, streams.ErrNotFound) {
-		return writeError(c, newError(streams.CodeNotFound, "no dead letter "+dlid+" for handler "+h, "dead_letter_id", dlid))
-	}
+	// As a bulk action of one: the call's story notes the delete.
+	res, err := e.streams.DeadLettersAct(ctx, h, streams.ActionDelete, []string{dlid}, time.Time{}, operator(c))
 	if err != nil {
 		return writeError(c, unavailableError(err))
+	}
+	if !res[0].OK {
+		return writeError(c, newError(streams.CodeNotFound, "no dead letter "+dlid+" for handler "+h, "dead_letter_id", dlid))
 	}
 	return c.JSON(fiber.Map{"deleted": 1})
 }

@@ -30,7 +30,11 @@ func (e *Edge) registryRoutes() {
 func (e *Edge) listHandlers(c *fiber.Ctx) error {
 	ctx, cancel := apiContext()
 	defer cancel()
-	hs, err := e.streams.HandlerSummaries(ctx)
+	w, werr := streams.ParseWindow(c.Query("window"))
+	if werr != nil {
+		return writeError(c, newError(streams.CodeInvalidRequest, werr.Error()))
+	}
+	hs, err := e.streams.HandlerSummariesIn(ctx, w)
 	if err != nil {
 		return writeError(c, unavailableError(err))
 	}
@@ -47,7 +51,11 @@ func (e *Edge) getHandler(c *fiber.Ctx) error {
 	}
 	ctx, cancel := apiContext()
 	defer cancel()
-	d, err := e.streams.HandlerDetail(ctx, h)
+	w, werr := streams.ParseWindow(c.Query("window"))
+	if werr != nil {
+		return writeError(c, newError(streams.CodeInvalidRequest, werr.Error()))
+	}
+	d, err := e.streams.HandlerDetailIn(ctx, h, w)
 	if errors.Is(err, streams.ErrNotFound) {
 		return writeError(c, newError(streams.CodeNotFound, "unknown handler "+strconv.Quote(h)+": no consumer has registered it", "handler", h))
 	}

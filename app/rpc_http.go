@@ -42,7 +42,8 @@ func (e *Edge) routes() {
 	e.deadLetterRoutes()
 	e.registryRoutes()
 	e.discoveryRoutes()
-	uiOpts := ui.Options{}
+	e.operateRoutes()
+	uiOpts := ui.Options{ResultTTL: e.cfg.ResultTTL}
 	if e.auth != nil {
 		uiOpts.SignIn, uiOpts.SignOut, uiOpts.CSRFToken = e.uiSignIn, e.uiSignOut, e.uiCSRFToken
 		uiOpts.Guard = e.need(ScopeRead)

@@ -38,7 +38,7 @@ func (f *flowState) callSettled() {
 }
 
 // setLimited records whether the handler has a limit, as each heartbeat
-// reports it (streams.HeartbeatLimited): no round trip of its own.
+// reports it (streams.HeartbeatControl): no round trip of its own.
 func (s *Server) setLimited(limited bool) {
 	if was := s.flow.limited.Swap(limited); was != limited {
 		s.log.Info("handler-wide limits changed", "limited", limited)

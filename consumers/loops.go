@@ -66,14 +66,15 @@ func (s *Server) heartbeat() time.Duration {
 	host, _ := os.Hostname()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	limited, err := s.streams.HeartbeatLimited(ctx, s.cfg.Handler, streams.ConsumerInfo{
+	control, err := s.streams.HeartbeatControl(ctx, s.cfg.Handler, streams.ConsumerInfo{
 		Name: s.cfg.Name, Kind: s.kind(), Version: s.cfg.Version, Host: host,
 		Concurrency: s.cfg.Concurrency, Running: n, Started: s.stats.started, State: s.State(),
 	})
 	if err != nil {
 		s.log.Debug("heartbeat failed", "err", err)
 	} else {
-		s.setLimited(limited) // flow.go
+		s.setLimited(control.Limited) // flow.go
+		s.pausedByOperator(control.Paused)
 	}
 	return s.cfg.HeartbeatInterval
 }

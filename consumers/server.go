@@ -59,6 +59,7 @@ type Server struct {
 	gateMu   sync.Mutex
 	waiting  bool          // the app is down: take no calls
 	resume   chan struct{} // closed when the app is back
+	pause    pauseGate     // an operator paused the handler (pause.go)
 	inflight sync.WaitGroup
 
 	running sync.Map // stream entry id -> call id ("" if undecodable): calls this server holds
@@ -197,6 +198,9 @@ func (s *Server) State() string {
 	defer s.gateMu.Unlock()
 	if s.waiting {
 		return streams.ConsumerWaitingForApp
+	}
+	if s.pause.isPaused() {
+		return streams.ConsumerPaused
 	}
 	return streams.ConsumerRunning
 }

@@ -136,6 +136,26 @@ func TestScheduledCallCancelAndDeadline(t *testing.T) {
 	if state, err := c.Result(ctx, cancelled, 0, nil); err != nil || state != "scheduled" {
 		t.Fatalf("before its time: %q %v", state, err)
 	}
+	// The operator's state lists show it as scheduled, not as a retry.
+	for _, tc := range []struct {
+		state string
+		want  int
+	}{{"scheduled", 1}, {"delayed", 0}} {
+		g := get(t, st.url+"/handlers/stamped/calls?state="+tc.state)
+		var page struct {
+			Calls []struct {
+				ID    string    `json:"id"`
+				DueAt time.Time `json:"due_at"`
+			} `json:"calls"`
+			Total int64 `json:"total"`
+		}
+		if err := json.Unmarshal(g.body, &page); err != nil || g.status != 200 || len(page.Calls) != tc.want || page.Total != int64(tc.want) {
+			t.Fatalf("state=%s: %d %s (%v), want %d call(s)", tc.state, g.status, g.body, err, tc.want)
+		}
+		if tc.want == 1 && (page.Calls[0].ID != cancelled || page.Calls[0].DueAt.IsZero()) {
+			t.Fatalf("state=%s lists %s", tc.state, g.body)
+		}
+	}
 	if got, err := c.Cancel(ctx, cancelled); err != nil || got != "cancelled" {
 		t.Fatalf("cancel a scheduled call: %q %v", got, err)
 	}

@@ -79,6 +79,8 @@ var consumerOwnCommands = []string{
 	// limitedReadScript and the heartbeat read the limits, WaitForCalls
 	// waits for a new entry, from the last one
 	"+get", "+hget", "+hmget", "+xread", "+xrevrange",
+	// the heartbeat reads the pause flag (pause.go)
+	"+hexists",
 	"+subscribe", "+unsubscribe",
 }
 
@@ -89,7 +91,10 @@ func consumerOwnKeys(handler string) []string {
 	return []string{
 		callsKey(handler), delayedKey(handler), deadKey(handler), statsKey(handler), rateKey(handler),
 		activityKey(handler), consumersKey(handler), consumerInfoKey(handler),
-		scheduledKey(handler), limitsKey(handler),
+		scheduledKey(handler), limitsKey(handler), windowMinuteKey(handler), windowQuarterKey(handler),
+		// its own methods: Register writes them, the heartbeat reads the
+		// operator's pause flag there
+		methodsKey(handler),
 		resultKey(handler + ".*"), storyKey(handler + ".*"),
 	}
 }
@@ -97,7 +102,7 @@ func consumerOwnKeys(handler string) []string {
 // consumerRegistryKeys a consumer only writes (Register): it never reads the
 // registry, so it cannot list other handlers.
 func consumerRegistryKeys(handler string) []string {
-	return []string{methodsKey(handler), infoKey(handler), handlersKey()}
+	return []string{infoKey(handler), handlersKey()}
 }
 
 // consumerReplyStreams is the pattern of the edges' reply streams, which a

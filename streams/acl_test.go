@@ -32,7 +32,7 @@ func TestConsumerACL(t *testing.T) {
 				t.Fatal(err)
 			}
 			joined := strings.Join(rules, " ")
-			for _, k := range []string{callsKey(tc.handler), statsKey(tc.handler), "&" + cancelChannel(tc.handler), "%W~" + methodsKey(tc.handler)} {
+			for _, k := range []string{callsKey(tc.handler), statsKey(tc.handler), "&" + cancelChannel(tc.handler), "~" + methodsKey(tc.handler), "%W~" + infoKey(tc.handler)} {
 				if !strings.Contains(joined, k) {
 					t.Errorf("rules lack %s: %s", k, joined)
 				}

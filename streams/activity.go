@@ -193,7 +193,7 @@ func (c *Client) Story(ctx context.Context, id string) ([]StoryEvent, error) {
 			events = append(events, e)
 		}
 	}
-	return events, nil
+	return placeOperatorEvents(events), nil
 }
 
 // CallStory returns a call's status with its story; ErrNotFound as CallStatus.

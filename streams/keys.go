@@ -37,6 +37,8 @@ import (
 //	srpc:{h}:stats               hash     "<method>:<counter>" -> count (calls, errors, ...)
 //	srpc:{h}:rate                hash     "<bucket>" and "<method>:<bucket>" -> calls per 10s
 //	srpc:{h}:activity            stream   the latest settled calls (capped)
+//	srpc:{h}:win-m, :win-q       hash     "<bucket>:<counter>" -> count per minute (last hour)
+//	                                      and per quarter hour (last day): windows.go
 //	srpc:{h}:story:<ulid>        list     a call's story: JSON events, kept for the result TTL
 //	srpc:{h}:result:<ulid>       string   a call's reply, kept for the result TTL
 //	srpc:edge:{e}:replies        stream   replies for the calls edge e is waiting on
@@ -138,6 +140,12 @@ func scheduledKey(handler string) string {
 func infoKey(handler string) string  { return keyPrefix + "{" + handler + "}:info" }
 func statsKey(handler string) string { return keyPrefix + "{" + handler + "}:stats" }
 func rateKey(handler string) string  { return keyPrefix + "{" + handler + "}:rate" }
+func windowMinuteKey(handler string) string {
+	return keyPrefix + "{" + handler + "}:win-m"
+}
+func windowQuarterKey(handler string) string {
+	return keyPrefix + "{" + handler + "}:win-q"
+}
 func activityKey(handler string) string {
 	return keyPrefix + "{" + handler + "}:activity"
 }

@@ -1002,6 +1002,11 @@ var protocolCases = []protocolCase{
 			t.Fatalf("story %+v, want queued then this attempt's events", events)
 		}
 	}},
+
+	// pauseScript
+	// storyNoteScript
+	// runNowScript
+	// (their cases are operateProtocolCases, in operate_protocol_test.go)
 }
 
 // deadLetters enqueues n calls of e.h and dead-letters them in order; it

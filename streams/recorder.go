@@ -104,6 +104,7 @@ type handlerTally struct {
 	last     map[string]int64 // stats hash "<method>:last" -> Unix ms
 	ordinary []settledCall    // the latest activityPerFlush ordinary calls (a ring)
 	notable  []settledCall    // the latest activityPerFlush notable calls (a ring)
+	win      windowTally      // the time-window buckets (windows.go)
 	nOrd     int
 	nNot     int
 }
@@ -115,6 +116,7 @@ func newHandlerTally() *handlerTally {
 func (t *handlerTally) add(s settledCall) {
 	m := s.method
 	o := s.outcome.String()
+	t.win.add(s.at, o != OutcomeRetry, o != OutcomeRetry && o != OutcomeOK && o != OutcomeCancelled, !s.started.IsZero(), bucketOf(s.took))
 	if o == OutcomeRetry {
 		t.counters[m+":retries"]++
 	} else {
@@ -165,21 +167,42 @@ func (t *handlerTally) merge(old *handlerTally) {
 	for k, v := range old.last {
 		t.last[k] = max(t.last[k], v)
 	}
+	t.win.merge(old.win)
 }
 
-// flushScript adds one handler's tallies to its stats and rate hashes and
-// appends the sampled calls to its activity stream.
+// flushScript adds one handler's tallies to its stats, rate and window
+// hashes and appends the sampled calls to its activity stream.
 //
-//	KEYS[1] stats hash, KEYS[2] rate hash, KEYS[3] activity stream
+//	KEYS[1] stats hash, KEYS[2] rate hash, KEYS[3] activity stream,
+//	KEYS[4] minute window hash, KEYS[5] quarter-hour window hash
 //	ARGV[1] nc, ARGV[2] nr, ARGV[3] nl, ARGV[4] the current rate bucket number,
-//	then nc stats field/increment pairs, nr rate field/increment pairs,
+//	ARGV[5] nm, ARGV[6] nq, ARGV[7] the oldest minute bucket kept,
+//	ARGV[8] the oldest quarter-hour bucket kept,
+//	then nm minute window field/increment pairs, nq quarter-hour ones,
+//	nc stats field/increment pairs, nr rate field/increment pairs,
 //	nl stats field/value pairs to set, then activity records (JSON)
 //	returns 1
 //
-// Rate buckets older than the kept window are dropped when a new bucket starts.
+// Rate and window buckets older than they are kept are dropped when a new
+// bucket starts (its first write).
 var flushScript = redis.NewScript(`
 local nc, nr, nl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local a = 5
+local a = 9
+local function window(key, n, cutoff)
+  local fresh = false
+  for i = 1, n do
+    if redis.call('HINCRBY', key, ARGV[a], ARGV[a + 1]) == tonumber(ARGV[a + 1]) then fresh = true end
+    a = a + 2
+  end
+  if fresh then
+    for _, f in ipairs(redis.call('HKEYS', key)) do
+      local fb = tonumber(string.match(f, '^(%d+):'))
+      if fb and fb < cutoff then redis.call('HDEL', key, f) end
+    end
+  end
+end
+window(KEYS[4], tonumber(ARGV[5]), tonumber(ARGV[7]))
+window(KEYS[5], tonumber(ARGV[6]), tonumber(ARGV[8]))
 for i = 1, nc do redis.call('HINCRBY', KEYS[1], ARGV[a], ARGV[a + 1]); a = a + 2 end
 local fresh = false
 for i = 1, nr do
@@ -341,8 +364,12 @@ func (r *recorder) flush() {
 
 // script builds the flushScript run for handler h's tally.
 func (t *handlerTally) script(h string, now time.Time) *scriptCall {
-	args := make([]any, 0, 4+2*(len(t.counters)+len(t.rate)+len(t.last))+len(t.ordinary)+len(t.notable))
-	args = append(args, len(t.counters), len(t.rate), len(t.last), now.UnixMilli()/RateBucket.Milliseconds())
+	args := make([]any, 0, 8+2*(len(t.counters)+len(t.rate)+len(t.last)+len(t.win.minute)+len(t.win.quarter))+len(t.ordinary)+len(t.notable))
+	args = append(args, len(t.counters), len(t.rate), len(t.last), now.UnixMilli()/RateBucket.Milliseconds(),
+		len(t.win.minute), len(t.win.quarter),
+		now.UnixMilli()/WindowMinute.Milliseconds()-windowMinuteKeep+1, now.UnixMilli()/WindowQuarter.Milliseconds()-windowQuarterKeep+1)
+	args = appendWindow(args, t.win.minute)
+	args = appendWindow(args, t.win.quarter)
 	args = appendSorted(args, t.counters)
 	args = appendSorted(args, t.rate)
 	args = appendSorted(args, t.last)
@@ -351,7 +378,7 @@ func (t *handlerTally) script(h string, now time.Time) *scriptCall {
 	for _, s := range sampled {
 		args = append(args, mustJSON(s.activity()))
 	}
-	return &scriptCall{script: flushScript, keys: []string{statsKey(h), rateKey(h), activityKey(h)}, args: args}
+	return &scriptCall{script: flushScript, keys: []string{statsKey(h), rateKey(h), activityKey(h), windowMinuteKey(h), windowQuarterKey(h)}, args: args}
 }
 
 // appendSorted appends m's pairs in key order: a bucket's total comes before

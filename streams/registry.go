@@ -16,20 +16,24 @@ import (
 // heartbeatScript records a consumer's heartbeat with Redis's clock, so that
 // consumers on hosts whose clocks disagree judge each other's heartbeats
 // alike (see rescueScript), and forgets consumers silent for an hour. It
-// also tells the consumer whether its handler has a limit (limits.go): a
-// consumer learns of a new one within a heartbeat, at no extra round trip.
+// also tells the consumer whether its handler has a limit (limits.go) and
+// whether an operator paused it (pause.go): a consumer learns of either
+// within a heartbeat, at no extra round trip.
 //
-//	KEYS[1] consumers zset, KEYS[2] consumer info hash, KEYS[3] limits hash
+//	KEYS[1] consumers zset, KEYS[2] consumer info hash, KEYS[3] limits hash,
+//	KEYS[4] methods hash
 //	ARGV[1] consumer, ARGV[2] its ConsumerInfo (JSON), ARGV[3] forget after ms
-//	returns 1 if the handler has a limit, else 0
+//	returns a bit set: 1 if the handler has a limit, 2 while an operator paused it (pause.go)
 var heartbeatScript = redis.NewScript(luaLimits("3") + `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZADD', KEYS[1], string.format('%.0f', now), ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('(%.0f', now - tonumber(ARGV[3])))
-if maxc > 0 or rate > 0 then return 1 end
-return 0
+local flags = 0
+if maxc > 0 or rate > 0 then flags = 1 end
+if redis.call('HEXISTS', KEYS[4], '` + settingPaused + `') == 1 then flags = flags + 2 end
+return flags
 `)
 
 // Heartbeat records that consumer c of handler is alive, with what it runs:
@@ -37,18 +41,24 @@ return 0
 // default); one silent for the dead-after time is declared dead and its calls
 // are claimed (ClaimFromDead); consumers silent for an hour are forgotten.
 func (c *Client) Heartbeat(ctx context.Context, handler string, ci ConsumerInfo) error {
-	_, err := c.HeartbeatLimited(ctx, handler, ci)
+	_, err := c.HeartbeatControl(ctx, handler, ci)
 	return err
 }
 
-// HeartbeatLimited is Heartbeat, also reporting whether the handler has a
-// limit (max_concurrency or rate): its consumers then read through
-// ReadLimited.
-func (c *Client) HeartbeatLimited(ctx context.Context, handler string, ci ConsumerInfo) (bool, error) {
+// HandlerControl is what a heartbeat learns of its handler, from the round
+// trip a consumer makes anyway.
+type HandlerControl struct {
+	Limited bool // a max_concurrency or rate applies: read through ReadLimited
+	Paused  bool // an operator paused the handler: take no calls (pause.go)
+}
+
+// HeartbeatControl is Heartbeat, also reporting whether the handler has a
+// limit and whether an operator paused it.
+func (c *Client) HeartbeatControl(ctx context.Context, handler string, ci ConsumerInfo) (HandlerControl, error) {
 	ci.LastHeartbeat = time.Now()
-	n, err := heartbeatScript.Run(ctx, c.rdb, []string{consumersKey(handler), consumerInfoKey(handler), limitsKey(handler)},
-		ci.Name, mustJSON(ci), time.Hour.Milliseconds()).Int()
-	return n == 1, unavailable(err)
+	n, err := heartbeatScript.Run(ctx, c.rdb, []string{consumersKey(handler), consumerInfoKey(handler), limitsKey(handler), methodsKey(handler)},
+		ci.Name, mustJSON(ci), time.Hour.Milliseconds()).Int64()
+	return HandlerControl{Limited: n&1 != 0, Paused: n&2 != 0}, unavailable(err)
 }
 
 // Deregister removes a stopping consumer from the handler's consumers.
@@ -73,9 +83,11 @@ type rawStats struct {
 	pending       *redis.XPendingCmd
 	consumers     *redis.ZSliceCmd
 	consumerInfo  *redis.MapStringStringCmd
+	win           *redis.MapStringStringCmd
+	window        WindowDef
 }
 
-func (c *Client) queueStats(ctx context.Context, pipe redis.Pipeliner, handler string, detail bool) *rawStats {
+func (c *Client) queueStats(ctx context.Context, pipe redis.Pipeliner, handler string, detail bool, w WindowDef) *rawStats {
 	now := time.Now()
 	r := &rawStats{
 		infoJSON: pipe.Get(ctx, infoKey(handler)),
@@ -89,6 +101,8 @@ func (c *Client) queueStats(ctx context.Context, pipe redis.Pipeliner, handler s
 		dead:      pipe.XLen(ctx, deadKey(handler)),
 		stats:     pipe.HGetAll(ctx, statsKey(handler)),
 		rate:      pipe.HGetAll(ctx, rateKey(handler)),
+		win:       pipe.HGetAll(ctx, w.key(handler)),
+		window:    w,
 	}
 	if detail {
 		r.limits = pipe.HMGet(ctx, limitsKey(handler), limitMaxConcurrency, limitRate, settingMaxConcurrency, settingRate)
@@ -98,8 +112,15 @@ func (c *Client) queueStats(ctx context.Context, pipe redis.Pipeliner, handler s
 	return r
 }
 
-// HandlerSummaries returns every registered handler at a glance, by name.
+// HandlerSummaries returns every registered handler at a glance, by name,
+// with the DefaultWindow's numbers.
 func (c *Client) HandlerSummaries(ctx context.Context) ([]HandlerSummary, error) {
+	w, _ := ParseWindow(DefaultWindow)
+	return c.HandlerSummariesIn(ctx, w)
+}
+
+// HandlerSummariesIn is HandlerSummaries with window w's numbers.
+func (c *Client) HandlerSummariesIn(ctx context.Context, w WindowDef) ([]HandlerSummary, error) {
 	names, err := c.Handlers(ctx)
 	if err != nil {
 		return nil, err
@@ -108,7 +129,7 @@ func (c *Client) HandlerSummaries(ctx context.Context) ([]HandlerSummary, error)
 	pipe := c.rdb.Pipeline()
 	raws := make([]*rawStats, len(names))
 	for i, n := range names {
-		raws[i] = c.queueStats(ctx, pipe, n, false)
+		raws[i] = c.queueStats(ctx, pipe, n, false, w)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !isSoftPipelineErr(err) {
 		return nil, unavailable(err)
@@ -117,19 +138,26 @@ func (c *Client) HandlerSummaries(ctx context.Context) ([]HandlerSummary, error)
 	now := time.Now()
 	for i, n := range names {
 		d := buildDetail(n, raws[i], now)
+		d.Window.Histogram, d.Window.Series = nil, nil
 		out = append(out, d.HandlerSummary)
 	}
 	return out, nil
 }
 
-// HandlerDetail returns everything about one handler; ErrNotFound if no
-// consumer ever registered it.
+// HandlerDetail returns everything about one handler, with the
+// DefaultWindow's numbers; ErrNotFound if no consumer ever registered it.
 func (c *Client) HandlerDetail(ctx context.Context, handler string) (HandlerDetail, error) {
+	w, _ := ParseWindow(DefaultWindow)
+	return c.HandlerDetailIn(ctx, handler, w)
+}
+
+// HandlerDetailIn is HandlerDetail with window w's numbers.
+func (c *Client) HandlerDetailIn(ctx context.Context, handler string, w WindowDef) (HandlerDetail, error) {
 	if err := ValidateName("handler", handler); err != nil {
 		return HandlerDetail{}, err
 	}
 	pipe := c.rdb.Pipeline()
-	raw := c.queueStats(ctx, pipe, handler, true)
+	raw := c.queueStats(ctx, pipe, handler, true, w)
 	if _, err := pipe.Exec(ctx); err != nil && !isSoftPipelineErr(err) {
 		return HandlerDetail{}, unavailable(err)
 	}
@@ -177,6 +205,7 @@ func buildDetail(name string, r *rawStats, now time.Time) HandlerDetail {
 	if r.limits != nil {
 		d.Limits = effectiveLimits(r.limits.Val()).Effective
 	}
+	_, d.Paused = methods[settingPaused]
 
 	stats := r.stats.Val()
 	total := MethodStats{Method: "*", Histogram: make([]int64, len(DurationBuckets)+1)}
@@ -202,6 +231,8 @@ func buildDetail(name string, r *rawStats, now time.Time) HandlerDetail {
 	d.Totals = total
 	d.LastActivity = total.LastActivity
 	d.Rate, d.CallsPerSecond = ratePoints("", r.rate.Val(), now)
+	ws := buildWindow(r.window, r.win.Val(), now)
+	d.Window = &ws
 
 	if r.consumers != nil {
 		infos := r.consumerInfo.Val()

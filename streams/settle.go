@@ -142,7 +142,7 @@ func (c *Client) Retry(ctx context.Context, d *Delivery, due time.Time, lastErr 
 	if err != nil {
 		return false, err
 	}
-	detail := truncate(lastErr.Message, 200) + "; next attempt at " + due.UTC().Format(time.RFC3339Nano)
+	detail := truncate(lastErr.Message, 200) + "; next attempt at " + due.UTC().Format("2006-01-02 15:04:05.000 UTC")
 	return c.settle(ctx, d, settleRetry, Reply{ID: d.Call.ID}, run, detail, due.UnixMilli(), member)
 }
 

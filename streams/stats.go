@@ -33,6 +33,8 @@ const (
 	// ConsumerWaitingForApp takes no calls: its app (a sidecar's upstream)
 	// refuses connections or fails its ready path. Calls wait in the stream.
 	ConsumerWaitingForApp = "waiting_for_app"
+	// ConsumerPaused takes no calls: an operator paused its handler.
+	ConsumerPaused = "paused"
 )
 
 // HandlerInfo is what a consumer registers about its handler.
@@ -111,6 +113,10 @@ type HandlerSummary struct {
 	CallsPerSecond  float64     `json:"calls_per_second"` // over the last minute
 	Rate            []RatePoint `json:"rate"`             // oldest first, RateBuckets points
 	LastActivity    time.Time   `json:"last_activity,omitzero"`
+	// Paused: an operator paused the handler; calls queue, consumers take none.
+	Paused bool `json:"paused"`
+	// Window is the stats over the window asked for (see windows.go).
+	Window *WindowStats `json:"window,omitempty"`
 }
 
 // HandlerDetail is everything about one handler: its page.

@@ -191,7 +191,7 @@ func tokenize(s string) []Token {
 			if k := strings.TrimLeft(s[j:], " \n\t\r"); strings.HasPrefix(k, ":") {
 				class = "k"
 			}
-			out = append(out, Token{Class: class, Text: s[i:j]})
+			out = append(out, Token{Class: class, Text: unescapeHTML(s[i:j])})
 			i = j
 		case c == '-' || (c >= '0' && c <= '9'):
 			j := i + 1
@@ -217,13 +217,38 @@ func tokenize(s string) []Token {
 	return out
 }
 
+// unescapeHTML undoes Go's HTML-safe escaping of <, > and & (\u003c …) in
+// a JSON string token: params recorded by the edge carry it, and the page
+// would show "\u003cb\u003e" for "<b>". The template escapes the token
+// itself, so the characters are safe to show as they were sent.
+func unescapeHTML(tok string) string {
+	if !strings.Contains(tok, `\u00`) {
+		return tok
+	}
+	var v string
+	if json.Unmarshal([]byte(tok), &v) != nil {
+		return tok
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if enc.Encode(v) != nil {
+		return tok
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
 // compactJSON is raw on one line, cut to n runes, for listings.
 func compactJSON(raw []byte, n int) string {
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, raw); err != nil {
 		return truncate(string(raw), n)
 	}
-	return truncate(buf.String(), n)
+	var b strings.Builder
+	for _, t := range tokenize(buf.String()) {
+		b.WriteString(t.Text)
+	}
+	return truncate(b.String(), n)
 }
 
 // exampleParams builds a starting value for the try-it form from a JSON

@@ -16,6 +16,7 @@ import (
 // --- overview ---
 
 type overviewData struct {
+	Window   streams.WindowDef
 	Handlers []streams.HandlerSummary
 	Totals   overviewTotals
 	Activity []streams.Activity
@@ -32,12 +33,13 @@ type overviewTotals struct {
 func (u *UI) overview(c *fiber.Ctx) error {
 	ctx, cancel := u.ctx()
 	defer cancel()
-	hs, err := u.src.Handlers(ctx)
+	w := windowParam(c)
+	hs, err := u.handlersIn(ctx, w)
 	if err != nil {
 		return u.failed(c, err, "Handlers")
 	}
 	sort.SliceStable(hs, func(i, j int) bool { return hs[i].Name < hs[j].Name })
-	d := overviewData{Handlers: hs, Totals: overviewTotals{Handlers: len(hs)}}
+	d := overviewData{Window: w, Handlers: hs, Totals: overviewTotals{Handlers: len(hs)}}
 	for _, h := range hs {
 		d.Totals.ConsumersOnline += h.ConsumersOnline
 		d.Totals.CallsPerSecond += h.CallsPerSecond
@@ -49,12 +51,13 @@ func (u *UI) overview(c *fiber.Ctx) error {
 	if d.Activity, err = u.src.Activity(ctx, "", u.opts.ActivityLimit); err != nil {
 		d.FeedErr = err.Error()
 	}
-	return u.render(c, fiber.StatusOK, "overview", page{Title: "Handlers", Nav: "overview", Data: d})
+	return u.render(c, fiber.StatusOK, "overview", page{Title: "Handlers", Nav: "overview", Window: w.Name, Data: d})
 }
 
 // --- handler ---
 
 type handlerData struct {
+	Window      streams.WindowDef
 	D           streams.HandlerDetail
 	Rate        Chart
 	Histogram   Chart
@@ -72,7 +75,8 @@ func (u *UI) handler(c *fiber.Ctx) error {
 	name := param(c, "name")
 	ctx, cancel := u.ctx()
 	defer cancel()
-	d, err := u.src.Handler(ctx, name)
+	w := windowParam(c)
+	d, err := u.handlerIn(ctx, name, w)
 	if err != nil {
 		if errors.Is(err, streams.ErrNotFound) {
 			return u.notFound(c, "Handler not found", "No consumer has registered a handler named “"+name+"”.")
@@ -80,10 +84,12 @@ func (u *UI) handler(c *fiber.Ctx) error {
 		return u.failed(c, err, "Handler")
 	}
 	hist := d.Totals.Histogram
-	if len(hist) == 0 {
+	if d.Window != nil {
+		hist = d.Window.Histogram
+	} else if len(hist) == 0 {
 		hist = mergeHistograms(d.Methods)
 	}
-	hd := handlerData{D: d, Rate: rateChart(d.Rate, chartW, chartH), Histogram: histogramChart(hist, chartW, chartH)}
+	hd := handlerData{Window: w, D: d, Rate: rateChart(d.Rate, chartW, chartH), Histogram: histogramChart(hist, chartW, chartH)}
 	for _, ci := range d.Consumers {
 		if ci.Online {
 			hd.Online = append(hd.Online, ci)
@@ -98,7 +104,7 @@ func (u *UI) handler(c *fiber.Ctx) error {
 		hd.DeadErr = err.Error()
 	}
 	hd.DeadMore = hd.DeadTotal > int64(len(hd.DeadLetters))
-	return u.render(c, fiber.StatusOK, "handler", page{Title: d.Name, Handler: d.Name, Data: hd})
+	return u.render(c, fiber.StatusOK, "handler", page{Title: d.Name, Handler: d.Name, Window: w.Name, Data: hd})
 }
 
 // --- methods ---
@@ -172,7 +178,7 @@ func (u *UI) call(c *fiber.Ctx) error {
 	s, err := u.src.Call(ctx, id)
 	if err != nil {
 		if errors.Is(err, streams.ErrNotFound) {
-			return u.notFound(c, "Call not found", "No call “"+id+"” is known: the id is wrong, or its story has expired.")
+			return u.callNotFound(ctx, c, id)
 		}
 		return u.failed(c, err, "Call")
 	}

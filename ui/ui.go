@@ -53,6 +53,9 @@ type Options struct {
 	Timeout time.Duration
 	// Now is the clock for relative times; default time.Now (for tests).
 	Now func() time.Time
+	// ResultTTL is how long calls are kept (STREAMRPC_RESULT_TTL): the call
+	// page tells an expired id from an unknown one. 0: it cannot.
+	ResultTTL time.Duration
 
 	// SignIn turns sign-in on: the dashboard gets a sign-in page at
 	// /ui/sign-in where a person pastes an API key or token; SignIn checks it
@@ -138,6 +141,8 @@ func (u *UI) Register(r fiber.Router) {
 	r.Get(prefix+"/", guard, u.overview)
 	r.Get(prefix+"/handlers/:name", guard, u.handler)
 	r.Get(prefix+"/handlers/:name/methods", guard, u.methods)
+	r.Get(prefix+"/handlers/:name/calls", guard, u.calls)
+	r.Get(prefix+"/calls", guard, u.findCall)
 	r.Get(prefix+"/calls/:id", guard, u.call)
 	r.Get(prefix+"/*", guard, func(c *fiber.Ctx) error {
 		return u.notFound(c, "Page not found", "There is no dashboard page at "+c.Path()+".")
@@ -184,11 +189,24 @@ func (u *UI) parsePages() map[string]*template.Template {
 		},
 		"compactex": func(s string) string { return strings.ReplaceAll(compactJSON([]byte(s), 1<<20), "'", `'\''`) },
 		"title":     func() string { return u.opts.Title },
-		"now":       func() time.Time { return u.opts.Now() },
+		"windows":   windowLinks,
+		"dict": func(kv ...any) map[string]any {
+			m := make(map[string]any, len(kv)/2)
+			for i := 0; i+1 < len(kv); i += 2 {
+				k, _ := kv[i].(string)
+				m[k] = kv[i+1]
+			}
+			return m
+		},
+		"list":     func(v ...string) []string { return v },
+		"sub":      func(a, b int64) int64 { return a - b },
+		"errchart": func(ws *streams.WindowStats) Chart { return errorRateChart(ws, chartW, chartH) },
+		"latchart": func(ws *streams.WindowStats) LineChart { return latencyChart(ws, chartW, chartH) },
+		"now":      func() time.Time { return u.opts.Now() },
 	}
-	base := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/parts.html"))
+	base := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/parts.html", "templates/operate.html"))
 	pages := map[string]*template.Template{}
-	for _, name := range []string{"overview", "handler", "methods", "call", "error", "signin"} {
+	for _, name := range []string{"overview", "handler", "methods", "call", "calls", "error", "signin"} {
 		t := template.Must(base.Clone())
 		pages[name] = template.Must(t.ParseFS(templateFS, "templates/"+name+".html"))
 	}
@@ -205,7 +223,10 @@ type page struct {
 	Title   string // the tab's title, before the dashboard's
 	Nav     string // which top link is current
 	Handler string // the handler this page is about, for live updates ("" on the overview)
-	Data    any
+	// Window is the time window of the page's windowed numbers: static/app.js
+	// updates them live only from stats of the same window.
+	Window string
+	Data   any
 	// CSRF is the session's anti-CSRF token, for static/app.js ("" when none).
 	CSRF string
 	// SignedIn shows the sign-out button.

@@ -113,7 +113,7 @@ func TestHandlerPage(t *testing.T) {
 	p.has(t,
 		`<h1 class="mono">echo`, `v0.4.0`, `data-stat="consumers_online">2</span> consumer<span data-plural>s</span> online`,
 		`data-stat="calls">18,699<`, `data-stat="p95">12ms<`, `data-stat="pending">3<`, `data-stat="delayed">1<`,
-		`data-rate-chart`, `>−2m<`, `>now<`, `>2.5s<`, `>&gt;60s<`,
+		`data-rate-chart`, `>−2m<`, `>now<`, `>5s<`, `>&gt;60s<`,
 		// methods table
 		`href="/ui/handlers/echo/methods#m-sleep"`, `<td class="num">412</td>`, `99.3%`,
 		// consumers: online first, the gone one dimmed
@@ -206,7 +206,7 @@ func TestNotFound(t *testing.T) {
 	for path, want := range map[string]string{
 		"/ui/handlers/nope":         "Handler not found",
 		"/ui/handlers/nope/methods": "Handler not found",
-		"/ui/calls/01NOPE":          "Call not found",
+		"/ui/calls/01NOPE":          "Not a call id",
 		"/ui/elsewhere":             "Page not found",
 	} {
 		p := fetch(t, app, path)

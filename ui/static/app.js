@@ -139,8 +139,21 @@
     backlog: function (s) { return count(s.backlog); },
     pending: function (s) { return count(s.pending); },
     delayed: function (s) { return count(s.delayed); },
-    dead_letters: function (s) { return count(s.dead_letters); }
+    dead_letters: function (s) { return count(s.dead_letters); },
+    // The windowed numbers: only from stats of the page's window (the
+    // stats events carry the edge's default window).
+    w_calls: function (s) { return win(s, function (w) { return count(w.calls); }); },
+    w_errors: function (s) { return win(s, function (w) { return count(w.errors); }); },
+    w_rate: function (s) { return win(s, function (w) { return fmtRate(w.calls_per_second); }); },
+    w_success_rate: function (s) { return win(s, function (w) { return fmtPct(w.success_rate); }); },
+    w_p50: function (s) { return win(s, function (w) { return fmtMS(w.p50_ms); }); },
+    w_p95: function (s) { return win(s, function (w) { return fmtMS(w.p95_ms); }); },
+    w_p99: function (s) { return win(s, function (w) { return fmtMS(w.p99_ms); }); }
   };
+  function win(s, f) {
+    var w = s.window;
+    return w && w.name === document.body.dataset.window ? f(w) : null;
+  }
   function setText(el, text) { if (el.textContent !== text) el.textContent = text; }
 
   function onStats(list) {
@@ -158,7 +171,9 @@
           return;
         }
         if (!stat[k]) return;
-        setText(el, stat[k](s));
+        var text = stat[k](s);
+        if (text === null) return;
+        setText(el, text);
         if (k === 'dead_letters' && el.tagName === 'SPAN') el.classList.toggle('count-alert', s.dead_letters > 0);
       });
       within(scope, '[data-online]').forEach(function (el) {
@@ -430,6 +445,89 @@
         btn.disabled = false; btn.textContent = 'Delete';
         return answerText(res).then(function (t) { status(container, 'err', t); });
       }).catch(function (err) { btn.disabled = false; status(container, 'err', String(err)); });
+    });
+  });
+
+  // --- operator actions: pause, resume, purge, cancel, run now, bulk ---
+  // Each is a POST to the edge's API (admin scope; the session's CSRF
+  // token), then the page shows the new state.
+  function post(url, body) {
+    var h = { 'Content-Type': 'application/json' };
+    return fetch(url, { method: 'POST', headers: unsafeHeaders(h), body: body ? JSON.stringify(body) : '', credentials: 'same-origin' });
+  }
+  $$('form[data-action]').forEach(function (form) {
+    var btn = form.querySelector('button');
+    var confirmIn = form.querySelector('[data-purge-confirm]');
+    if (confirmIn) {
+      confirmIn.addEventListener('input', function () { btn.disabled = confirmIn.value !== confirmIn.dataset.purgeConfirm; });
+    }
+    form.addEventListener('submit', function (ev) {
+      ev.preventDefault();
+      var body = {};
+      $$('input[name]', form).forEach(function (i) { body[i.name] = i.value; });
+      btn.disabled = true;
+      status(form, '', form.dataset.action + '…');
+      post(form.getAttribute('action'), body).then(function (res) {
+        if (res.ok) {
+          return res.json().then(function (j) {
+            status(form, 'ok', form.dataset.action === 'purge' ? 'purged ' + j.purged : 'done');
+            if (form.dataset.action !== 'purge') location.reload();
+          });
+        }
+        btn.disabled = false;
+        return answerText(res).then(function (t) { status(form, 'err', t); });
+      }).catch(function (err) { btn.disabled = false; status(form, 'err', String(err)); });
+    });
+  });
+  $$('button[data-act]').forEach(function (btn) {
+    var container = btn.parentNode, armed = null, label = btn.textContent;
+    btn.addEventListener('click', function () {
+      if (btn.hasAttribute('data-confirm') && !armed) {
+        btn.textContent = 'Confirm ' + label.toLowerCase();
+        armed = setTimeout(function () { armed = null; btn.textContent = label; }, 4000);
+        return;
+      }
+      clearTimeout(armed); armed = null; btn.textContent = label;
+      btn.disabled = true;
+      post(btn.dataset.act).then(function (res) {
+        if (res.ok) {
+          return res.json().then(function (j) {
+            settle(container, j.cancel_requested ? 'cancel requested' : j.cancelled ? 'cancelled' : 'queued');
+          });
+        }
+        btn.disabled = false;
+        return answerText(res).then(function (t) { status(container, 'err', t); });
+      }).catch(function (err) { btn.disabled = false; status(container, 'err', String(err)); });
+    });
+  });
+  $$('[data-bulk]').forEach(function (box) {
+    var all = box.querySelector('[data-select-all]');
+    var boxes = $$('input[data-select]', box);
+    if (all) all.addEventListener('change', function () { boxes.forEach(function (b) { if (!b.disabled) b.checked = all.checked; }); });
+    $$('button[data-bulk-action]', box).forEach(function (btn) {
+      btn.hidden = false;
+      btn.addEventListener('click', function () {
+        var picked = boxes.filter(function (b) { return b.checked && !b.disabled; });
+        var bar = btn.parentNode;
+        if (!picked.length) { status(bar, 'err', 'select dead letters first'); return; }
+        var action = btn.dataset.bulkAction;
+        btn.disabled = true;
+        post(box.dataset.bulk, { action: action, ids: picked.map(function (b) { return b.value; }) }).then(function (res) {
+          btn.disabled = false;
+          if (!res.ok) return answerText(res).then(function (t) { status(bar, 'err', t); });
+          return res.json().then(function (j) {
+            var ok = {};
+            (j.results || []).forEach(function (r) { if (r.ok) ok[r.dead_letter_id] = true; });
+            picked.forEach(function (b) {
+              if (!ok[b.value]) return;
+              b.checked = false; b.disabled = true;
+              var row = b.closest('tr');
+              if (row) { row.classList.add('gone'); $$('button', row).forEach(function (x) { x.disabled = true; }); }
+            });
+            status(bar, 'ok', (action === 'replay' ? 'replayed ' : 'deleted ') + j.done);
+          });
+        }).catch(function (err) { btn.disabled = false; status(bar, 'err', String(err)); });
+      });
     });
   });
 })();
