@@ -49,6 +49,8 @@ type rpcRequest struct {
 	// notification). It is never answered, even when it cannot be run
 	// (unknown or forbidden method, $/cancel over HTTP): err then only stops it.
 	notify bool
+	// noProgress: "_meta":{"progress":false}, no $/progress for this call.
+	noProgress bool
 }
 
 // requestMeta is a request's "_meta" member: what a JSON-RPC request carries
@@ -60,6 +62,9 @@ type requestMeta struct {
 	// over the HTTP request's or the WebSocket upgrade's headers.
 	TraceParent string `json:"traceparent"`
 	TraceState  string `json:"tracestate"`
+	// Progress false turns this call's $/progress notifications off on a
+	// WebSocket (streaming.go); absent or true: on.
+	Progress *bool `json:"progress"`
 }
 
 // cancelMethod cancels a call in flight on the same WebSocket, as LSP's
@@ -178,6 +183,7 @@ func (m requestMembers) request() rpcRequest {
 	// notification, and nothing below is answered.
 	r.notify = m.id == nil
 	r.trace = validTrace(meta.TraceParent, meta.TraceState)
+	r.noProgress = meta.Progress != nil && !*meta.Progress
 	if name == cancelMethod {
 		var p struct {
 			ID json.RawMessage `json:"id"`
@@ -287,6 +293,9 @@ type callTracker interface {
 	track(callID, handler string, rpcID json.RawMessage) (ctx context.Context, enqueued func(streams.Enqueued), done func())
 	// cancelCall cancels the call in flight with this JSON-RPC id.
 	cancelCall(rpcID json.RawMessage) (streams.State, *streams.Error)
+	// streamTo returns a sink for the call's streamed events and stop, to
+	// call before its response is sent; nil, nil: no streaming.
+	streamTo(rpcID json.RawMessage) (*eventSink, func())
 }
 
 // runJSONRPC runs one request through the core (e.call) and returns its encoded
@@ -324,10 +333,21 @@ func (e *Edge) runJSONRPC(ctx context.Context, r *rpcRequest, tracker callTracke
 		ctx, enqueued, done = tracker.track(id, r.handler, r.id)
 		defer done()
 	}
+	var sink *eventSink
+	if tracker != nil && !notify && !r.noProgress {
+		var stop func()
+		if sink, stop = tracker.streamTo(r.id); stop != nil {
+			defer stop() // deferred after done: runs first, the events precede the response
+		}
+	}
 	reply, rerr := e.call(id, callRequest{
 		handler: r.handler, method: r.method, params: r.params,
 		timeout: e.cfg.CallTimeout, ctx: ctx, notify: notify, enqueued: enqueued, caller: r.caller, trace: r.trace, requestID: r.requestID,
+		sink: sink,
 	})
+	if sink != nil && rerr == nil && sink.isLost() {
+		rerr = errStreamLost(id)
+	}
 	switch {
 	case notify:
 		if rerr != nil {

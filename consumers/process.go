@@ -52,6 +52,7 @@ func (s *Server) process(d *streams.Delivery, cs *callSlot) {
 	req := &Request{
 		ID: call.ID, Handler: call.Handler, Method: call.Method, Params: call.Params,
 		Attempt: attempt, Deadline: call.Deadline, EnqueuedAt: call.EnqueuedAt, trace: requestTrace(call), RequestID: call.RequestID,
+		srv: s, replyTo: call.ReplyTo, resultTTL: call.ResultTTL,
 	}
 	ran := s.runOnce(req)
 	for s.probe != nil && errors.Is(ran.err, ErrAppUnavailable) {
@@ -130,7 +131,16 @@ func (s *Server) runOnce(req *Request) runResult {
 		cancelCall(errCancelledByCaller)
 	}
 	start := time.Now()
+	req.ctx = ctx
 	res, err := s.serve(ctx, req)
+	if _, _, serr := req.finishStream(); serr != nil {
+		// Partials went missing (refused past a limit, or lost to Redis):
+		// the caller must not get a final result as if none had.
+		res, err = nil, serr
+		if errors.Is(serr, ErrStreamBroken) {
+			err = Retryable(serr)
+		}
+	}
 	s.cancels.Delete(req.ID)
 	a := runResult{res: res, err: err, cancelled: errors.Is(context.Cause(ctx), errCancelledByCaller), timedOut: dctx.Err() != nil}
 	cancelCall(nil)

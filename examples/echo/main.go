@@ -133,5 +133,28 @@ func newMux() *consumers.Mux {
 		}
 		return nil, &consumers.Error{Code: consumers.CodeHandlerError, Message: p.Message, Retryable: p.Retryable}
 	}, consumers.Describe(`returns the error {"message":"…","retryable":bool}`))
+
+	// count streams: progress values the caller sees as they come (a
+	// WebSocket $/progress, an SSE "progress" event), then the result.
+	mux.HandleFunc("count", func(ctx context.Context, r *consumers.Request) (any, error) {
+		var p struct {
+			N  int `json:"n"`
+			MS int `json:"ms"`
+		}
+		if err := r.Bind(&p); err != nil {
+			return nil, err
+		}
+		for i := 1; i <= p.N; i++ {
+			if err := r.Progress(map[string]int{"i": i}); err != nil {
+				return nil, err
+			}
+			select {
+			case <-time.After(time.Duration(p.MS) * time.Millisecond):
+			case <-ctx.Done():
+				return nil, ctx.Err() // cancelled by the caller, or past the deadline
+			}
+		}
+		return map[string]int{"counted": p.N}, nil
+	}, consumers.Describe(`sends {"n":N,"ms":M}: N progress values {"i":k} M ms apart, then {"counted":N}`))
 	return mux
 }
