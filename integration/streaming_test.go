@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	fastws "github.com/fasthttp/websocket"
+
+	"github.com/streamrpc/streamrpc/consumers"
 )
 
 // streamEvent is one Server-Sent Event as a caller reads it.
@@ -201,4 +204,97 @@ func TestStreamWS(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startStreamingSidecar runs a sidecar (handler "app") in front of an app
+// that streams: /sse answers text/event-stream, /ndjson application/x-ndjson,
+// each n = ?n partials {"i":k} (the query comes in the params).
+func startStreamingSidecar(t *testing.T, st *stack) {
+	t.Helper()
+	mux := http.NewServeMux()
+	params := func(r *http.Request) (n int, result bool) {
+		var p struct {
+			N      int  `json:"n"`
+			Result bool `json:"result"`
+		}
+		_ = json.NewDecoder(r.Body).Decode(&p)
+		return p.N, p.Result
+	}
+	mux.HandleFunc("GET /healthz", func(http.ResponseWriter, *http.Request) {})
+	mux.HandleFunc("POST /sse", func(w http.ResponseWriter, r *http.Request) {
+		n, result := params(r)
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := 1; i <= n; i++ {
+			fmt.Fprintf(w, "event: partial\ndata: {\"i\":%d}\n\n", i)
+			if i%100 == 0 {
+				w.(http.Flusher).Flush()
+			}
+		}
+		fmt.Fprint(w, "event: progress\ndata: {\"done\":1}\n\n")
+		if result {
+			fmt.Fprintf(w, "event: result\ndata: {\"counted\":%d}\n\n", n)
+		}
+	})
+	mux.HandleFunc("POST /ndjson", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := params(r)
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		for i := 1; i <= n; i++ {
+			fmt.Fprintf(w, "{\"i\":%d}\n", i)
+		}
+		fmt.Fprintf(w, "{\"counted\":%d}\n", n)
+	})
+	mux.HandleFunc("POST /sse_error", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		fmt.Fprint(w, "data: {\"i\":1}\n\nevent: error\ndata: {\"code\":1001,\"message\":\"out of tokens\"}\n\n")
+	})
+	app := httptest.NewServer(mux)
+	t.Cleanup(app.Close)
+	side, err := consumers.NewSidecar(consumers.SidecarConfig{
+		UpstreamURL: app.URL, Methods: consumers.MethodList{{Name: "sse"}, {Name: "ndjson"}, {Name: "sse_error"}},
+		UpstreamTimeout: 30 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(side.Close)
+	st.startConsumer(t, consumers.Config{Handler: "app"}, side)
+}
+
+// TestStreamSidecar: an app behind the sidecar that answers an event stream
+// or NDJSON streams 1,000 partials in order to an SSE caller; the last line
+// (NDJSON) or "event: result" (SSE) is the result; "event: error" ends it.
+func TestStreamSidecar(t *testing.T) {
+	st := newStack(t, stackOptions{noConsume: true})
+	startStreamingSidecar(t, st)
+	cases := []struct {
+		name, path, body string
+	}{
+		{"sse with event: result", "/rpc/app/sse", `{"n":1000,"result":true}`},
+		{"ndjson, the last line is the result", "/rpc/app/ndjson", `{"n":1000}`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, events := postSSE(t, st.url, tc.path, tc.body)
+			// The SSE app's progress value arrives after the partials.
+			if tc.path == "/rpc/app/sse" {
+				if len(events) < 2 || events[len(events)-2].event != "progress" {
+					t.Fatalf("no progress before the result: %+v", events[max(0, len(events)-3):])
+				}
+				events = append(events[:len(events)-2], events[len(events)-1])
+			}
+			checkPartials(t, events, 1000, `{"counted":1000}`)
+		})
+	}
+	t.Run("ndjson: a single line is the result", func(t *testing.T) {
+		_, events := postSSE(t, st.url, "/rpc/app/ndjson", `{"n":0}`)
+		if len(events) != 1 || events[0].event != "result" || events[0].data != `{"counted":0}` {
+			t.Fatalf("events %+v", events)
+		}
+	})
+	t.Run("event: error ends the call", func(t *testing.T) {
+		_, events := postSSE(t, st.url, "/rpc/app/sse_error", `{}`)
+		if len(events) != 1 || events[0].event != "error" || !strings.Contains(events[0].data, `"code":1001`) {
+			t.Fatalf("events %+v", events)
+		}
+	})
 }
