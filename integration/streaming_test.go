@@ -3,18 +3,23 @@ package integration
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	fastws "github.com/fasthttp/websocket"
 
+	"github.com/streamrpc/streamrpc/app"
 	"github.com/streamrpc/streamrpc/consumers"
+	"github.com/streamrpc/streamrpc/streams"
 )
 
 // streamEvent is one Server-Sent Event as a caller reads it.
@@ -93,11 +98,21 @@ func checkPartials(t testing.TB, events []streamEvent, n int, want string) {
 	}
 }
 
+// processEchoStack is an edge in this process and the example echo consumer
+// as an OS process.
+func processEchoStack(t *testing.T) *stack {
+	t.Helper()
+	st := newStack(t, stackOptions{noConsume: true})
+	st.echoConsumer(t, "a")
+	waitForEcho(t, st.url)
+	return st
+}
+
 // TestStreamSSE: a call with Accept: text/event-stream gets 1,000 partials
 // in order, each with its id, then the result; without the header the same
-// call answers the result alone.
+// call answers the result alone. The consumer is the example echo process.
 func TestStreamSSE(t *testing.T) {
-	st := newStack(t, stackOptions{})
+	st := processEchoStack(t)
 	res, events := postSSE(t, st.url, "/rpc/echo/count", `{"n":1000,"partial":true}`)
 	if res.StatusCode != 200 || res.Header.Get("X-Request-Id") == "" {
 		t.Fatalf("status %d, headers %v", res.StatusCode, res.Header)
@@ -171,7 +186,7 @@ func readWSUntilAnswer(t testing.TB, conn *fastws.Conn, id string) ([]wsMessage,
 // partials in order, then the response; none with "_meta":{"progress":false}
 // or on a socket opened with ?progress=false.
 func TestStreamWS(t *testing.T) {
-	st := newStack(t, stackOptions{})
+	st := processEchoStack(t)
 	conn := rawWS(t, st.wsURL())
 	send(t, conn, `{"jsonrpc":"2.0","id":"a","method":"echo.count","params":{"n":1000,"partial":true}}`)
 	progress, answer := readWSUntilAnswer(t, conn, `"a"`)
@@ -206,10 +221,10 @@ func TestStreamWS(t *testing.T) {
 	}
 }
 
-// startStreamingSidecar runs a sidecar (handler "app") in front of an app
-// that streams: /sse answers text/event-stream, /ndjson application/x-ndjson,
-// each n = ?n partials {"i":k} (the query comes in the params).
-func startStreamingSidecar(t *testing.T, st *stack) {
+// streamingApp is an app that streams, for a sidecar: /sse answers
+// text/event-stream, /ndjson application/x-ndjson, each {"n":N} partials
+// {"i":k} then {"counted":N}; /sse_error a partial then an error event.
+func streamingApp(t *testing.T) *httptest.Server {
 	t.Helper()
 	mux := http.NewServeMux()
 	params := func(r *http.Request) (n int, result bool) {
@@ -249,15 +264,23 @@ func startStreamingSidecar(t *testing.T, st *stack) {
 	})
 	app := httptest.NewServer(mux)
 	t.Cleanup(app.Close)
-	side, err := consumers.NewSidecar(consumers.SidecarConfig{
-		UpstreamURL: app.URL, Methods: consumers.MethodList{{Name: "sse"}, {Name: "ndjson"}, {Name: "sse_error"}},
-		UpstreamTimeout: 30 * time.Second,
+	return app
+}
+
+// sidecarProcess runs `streamrpc consumer` for handler "app" in front of the
+// streaming app at upstream, and waits until it serves.
+func (st *stack) sidecarProcess(t *testing.T, upstream string) {
+	t.Helper()
+	startProcess(t, binary(t, "streamrpc"), []string{
+		"REDIS_URL=" + st.redis.URL, "STREAMRPC_HANDLER=app", "STREAMRPC_UPSTREAM_URL=" + upstream,
+		"STREAMRPC_METHODS=sse,ndjson,sse_error", "STREAMRPC_HEALTH_ADDR=" + freeAddr(t), "STREAMRPC_UPSTREAM_TIMEOUT=30s",
+	}, "consumer")
+	waitUntil(t, 30*time.Second, func() error {
+		if o := rawCall(st.url, "/rpc/app/ndjson", []byte(`{"n":0}`)); o.err != nil || o.status != 200 {
+			return fmt.Errorf("%d %s %v", o.status, o.body, o.err)
+		}
+		return nil
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(side.Close)
-	st.startConsumer(t, consumers.Config{Handler: "app"}, side)
 }
 
 // TestStreamSidecar: an app behind the sidecar that answers an event stream
@@ -265,7 +288,8 @@ func startStreamingSidecar(t *testing.T, st *stack) {
 // (NDJSON) or "event: result" (SSE) is the result; "event: error" ends it.
 func TestStreamSidecar(t *testing.T) {
 	st := newStack(t, stackOptions{noConsume: true})
-	startStreamingSidecar(t, st)
+	app := streamingApp(t)
+	st.sidecarProcess(t, app.URL)
 	cases := []struct {
 		name, path, body string
 	}{
@@ -295,6 +319,237 @@ func TestStreamSidecar(t *testing.T) {
 		_, events := postSSE(t, st.url, "/rpc/app/sse_error", `{}`)
 		if len(events) != 1 || events[0].event != "error" || !strings.Contains(events[0].data, `"code":1001`) {
 			t.Fatalf("events %+v", events)
+		}
+	})
+}
+
+// TestStreamKilledMidStream kills the consumer (SIGKILL) in the middle of a
+// stream: another consumer claims the call and runs it again, and the caller
+// is told with a restart notification (attempt 2) before the new attempt's
+// progress, never a silent mix of two attempts; then it gets the result.
+func TestStreamKilledMidStream(t *testing.T) {
+	st := newStack(t, stackOptions{noConsume: true})
+	vt := "STREAMRPC_VISIBILITY_TIMEOUT=1s"
+	a := st.echoConsumer(t, "a", vt)
+	waitForEcho(t, st.url)
+	conn := rawWS(t, st.wsURL())
+	send(t, conn, `{"jsonrpc":"2.0","id":9,"method":"echo.count","params":{"n":20,"ms":100,"partial":true}}`)
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for seen := 0; seen < 3; { // a few partials of attempt 1
+		_, b, err := conn.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(`"kind":"partial"`)) {
+			seen++
+		}
+	}
+	a.signal(t, syscall.SIGKILL, 10*time.Second)
+	st.echoConsumer(t, "b", vt)
+	progress, answer := readWSUntilAnswer(t, conn, "9")
+	if string(answer.Result) != `{"counted":20}` {
+		t.Fatalf("answer %+v", answer)
+	}
+	restart := -1
+	for i, m := range progress {
+		if m.Params.Kind == "restart" {
+			if restart >= 0 || m.Params.Attempt != 2 {
+				t.Fatalf("restart notification %d: %+v (first at %d)", i, m.Params, restart)
+			}
+			restart = i
+		}
+	}
+	if restart < 0 {
+		t.Fatalf("no restart notification among %d", len(progress))
+	}
+	after := progress[restart+1:]
+	if len(after) != 20 {
+		t.Fatalf("%d partials after the restart, want attempt 2's 20", len(after))
+	}
+	for i, m := range after {
+		if m.Params.Seq != fmt.Sprintf("2-%d", i+1) || string(m.Params.Value) != fmt.Sprintf(`{"i":%d}`, i+1) {
+			t.Fatalf("partial %d after the restart: %+v", i, m.Params)
+		}
+	}
+}
+
+// TestStreamCancelMidStream: $/cancel in the middle of a stream answers the
+// caller -32006 and stops the handler: the call's outcome in Redis is the
+// cancellation, long before the stream would have ended.
+func TestStreamCancelMidStream(t *testing.T) {
+	st := processEchoStack(t)
+	conn := rawWS(t, st.wsURL())
+	send(t, conn, `{"jsonrpc":"2.0","id":1,"method":"echo.count","params":{"n":1000,"ms":50,"partial":true}}`)
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for seen := 0; seen < 2; {
+		_, b, err := conn.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(`"kind":"partial"`)) {
+			seen++
+		}
+	}
+	send(t, conn, `{"jsonrpc":"2.0","id":2,"method":"$/cancel","params":{"id":1}}`)
+	_, answer := readWSUntilAnswer(t, conn, "1")
+	var e struct {
+		Code int `json:"code"`
+		Data struct {
+			ID string `json:"id"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(answer.Error, &e); err != nil || e.Code != streams.CodeCancelled || e.Data.ID == "" {
+		t.Fatalf("answer %s", answer.Error)
+	}
+	sc := st.streamsClient(t)
+	waitUntil(t, 10*time.Second, func() error { // the handler stopped: its outcome is settled
+		r, err := sc.Result(context.Background(), e.Data.ID)
+		if err != nil {
+			return err
+		}
+		if r.OK || r.Err().Code != streams.CodeCancelled {
+			return fmt.Errorf("outcome %s", r.Body)
+		}
+		return nil
+	})
+}
+
+// TestStreamSlowReader: callers that read nothing until the call is over
+// (its result settled in Redis) still get every partial, in order: the edge
+// keeps them for the caller, a WebSocket is not closed as a slow reader (its
+// write queue is small here) and the reply reader serves other calls.
+func TestStreamSlowReader(t *testing.T) {
+	st := newStack(t, stackOptions{edge: app.Config{WSWriteQueue: 64 << 10}})
+	sc := st.streamsClient(t)
+	const n, pad = 1000, 1024
+	body := fmt.Sprintf(`{"n":%d,"partial":true,"pad":%d}`, n, pad)
+	settled := func(t *testing.T, id string) {
+		waitUntil(t, 30*time.Second, func() error {
+			_, err := sc.Result(context.Background(), id)
+			return err
+		})
+	}
+	t.Run("sse", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodPost, st.url+"/rpc/echo/count", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "text/event-stream")
+		res, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		settled(t, res.Header.Get("X-Request-Id"))
+		// Meanwhile the edge answers others at once.
+		if r := post(t, st.url, "/rpc/echo/echo", []byte(`{"x":1}`), nil); r.status != 200 {
+			t.Fatalf("another call: %d %s", r.status, r.body)
+		}
+		events := readSSE(t, res.Body)
+		if len(events) != n+1 || events[n].data != fmt.Sprintf(`{"counted":%d}`, n) {
+			t.Fatalf("%d events", len(events))
+		}
+		for i, ev := range events[:n] {
+			if ev.id != fmt.Sprintf("1-%d", i+1) || !strings.HasPrefix(ev.data, fmt.Sprintf(`{"i":%d,`, i+1)) {
+				t.Fatalf("event %d: %s %.40s", i, ev.id, ev.data)
+			}
+		}
+	})
+	t.Run("websocket", func(t *testing.T) {
+		conn := rawWS(t, st.wsURL())
+		send(t, conn, `{"jsonrpc":"2.0","id":1,"method":"echo.count","params":`+body+`}`)
+		// The call's id is not on the socket until it is answered: wait
+		// until the handler's calls are all settled instead.
+		waitUntil(t, 30*time.Second, func() error {
+			if n, err := sc.Backlog(context.Background(), "echo"); err != nil || n != 0 {
+				return fmt.Errorf("backlog %d %v", n, err)
+			}
+			return nil
+		})
+		progress, answer := readWSUntilAnswer(t, conn, "1")
+		if string(answer.Result) != fmt.Sprintf(`{"counted":%d}`, n) || len(progress) != n {
+			t.Fatalf("answer %s %s, %d partials", answer.Result, answer.Error, len(progress))
+		}
+		for i, m := range progress {
+			if m.Params.Seq != fmt.Sprintf("1-%d", i+1) {
+				t.Fatalf("partial %d: %s", i, m.Params.Seq)
+			}
+		}
+	})
+}
+
+// TestStreamConcurrent: 100 streams at once, each gets its own 100 partials
+// in order and its result.
+func TestStreamConcurrent(t *testing.T) {
+	st := newStack(t, stackOptions{consumer: consumers.Config{Concurrency: 100}})
+	const streams, n = 100, 100
+	errs := make(chan error, streams)
+	var wg sync.WaitGroup
+	for i := range streams {
+		wg.Go(func() {
+			req, _ := http.NewRequest(http.MethodPost, st.url+"/rpc/echo/count", strings.NewReader(fmt.Sprintf(`{"n":%d,"partial":true}`, n+i)))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "text/event-stream")
+			res, err := httpClient.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer res.Body.Close()
+			events := readSSE(t, res.Body)
+			if len(events) != n+i+1 || events[n+i].data != fmt.Sprintf(`{"counted":%d}`, n+i) {
+				errs <- fmt.Errorf("stream %d: %d events", i, len(events))
+				return
+			}
+			for k, ev := range events[:n+i] {
+				if ev.data != fmt.Sprintf(`{"i":%d}`, k+1) {
+					errs <- fmt.Errorf("stream %d event %d: %s", i, k, ev.data)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// TestStreamAsyncEvents: an async call's events are read with GET
+// /rpc/calls/{id}/events, then its result; Last-Event-ID resumes after an
+// event while the result is kept.
+func TestStreamAsyncEvents(t *testing.T) {
+	st := newStack(t, stackOptions{})
+	r := post(t, st.url, "/rpc/echo/count", []byte(`{"n":1000,"partial":true}`), map[string]string{"Prefer": "respond-async"})
+	if r.status != 202 {
+		t.Fatalf("%d %s", r.status, r.body)
+	}
+	events := func(last string) []streamEvent {
+		req, _ := http.NewRequest(http.MethodGet, st.url+"/rpc/calls/"+r.requestID+"/events", nil)
+		if last != "" {
+			req.Header.Set("Last-Event-ID", last)
+		}
+		res, err := httpClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		return readSSE(t, res.Body)
+	}
+	checkPartials(t, events(""), 1000, `{"counted":1000}`)
+	resumed := events("1-990")
+	if len(resumed) != 11 || resumed[0].id != "1-991" || resumed[10].event != "result" {
+		t.Fatalf("resumed: %+v", resumed)
+	}
+	t.Run("bad Last-Event-ID", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodGet, st.url+"/rpc/calls/"+r.requestID+"/events", nil)
+		req.Header.Set("Last-Event-ID", "nope")
+		if res := do(t, req); res.status != 400 {
+			t.Fatalf("%d %s", res.status, res.body)
+		}
+	})
+	t.Run("unknown call", func(t *testing.T) {
+		if res := get(t, st.url+"/rpc/calls/echo.01ARZ3NDEKTSV4RRFFQ69G5FAV/events"); res.status != 404 {
+			t.Fatalf("%d %s", res.status, res.body)
 		}
 	})
 }

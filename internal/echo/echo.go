@@ -8,6 +8,7 @@ package echo
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/streamrpc/streamrpc/consumers"
@@ -65,12 +66,12 @@ func Mux() *consumers.Mux {
 		return nil, &consumers.Error{Code: consumers.CodeHandlerError, Message: p.Message, Retryable: p.Retryable}
 	}, consumers.Describe(`returns the error {"message":"…","retryable":bool}`))
 
-	mux.HandleFunc("count", Count, consumers.Describe(`streams {"n":N,"ms":M}: N progress values {"i":k} M ms apart (partial results with "partial":true), then {"counted":N}`),
+	mux.HandleFunc("count", Count, consumers.Describe(`streams {"n":N,"ms":M}: N progress values {"i":k} M ms apart (partial results with "partial":true; "pad":B bytes of padding in each), then {"counted":N}`),
 		consumers.Schemas(countParams, nil))
 	return mux
 }
 
-var countParams = json.RawMessage(`{"type":"object","properties":{"n":{"type":"integer","minimum":0,"maximum":1000000},"ms":{"type":"integer","minimum":0,"maximum":60000},"partial":{"type":"boolean"}},"required":["n"]}`)
+var countParams = json.RawMessage(`{"type":"object","properties":{"n":{"type":"integer","minimum":0,"maximum":1000000},"ms":{"type":"integer","minimum":0,"maximum":60000},"partial":{"type":"boolean"},"pad":{"type":"integer","minimum":0,"maximum":65536}},"required":["n"]}`)
 
 // Count is the count method: a streaming handler (docs/streaming.md).
 func Count(ctx context.Context, r *consumers.Request) (any, error) {
@@ -78,10 +79,12 @@ func Count(ctx context.Context, r *consumers.Request) (any, error) {
 		N       int  `json:"n"`
 		MS      int  `json:"ms"`
 		Partial bool `json:"partial"`
+		Pad     int  `json:"pad"` // a string of this many bytes in each value
 	}
 	if err := r.Bind(&p); err != nil {
 		return nil, err
 	}
+	pad := strings.Repeat("x", p.Pad)
 	send := r.Progress
 	if p.Partial {
 		send = r.Partial
@@ -96,7 +99,11 @@ func Count(ctx context.Context, r *consumers.Request) (any, error) {
 				return nil, ctx.Err()
 			}
 		}
-		if err := send(map[string]int{"i": i}); err != nil {
+		var v any = map[string]int{"i": i}
+		if pad != "" {
+			v = map[string]any{"i": i, "pad": pad}
+		}
+		if err := send(v); err != nil {
 			return nil, err
 		}
 	}
