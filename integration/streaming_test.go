@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	fastws "github.com/fasthttp/websocket"
 
 	"github.com/streamrpc/streamrpc/app"
+	"github.com/streamrpc/streamrpc/client"
 	"github.com/streamrpc/streamrpc/consumers"
 	"github.com/streamrpc/streamrpc/streams"
 )
@@ -552,4 +554,53 @@ func TestStreamAsyncEvents(t *testing.T) {
 			t.Fatalf("%d %s", res.status, res.body)
 		}
 	})
+}
+
+// TestStreamGoClient: client.CallStream over HTTP and over a WebSocket gets
+// every partial in order, on the caller's goroutine, then the result; a
+// refused call is its *client.Error.
+func TestStreamGoClient(t *testing.T) {
+	st := newStack(t, stackOptions{})
+	ws, err := client.DialWS(context.Background(), st.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ws.Close() })
+	hc := client.New(st.url)
+	calls := []struct {
+		name string
+		call func(ctx context.Context, params any, on func(client.Event), out any) error
+	}{
+		{"http", func(ctx context.Context, params any, on func(client.Event), out any) error {
+			return hc.CallStream(ctx, "echo", "count", params, on, out)
+		}},
+		{"websocket", func(ctx context.Context, params any, on func(client.Event), out any) error {
+			return ws.CallStream(ctx, "echo.count", params, on, out)
+		}},
+	}
+	for _, tc := range calls {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			var got []client.Event
+			var out struct {
+				Counted int `json:"counted"`
+			}
+			if err := tc.call(ctx, map[string]any{"n": 1000, "partial": true}, func(e client.Event) { got = append(got, e) }, &out); err != nil {
+				t.Fatal(err)
+			}
+			if out.Counted != 1000 || len(got) != 1000 {
+				t.Fatalf("result %d, %d events", out.Counted, len(got))
+			}
+			for i, e := range got {
+				if e.Kind != client.EventPartial || e.ID != fmt.Sprintf("1-%d", i+1) || string(e.Data) != fmt.Sprintf(`{"i":%d}`, i+1) {
+					t.Fatalf("event %d: %+v", i, e)
+				}
+			}
+			var ce *client.Error
+			if err := tc.call(ctx, map[string]any{"n": -1}, nil, nil); !errors.As(err, &ce) || ce.Code != client.CodeInvalidParams {
+				t.Fatalf("invalid params: %v", err)
+			}
+		})
+	}
 }
