@@ -133,7 +133,8 @@ func (s *Server) runOnce(req *Request) runResult {
 	start := time.Now()
 	req.ctx = ctx
 	res, err := s.serve(ctx, req)
-	if _, _, serr := req.finishStream(); serr != nil {
+	partials, progress, serr := req.finishStream()
+	if serr != nil {
 		// Partials went missing (refused past a limit, or lost to Redis):
 		// the caller must not get a final result as if none had.
 		res, err = nil, serr
@@ -145,7 +146,7 @@ func (s *Server) runOnce(req *Request) runResult {
 	a := runResult{res: res, err: err, cancelled: errors.Is(context.Cause(ctx), errCancelledByCaller), timedOut: dctx.Err() != nil}
 	cancelCall(nil)
 	cancel()
-	a.run = streams.Run{Consumer: s.cfg.Name, Started: start, Took: time.Since(start)}
+	a.run = streams.Run{Consumer: s.cfg.Name, Started: start, Took: time.Since(start), Partials: partials, Progress: progress}
 	return a
 }
 

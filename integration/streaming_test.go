@@ -121,6 +121,26 @@ func TestStreamSSE(t *testing.T) {
 	}
 	checkPartials(t, events, 1000, `{"counted":1000}`)
 
+	t.Run("the story and the call page count what was streamed", func(t *testing.T) {
+		id := res.Header.Get("X-Request-Id")
+		waitUntil(t, 10*time.Second, func() error {
+			st := get(t, st.url+"/rpc/calls/"+id)
+			if !bytes.Contains(st.body, []byte(`"event":"finished"`)) || !bytes.Contains(st.body, []byte(`"partials":1000`)) {
+				return fmt.Errorf("story: %s", st.body)
+			}
+			return nil
+		})
+		page, err := httpClient.Get(st.url + "/ui/calls/" + id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer page.Body.Close()
+		html, _ := io.ReadAll(page.Body)
+		if !bytes.Contains(html, []byte("streamed: 1000 partials, 0 progress")) {
+			t.Fatalf("the call page does not say what was streamed")
+		}
+	})
+
 	plain := post(t, st.url, "/rpc/echo/count", []byte(`{"n":50,"partial":true}`), nil)
 	if plain.status != 200 || string(plain.Result) != `{"counted":50}` {
 		t.Fatalf("without Accept: %d %s", plain.status, plain.body)
