@@ -17,9 +17,9 @@ import (
 //	go test ./integration -run '^$' -bench BenchmarkStreamPartials -benchtime 20x
 func BenchmarkStreamPartials(b *testing.B) {
 	st := newStack(b, stackOptions{})
-	run := func(b *testing.B, n int) (wall, cpu time.Duration) {
+	run := func(b *testing.B, n int) (wall, cpu time.Duration, cmds float64) {
 		body := fmt.Sprintf(`{"n":%d,"partial":true}`, n)
-		start, cpu0 := time.Now(), processCPU()
+		start, cpu0, cmds0 := time.Now(), processCPU(), st.cmds.n.Load()
 		for b.Loop() {
 			req, _ := http.NewRequest(http.MethodPost, st.url+"/rpc/echo/count", strings.NewReader(body))
 			req.Header.Set("Content-Type", "application/json")
@@ -34,7 +34,7 @@ func BenchmarkStreamPartials(b *testing.B) {
 				b.Fatalf("%d events", len(events))
 			}
 		}
-		return time.Since(start) / time.Duration(b.N), (processCPU() - cpu0) / time.Duration(b.N)
+		return time.Since(start) / time.Duration(b.N), (processCPU() - cpu0) / time.Duration(b.N), float64(st.cmds.n.Load()-cmds0) / float64(b.N)
 	}
 	b.Run("plain", func(b *testing.B) {
 		for b.Loop() {
@@ -44,13 +44,15 @@ func BenchmarkStreamPartials(b *testing.B) {
 		}
 	})
 	var base, baseCPU time.Duration
-	b.Run("partials=0", func(b *testing.B) { base, baseCPU = run(b, 0) })
+	var baseCmds float64
+	b.Run("partials=0", func(b *testing.B) { base, baseCPU, baseCmds = run(b, 0) })
 	for _, n := range []int{1000, 10000} {
 		b.Run(fmt.Sprintf("partials=%d", n), func(b *testing.B) {
-			wall, cpu := run(b, n)
+			wall, cpu, cmds := run(b, n)
 			b.ReportMetric(float64(n)/wall.Seconds(), "partials/s")
 			b.ReportMetric(float64(wall-base)/float64(n), "ns/partial")
 			b.ReportMetric(float64(cpu-baseCPU)/float64(n), "cpu-ns/partial")
+			b.ReportMetric((cmds-baseCmds)/float64(n), "redis-cmds/partial")
 		})
 	}
 }
