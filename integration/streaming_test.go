@@ -624,3 +624,34 @@ func TestStreamGoClient(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamBounds: past StreamMaxPartials or StreamMaxPartialBytes the
+// caller gets the partials sent until then and an error that names the
+// setting, not a result with partials missing.
+func TestStreamBounds(t *testing.T) {
+	st := newStack(t, stackOptions{consumer: consumers.Config{StreamMaxPartials: 10, StreamMaxPartialBytes: 100}})
+	cases := []struct {
+		name, body string
+		partials   int
+		message    string
+	}{
+		{"too many partials", `{"n":20,"partial":true}`, 10, "STREAMRPC_STREAM_MAX_PARTIALS=10"},
+		{"a partial too large", `{"n":3,"partial":true,"pad":200}`, 0, "STREAMRPC_STREAM_MAX_PARTIAL_BYTES=100"},
+		{"within both", `{"n":10,"partial":true,"pad":50}`, 10, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, events := postSSE(t, st.url, "/rpc/echo/count", tc.body)
+			last := events[len(events)-1]
+			if len(events) != tc.partials+1 {
+				t.Fatalf("%d events, want %d partials and the outcome; last %+v", len(events), tc.partials, last)
+			}
+			switch {
+			case tc.message == "" && last.event != "result":
+				t.Fatalf("outcome %+v", last)
+			case tc.message != "" && (last.event != "error" || !strings.Contains(last.data, tc.message)):
+				t.Fatalf("outcome %+v, want an error naming %s", last, tc.message)
+			}
+		})
+	}
+}
