@@ -48,11 +48,17 @@ type upstreamReadError struct{ err error }
 
 func (e *upstreamReadError) Error() string { return e.err.Error() }
 
+// streamer is where a relayed stream goes: the call's *Request.
+type streamer interface {
+	Partial(v any) error
+	Progress(v any) error
+}
+
 // relayStream reads the app's stream and relays it to the call's caller:
 // partials through r.Partial, one behind (the last one is the result),
 // progress through r.Progress. It returns the final result, or the error
 // that ends the call.
-func relayStream(r *Request, kind string, body io.Reader) (any, error) {
+func relayStream(r streamer, kind string, body io.Reader) (any, error) {
 	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 0, 64<<10), maxUpstreamBody)
 	var held json.RawMessage // the last partial, sent once another comes
