@@ -424,15 +424,33 @@ func TestStreamCancelMidStream(t *testing.T) {
 		t.Fatalf("answer %s", answer.Error)
 	}
 	sc := st.streamsClient(t)
-	waitUntil(t, 10*time.Second, func() error { // the handler stopped: its outcome is settled
-		r, err := sc.Result(context.Background(), e.Data.ID)
-		if err != nil {
-			return err
+	cancelled := func(t *testing.T, id string) {
+		waitUntil(t, 10*time.Second, func() error { // the handler stopped: its outcome is settled
+			r, err := sc.Result(context.Background(), id)
+			if err != nil {
+				return err
+			}
+			if r.OK || r.Err().Code != streams.CodeCancelled {
+				return fmt.Errorf("outcome %s", r.Body)
+			}
+			return nil
+		})
+	}
+	cancelled(t, e.Data.ID)
+
+	t.Run("DELETE an async call mid-stream", func(t *testing.T) {
+		r := post(t, st.url, "/rpc/echo/count", []byte(`{"n":1000,"ms":50,"partial":true}`), map[string]string{"Prefer": "respond-async"})
+		waitUntil(t, 10*time.Second, func() error {
+			if evs, err := sc.CallEvents(context.Background(), r.requestID, "", 10); err != nil || len(evs) < 2 {
+				return fmt.Errorf("%d events (%v)", len(evs), err)
+			}
+			return nil
+		})
+		req, _ := http.NewRequest(http.MethodDelete, st.url+"/rpc/calls/"+r.requestID, nil)
+		if res := do(t, req); res.status != 202 || !bytes.Contains(res.body, []byte(`"cancelling"`)) {
+			t.Fatalf("DELETE: %d %s", res.status, res.body)
 		}
-		if r.OK || r.Err().Code != streams.CodeCancelled {
-			return fmt.Errorf("outcome %s", r.Body)
-		}
-		return nil
+		cancelled(t, r.requestID)
 	})
 }
 
