@@ -40,6 +40,7 @@ var clusterSuite = []string{
 	"TestAsync.*", "TestCancelQueuedAndRunning", "TestClientAsync",
 	"TestSecondSettleIsDropped", "TestDeadConsumerCallsClaimed", "TestStatsExactWhileActivityIsSampled", "TestStatsMatchTheCalls", "TestEventsFeed",
 	"TestACLLeastPrivilege", "TestRateLimit.*", "TestScaleToZero",
+	"TestStreamSSE", "TestStreamAsyncEvents", "TestStreamGoClient",
 }
 
 // TestSuiteOnRedisCluster runs the tests of clusterSuite again — the same tests, not copies — in
