@@ -494,13 +494,22 @@ func TestStreamSlowReader(t *testing.T) {
 		}
 	})
 	t.Run("websocket", func(t *testing.T) {
+		countRuns := func() int64 {
+			for _, m := range st.consumer.Stats().Methods {
+				if m.Method == "count" {
+					return m.Calls
+				}
+			}
+			return 0
+		}
+		before := countRuns()
 		conn := rawWS(t, st.wsURL())
 		send(t, conn, `{"jsonrpc":"2.0","id":1,"method":"echo.count","params":`+body+`}`)
 		// The call's id is not on the socket until it is answered: wait
-		// until the handler's calls are all settled instead.
+		// until its handler has run and nothing is left to settle instead.
 		waitUntil(t, 30*time.Second, func() error {
-			if n, err := sc.Backlog(context.Background(), "echo"); err != nil || n != 0 {
-				return fmt.Errorf("backlog %d %v", n, err)
+			if n, err := sc.Backlog(context.Background(), "echo"); err != nil || n != 0 || countRuns() != before+1 {
+				return fmt.Errorf("backlog %d (%v), %d runs", n, err, countRuns()-before)
 			}
 			return nil
 		})
