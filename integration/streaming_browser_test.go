@@ -14,10 +14,6 @@ import (
 func TestStreamUIProgress(t *testing.T) {
 	chrome := chromiumPath(t)
 	st := newStack(t, stackOptions{})
-	r := post(t, st.url, "/rpc/echo/count", []byte(`{"n":40,"ms":100}`), map[string]string{"Prefer": "respond-async"})
-	if r.status != 202 {
-		t.Fatalf("%d %s", r.status, r.body)
-	}
 	testCtx, cancelTest := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancelTest()
 	allocCtx, cancelAlloc := chromiumAllocator(testCtx, t, chrome)
@@ -28,6 +24,11 @@ func TestStreamUIProgress(t *testing.T) {
 	// context of that call: this one, not a step's.
 	if err := chromedp.Do(page, chromedp.EmulateViewport(1280, 800)); err != nil {
 		t.Fatalf("start Chromium: %v", err)
+	}
+	// Started once the browser is up, so that it is still running when the page opens.
+	r := post(t, st.url, "/rpc/echo/count", []byte(`{"n":60,"ms":100}`), map[string]string{"Prefer": "respond-async"})
+	if r.status != 202 {
+		t.Fatalf("%d %s", r.status, r.body)
 	}
 	step(t, page, 20*time.Second, "open the running call's page",
 		chromedp.Navigate(st.url+"/ui/calls/"+r.requestID),

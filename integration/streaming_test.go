@@ -355,7 +355,7 @@ func TestStreamKilledMidStream(t *testing.T) {
 	a := st.echoConsumer(t, "a", vt)
 	waitForEcho(t, st.url)
 	conn := rawWS(t, st.wsURL())
-	send(t, conn, `{"jsonrpc":"2.0","id":9,"method":"echo.count","params":{"n":20,"ms":100,"partial":true}}`)
+	send(t, conn, `{"jsonrpc":"2.0","id":9,"method":"echo.count","params":{"n":40,"ms":100,"partial":true}}`)
 	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
 	for seen := 0; seen < 3; { // a few partials of attempt 1
 		_, b, err := conn.ReadMessage()
@@ -369,7 +369,7 @@ func TestStreamKilledMidStream(t *testing.T) {
 	a.signal(t, syscall.SIGKILL, 10*time.Second)
 	st.echoConsumer(t, "b", vt)
 	progress, answer := readWSUntilAnswer(t, conn, "9")
-	if string(answer.Result) != `{"counted":20}` {
+	if string(answer.Result) != `{"counted":40}` {
 		t.Fatalf("answer %+v", answer)
 	}
 	restart := -1
@@ -385,8 +385,8 @@ func TestStreamKilledMidStream(t *testing.T) {
 		t.Fatalf("no restart notification among %d", len(progress))
 	}
 	after := progress[restart+1:]
-	if len(after) != 20 {
-		t.Fatalf("%d partials after the restart, want attempt 2's 20", len(after))
+	if len(after) != 40 {
+		t.Fatalf("%d partials after the restart, want attempt 2's 40", len(after))
 	}
 	for i, m := range after {
 		if m.Params.Seq != fmt.Sprintf("2-%d", i+1) || string(m.Params.Value) != fmt.Sprintf(`{"i":%d}`, i+1) {
