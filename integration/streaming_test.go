@@ -682,3 +682,37 @@ func TestStreamBounds(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamRetryRestarts: an attempt that streamed and then failed
+// retryably is run again; the caller gets the first attempt's partials, a
+// restart with attempt 2, the second attempt's partials and its result.
+func TestStreamRetryRestarts(t *testing.T) {
+	st := newStack(t, stackOptions{noConsume: true})
+	mux := consumers.NewMux()
+	mux.HandleFunc("twice", func(_ context.Context, r *consumers.Request) (any, error) {
+		for i := 1; i <= 3; i++ {
+			if err := r.Partial(map[string]int{"attempt": r.Attempt, "i": i}); err != nil {
+				return nil, err
+			}
+		}
+		if r.Attempt == 1 {
+			return nil, consumers.Retryable(errors.New("transient"))
+		}
+		return map[string]int{"attempt": r.Attempt}, nil
+	})
+	st.startConsumer(t, consumers.Config{Handler: "retrying", RetryBaseDelay: 20 * time.Millisecond}, mux)
+	_, events := postSSE(t, st.url, "/rpc/retrying/twice", `{}`)
+	var got []string
+	for _, ev := range events {
+		got = append(got, ev.event+" "+ev.id+" "+ev.data)
+	}
+	want := []string{
+		`partial 1-1 {"attempt":1,"i":1}`, `partial 1-2 {"attempt":1,"i":2}`, `partial 1-3 {"attempt":1,"i":3}`,
+		`restart  {"attempt":2}`,
+		`partial 2-1 {"attempt":2,"i":1}`, `partial 2-2 {"attempt":2,"i":2}`, `partial 2-3 {"attempt":2,"i":3}`,
+		`result  {"attempt":2}`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
