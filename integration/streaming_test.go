@@ -716,3 +716,31 @@ func TestStreamRetryRestarts(t *testing.T) {
 		t.Fatalf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestStreamCancelOnClose: closing a socket opened with
+// ?cancel_on_close=true in the middle of a stream stops its handler.
+func TestStreamCancelOnClose(t *testing.T) {
+	st := newStack(t, stackOptions{})
+	conn := rawWS(t, st.wsURL()+"?cancel_on_close=true")
+	send(t, conn, `{"jsonrpc":"2.0","id":1,"method":"echo.count","params":{"n":1000,"ms":50,"partial":true}}`)
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for seen := 0; seen < 2; {
+		_, b, err := conn.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte(`"kind":"partial"`)) {
+			seen++
+		}
+	}
+	_ = conn.Close()
+	// The handler returns early with the cancellation: its run ends as an error.
+	waitUntil(t, 10*time.Second, func() error {
+		for _, m := range st.consumer.Stats().Methods {
+			if m.Method == "count" && m.Calls == 1 && m.Errors == 1 {
+				return nil
+			}
+		}
+		return fmt.Errorf("stats %+v", st.consumer.Stats().Methods)
+	})
+}
