@@ -53,6 +53,8 @@ type rpcRequest struct {
 	// the OpenRPC document viewer (nil with auth off) may see.
 	discover bool
 	viewer   *Principal
+	// noProgress: "_meta":{"progress":false}, no $/progress for this call.
+	noProgress bool
 }
 
 // requestMeta is a request's "_meta" member: what a JSON-RPC request carries
@@ -64,6 +66,9 @@ type requestMeta struct {
 	// over the HTTP request's or the WebSocket upgrade's headers.
 	TraceParent string `json:"traceparent"`
 	TraceState  string `json:"tracestate"`
+	// Progress false turns this call's $/progress notifications off on a
+	// WebSocket (streaming.go); absent or true: on.
+	Progress *bool `json:"progress"`
 }
 
 // cancelMethod cancels a call in flight on the same WebSocket, as LSP's
@@ -182,6 +187,7 @@ func (m requestMembers) request() rpcRequest {
 	// notification, and nothing below is answered.
 	r.notify = m.id == nil
 	r.trace = validTrace(meta.TraceParent, meta.TraceState)
+	r.noProgress = meta.Progress != nil && !*meta.Progress
 	if name == cancelMethod {
 		var p struct {
 			ID json.RawMessage `json:"id"`
@@ -295,6 +301,9 @@ type callTracker interface {
 	track(callID, handler string, rpcID json.RawMessage) (ctx context.Context, enqueued func(streams.Enqueued), done func())
 	// cancelCall cancels the call in flight with this JSON-RPC id.
 	cancelCall(rpcID json.RawMessage) (streams.State, *streams.Error)
+	// streamTo returns a sink for the call's streamed events and stop, to
+	// call before its response is sent; nil, nil: no streaming.
+	streamTo(rpcID json.RawMessage) (*eventSink, func())
 }
 
 // runJSONRPC runs one request through the core (e.call) and returns its encoded
@@ -335,10 +344,21 @@ func (e *Edge) runJSONRPC(ctx context.Context, r *rpcRequest, tracker callTracke
 		ctx, enqueued, done = tracker.track(id, r.handler, r.id)
 		defer done()
 	}
+	var sink *eventSink
+	if tracker != nil && !notify && !r.noProgress {
+		var stop func()
+		if sink, stop = tracker.streamTo(r.id); stop != nil {
+			defer stop() // deferred after done: runs first, the events precede the response
+		}
+	}
 	reply, rerr := e.call(id, callRequest{
 		handler: r.handler, method: r.method, params: r.params,
 		timeout: e.cfg.CallTimeout, ctx: ctx, notify: notify, enqueued: enqueued, caller: r.caller, trace: r.trace, requestID: r.requestID,
+		sink: sink,
 	})
+	if sink != nil && rerr == nil && sink.isLost() {
+		rerr = errStreamLost(id)
+	}
 	switch {
 	case notify:
 		if rerr != nil {

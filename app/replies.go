@@ -95,7 +95,7 @@ func (r *replyReader) read() {
 		}
 		after = next
 		for _, rep := range replies {
-			if !r.waiters.deliver(rep) {
+			if !r.waiters.deliver(rep) && rep.Events == nil {
 				r.watchers.notify(rep.ID) // an async call: wake its long-polls
 			}
 		}

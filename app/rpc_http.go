@@ -38,6 +38,7 @@ func (e *Edge) routes() {
 	e.fiber.Get("/metrics", e.need(ScopeRead), e.metrics.handler())
 	e.fiber.Post("/rpc/:handler/:method", e.needCall, e.handleCall)
 	e.fiber.Get("/rpc/calls/:id", e.needCallOrRead, e.handleCallStatus)
+	e.fiber.Get("/rpc/calls/:id/events", e.needCallOrRead, e.handleCallEvents)
 	e.fiber.Delete("/rpc/calls/:id", e.needCallOrRead, e.handleCancel)
 	e.deadLetterRoutes()
 	e.registryRoutes()
@@ -75,6 +76,8 @@ type callRequest struct {
 	trace traceContext
 	// scheduleAt: an async call to run then (Schedule-At/-In), zero if none.
 	scheduleAt time.Time
+	// sink, if set, gets the call's streamed events (streaming.go).
+	sink *eventSink
 }
 
 // handleCall serves POST /rpc/{handler}/{method}: the body is the params.
@@ -89,6 +92,9 @@ func (e *Edge) handleCall(c *fiber.Ctx) error {
 	}
 	if !req.scheduleAt.IsZero() {
 		return writeError(c, errSyncSchedule())
+	}
+	if wantsSSE(c) {
+		return e.answerSSE(c, id, req)
 	}
 	reply, rerr := e.call(id, req)
 	if reply.ID != "" {
@@ -229,7 +235,7 @@ func (e *Edge) roundTrip(id string, req callRequest) (streams.Reply, *streams.Er
 	ctx, cancel := context.WithDeadline(req.parent(), deadline)
 	defer cancel()
 
-	ch := e.waiters.add(id)
+	ch := e.waiters.addStream(id, req.sink)
 	enq, rerr := e.enqueue(ctx, id, req, now, deadline, false)
 	if rerr != nil {
 		e.waiters.remove(id)

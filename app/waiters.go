@@ -33,6 +33,9 @@ type waiter struct {
 	// wait to the next one.
 	check time.Time
 	every time.Duration
+	// sink gets the call's streamed events; nil: the caller does not
+	// stream, and they are dropped.
+	sink *eventSink
 }
 
 // firstResultCheck is how long a call waits for its reply before the edge
@@ -56,12 +59,15 @@ func (w *waiters) shard(id string) *waiterShard {
 
 // add registers id before its call is enqueued, so a reply can never arrive
 // before its waiter. The channel holds one reply, so delivery never blocks.
-func (w *waiters) add(id string) chan streams.Reply {
+func (w *waiters) add(id string) chan streams.Reply { return w.addStream(id, nil) }
+
+// addStream is add for a caller that streams: the call's events go to sink.
+func (w *waiters) addStream(id string, sink *eventSink) chan streams.Reply {
 	ch, _ := w.free.Get().(chan streams.Reply)
 	if ch == nil {
 		ch = make(chan streams.Reply, 1)
 	}
-	wt := &waiter{ch: ch, check: time.Now().Add(firstResultCheck), every: firstResultCheck}
+	wt := &waiter{ch: ch, check: time.Now().Add(firstResultCheck), every: firstResultCheck, sink: sink}
 	s := w.shard(id)
 	s.mu.Lock()
 	s.m[id] = wt
@@ -80,9 +86,19 @@ func (w *waiters) remove(id string) {
 	s.mu.Unlock()
 }
 
-// deliver hands r to its waiter, if one still waits. It reports whether one did.
+// deliver hands r to its waiter, if one still waits. It reports whether one
+// did. Streamed events (r.Events) go to the waiter's sink, and it waits on.
 func (w *waiters) deliver(r streams.Reply) bool {
 	s := w.shard(r.ID)
+	if r.Events != nil {
+		s.mu.Lock()
+		wt, ok := s.m[r.ID]
+		s.mu.Unlock()
+		if ok && wt.sink != nil {
+			wt.sink.push(r.Events)
+		}
+		return ok
+	}
 	s.mu.Lock()
 	wt, ok := s.m[r.ID]
 	delete(s.m, r.ID)

@@ -45,9 +45,11 @@ func (e *Edge) wsUpgrade(c *fiber.Ctx) error {
 	if !websocket.IsWebSocketUpgrade(c) {
 		return fiber.ErrUpgradeRequired
 	}
-	if v := c.Query("cancel_on_close"); v != "" {
-		if _, err := strconv.ParseBool(v); err != nil {
-			return writeError(c, newError(streams.CodeInvalidRequest, "cancel_on_close must be true or false", "value", v))
+	for _, opt := range []string{"cancel_on_close", "progress"} {
+		if v := c.Query(opt); v != "" {
+			if _, err := strconv.ParseBool(v); err != nil {
+				return writeError(c, newError(streams.CodeInvalidRequest, opt+" must be true or false", "value", v))
+			}
 		}
 	}
 	open, closed := e.ws.state()
@@ -72,6 +74,10 @@ func (e *Edge) wsUpgrade(c *fiber.Ctx) error {
 func (e *Edge) serveWS(conn *websocket.Conn) {
 	c := newWSConn(e, conn.Conn)
 	c.cancelOnClose, _ = strconv.ParseBool(conn.Query("cancel_on_close"))
+	if v := conn.Query("progress"); v != "" {
+		progress, _ := strconv.ParseBool(v)
+		c.noProgress = !progress
+	}
 	// Authenticated at the upgrade (authenticate); each call is checked
 	// against its scopes in dispatch.
 	c.principal, _ = conn.Locals(principalLocal).(*Principal)
@@ -119,6 +125,9 @@ type wsConn struct {
 	// in flight when the connection closes should be cancelled. It is kept for
 	// cancellation, which reads it together with calls.
 	cancelOnClose bool
+	// noProgress is ?progress=false: no $/progress notifications on this
+	// socket (ws_progress.go).
+	noProgress bool
 
 	inFlight atomic.Int64 // calls holding a slot of STREAMRPC_WS_MAX_IN_FLIGHT
 	callsMu  sync.Mutex

@@ -116,7 +116,34 @@ type wsQueue struct {
 	limit  int
 	closed bool
 	wake   chan struct{} // one token: there is something to write
+	// roomCh, when not nil, is closed once the queue is down to half its
+	// limit (room): progress forwarders wait on it rather than overflow it.
+	roomCh chan struct{}
 }
+
+// room returns a channel that is closed when the queue is at most half
+// full (at once if it is now) or discarded.
+func (q *wsQueue) room() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed || q.bytes <= q.limit/2 {
+		return closedChan
+	}
+	if q.roomCh == nil {
+		q.roomCh = make(chan struct{})
+	}
+	return q.roomCh
+}
+
+// roomMade closes roomCh if the queue has room again; with mu held.
+func (q *wsQueue) roomMade() {
+	if q.roomCh != nil && (q.closed || q.bytes <= q.limit/2) {
+		close(q.roomCh)
+		q.roomCh = nil
+	}
+}
+
+var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
 
 // push queues msg. It reports false, and drops msg, when the queue would go
 // over its limit; a message alone in the queue is always taken.
@@ -153,6 +180,7 @@ func (q *wsQueue) pop() []byte {
 	if len(q.msgs) == 0 {
 		q.msgs = nil // let the backing array go
 	}
+	q.roomMade()
 	return msg
 }
 
@@ -160,5 +188,6 @@ func (q *wsQueue) pop() []byte {
 func (q *wsQueue) discard() {
 	q.mu.Lock()
 	q.msgs, q.bytes, q.closed = nil, 0, true
+	q.roomMade()
 	q.mu.Unlock()
 }

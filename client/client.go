@@ -115,28 +115,42 @@ func NewTransport() *http.Transport {
 // params); out may be nil to drop the result, or a *json.RawMessage to keep
 // its bytes. ctx's deadline, if any, is sent as the call's Request-Timeout.
 func (c *Client) Call(ctx context.Context, handler, method string, params, out any) error {
-	body, err := encodeParams(params)
+	req, err := c.newCall(ctx, handler, method, params)
 	if err != nil {
 		return err
-	}
-	u := c.base + "/rpc/" + url.PathEscape(handler) + "/" + url.PathEscape(method)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
-	if err != nil {
-		return fmt.Errorf("streamrpc: %w", err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if d, ok := ctx.Deadline(); ok {
-		secs := time.Until(d).Seconds()
-		if secs <= 0 {
-			return context.DeadlineExceeded
-		}
-		req.Header.Set("Request-Timeout", strconv.FormatFloat(secs, 'f', 3, 64))
 	}
 	res, err := c.send(req)
 	if err != nil {
 		return fmt.Errorf("streamrpc: %w", err)
 	}
 	defer res.Body.Close()
+	return decodeAnswer(res, out)
+}
+
+// newCall builds the POST of a call.
+func (c *Client) newCall(ctx context.Context, handler, method string, params any) (*http.Request, error) {
+	body, err := encodeParams(params)
+	if err != nil {
+		return nil, err
+	}
+	u := c.base + "/rpc/" + url.PathEscape(handler) + "/" + url.PathEscape(method)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return nil, fmt.Errorf("streamrpc: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if d, ok := ctx.Deadline(); ok {
+		secs := time.Until(d).Seconds()
+		if secs <= 0 {
+			return nil, context.DeadlineExceeded
+		}
+		req.Header.Set("Request-Timeout", strconv.FormatFloat(secs, 'f', 3, 64))
+	}
+	return req, nil
+}
+
+// decodeAnswer reads a JSON answer {"result":…} or {"error":…}.
+func decodeAnswer(res *http.Response, out any) error {
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
 		return fmt.Errorf("streamrpc: reading the answer: %w", err)

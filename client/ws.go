@@ -34,7 +34,8 @@ type WS struct {
 
 	mu      sync.Mutex
 	pending map[uint64]chan wsResponse
-	err     error // set once the connection is done
+	events  map[uint64]*callEvents // calls made with CallStream
+	err     error                  // set once the connection is done
 
 	done      chan struct{} // closed when the reader has stopped
 	closeOnce sync.Once
@@ -44,6 +45,9 @@ type wsResponse struct {
 	ID     json.RawMessage `json:"id"`
 	Result json.RawMessage `json:"result"`
 	Error  *Error          `json:"error"`
+	// A notification from the edge ($/progress) has these instead.
+	Method string          `json:"method"`
+	Params json.RawMessage `json:"params"`
 }
 
 // WSOption configures DialWS.
@@ -102,6 +106,7 @@ func DialWS(ctx context.Context, rawURL string, opts ...WSOption) (*WS, error) {
 		conn:         conn,
 		writeTimeout: o.writeTimeout,
 		pending:      make(map[uint64]chan wsResponse),
+		events:       make(map[uint64]*callEvents),
 		done:         make(chan struct{}),
 	}
 	go w.read()
@@ -132,6 +137,12 @@ func wsURL(raw string) (string, error) {
 // into out (see Client.Call for params and out). It returns when the answer
 // comes, ctx ends (the call itself goes on at the edge) or the connection closes.
 func (w *WS) Call(ctx context.Context, method string, params, out any) error {
+	return w.call(ctx, method, params, out, nil, nil)
+}
+
+// call runs a call; with evs, the call's $/progress events go to evs and
+// drain runs (on this goroutine) whenever some came, and before the result.
+func (w *WS) call(ctx context.Context, method string, params, out any, evs *callEvents, drain func()) error {
 	p, err := encodeParams(params)
 	if err != nil {
 		return err
@@ -148,20 +159,36 @@ func (w *WS) Call(ctx context.Context, method string, params, out any) error {
 		return w.err
 	}
 	w.pending[id] = ch
+	var ready chan struct{}
+	if evs != nil {
+		w.events[id] = evs
+		ready = evs.ready
+	}
 	w.mu.Unlock()
 	forget := func() {
 		w.mu.Lock()
 		delete(w.pending, id)
+		delete(w.events, id)
 		w.mu.Unlock()
 	}
 	if err := w.write(ctx, msg); err != nil {
 		forget()
 		return err
 	}
+	if evs != nil {
+		defer forget()
+	}
+wait:
 	select {
+	case <-ready: // nil without evs: never
+		drain()
+		goto wait
 	case r := <-ch:
 		if err := ctx.Err(); err != nil {
 			return err // the context ended as the answer came: it wins
+		}
+		if drain != nil {
+			drain() // the events came before the answer, on the same reader
 		}
 		return r.decode(out)
 	case <-ctx.Done():
@@ -261,14 +288,18 @@ func (w *WS) read() {
 		}
 		var r wsResponse
 		if json.Unmarshal(msg, &r) == nil {
+			if r.Method == "$/progress" {
+				w.progress(r.Params)
+				continue
+			}
 			w.deliver(r)
 		}
 	}
 }
 
 func (w *WS) deliver(r wsResponse) {
-	id, err := strconv.ParseUint(string(r.ID), 10, 64)
-	if err != nil {
+	id, ok := parseID(r.ID)
+	if !ok {
 		return // not an answer to one of our calls (id null: a message we sent was refused whole)
 	}
 	w.mu.Lock()
@@ -278,6 +309,12 @@ func (w *WS) deliver(r wsResponse) {
 	if ok {
 		ch <- r
 	}
+}
+
+// parseID reads one of our JSON-RPC ids (a number).
+func parseID(raw json.RawMessage) (uint64, bool) {
+	id, err := strconv.ParseUint(string(raw), 10, 64)
+	return id, err == nil
 }
 
 func (w *WS) fail(err error) {

@@ -85,6 +85,13 @@ type Config struct {
 	// ResultTTL is how long replies stay readable by id when the edge did
 	// not say. Default 10m.
 	ResultTTL time.Duration `env:"STREAMRPC_CONSUMER_RESULT_TTL"`
+	// StreamMaxPartials caps the partial results one attempt of a call may
+	// send (Request.Partial); past it Partial fails with ErrStreamLimit.
+	// Default 10000.
+	StreamMaxPartials int `env:"STREAMRPC_STREAM_MAX_PARTIALS"`
+	// StreamMaxPartialBytes caps the encoded size of one partial result or
+	// progress value. Default 65536 (64 KiB).
+	StreamMaxPartialBytes int `env:"STREAMRPC_STREAM_MAX_PARTIAL_BYTES"`
 	// Durability makes the consumer confirm each settled call with replicas
 	// (Redis WAIT) before it takes the next. Default: off.
 	Durability streams.Durability
@@ -121,6 +128,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: MaxAttempts %d is negative", ErrConfig, c.MaxAttempts)
 	case c.HandlerMaxConcurrency < 0 || c.HandlerRate < 0 || c.HandlerRate > streams.MaxRate || c.HandlerRate != c.HandlerRate:
 		return fmt.Errorf("%w: HandlerMaxConcurrency %d and HandlerRate %g must be 0 (none) or more, the rate at most %g", ErrConfig, c.HandlerMaxConcurrency, c.HandlerRate, float64(streams.MaxRate))
+	case c.StreamMaxPartials < 0 || c.StreamMaxPartialBytes < 0:
+		return fmt.Errorf("%w: StreamMaxPartials and StreamMaxPartialBytes must not be negative", ErrConfig)
 	case c.MaxBacklog < 0:
 		return fmt.Errorf("%w: MaxBacklog %d is negative", ErrConfig, c.MaxBacklog)
 	case c.ReadBlock < 0 || c.ResultTTL < 0 || c.RetryBaseDelay < 0 || c.RetryMaxDelay < 0 || c.VisibilityTimeout < 0 ||
@@ -188,6 +197,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DeadAfter == 0 {
 		c.DeadAfter = max(defaultDeadAfter, 2*c.HeartbeatInterval)
+	}
+	if c.StreamMaxPartials == 0 {
+		c.StreamMaxPartials = defaultStreamMaxPartials
+	}
+	if c.StreamMaxPartialBytes == 0 {
+		c.StreamMaxPartialBytes = defaultStreamMaxPartialBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

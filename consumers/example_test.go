@@ -180,3 +180,22 @@ func ExampleSidecar() {
 	// {"greeting":"Hello, Ada! (attempt 1)"} <nil>
 	// rpc error 1001: name is required false
 }
+
+// A handler that streams: partial results (each delivered, in order) and
+// progress (coalesced) before its final result. A caller that streams (SSE,
+// WebSocket $/progress, client.CallStream) sees them as they come; one that
+// does not gets the final result alone. See docs/streaming.md.
+func ExampleRequest_Partial() {
+	mux := consumers.NewMux()
+	mux.HandleFunc("rows", func(ctx context.Context, r *consumers.Request) (any, error) {
+		rows := []string{"ada", "grace", "edsger"}
+		for i, row := range rows {
+			if err := r.Partial(map[string]string{"name": row}); err != nil {
+				return nil, err // cancelled, past the deadline, or past a limit: stop
+			}
+			_ = r.Progress(map[string]int{"done": i + 1, "of": len(rows)})
+		}
+		return map[string]int{"rows": len(rows)}, nil
+	})
+	_ = mux
+}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"sync"
 	"time"
 )
 
@@ -28,6 +29,15 @@ type Request struct {
 	RequestID string
 
 	trace envelopeTrace // the edge span's W3C trace context, from the envelope
+
+	// Streaming (stream.go): set by the Server; the stream is made on the
+	// first Progress or Partial.
+	srv       *Server
+	ctx       context.Context // the handler's context
+	replyTo   string          // the edge waiting, "" for an async call
+	resultTTL time.Duration   // the edge's result TTL, 0: the consumer's
+	streamMu  sync.Mutex
+	stream    *resultStream
 }
 
 // Bind decodes the params into v. A decoding failure is an invalid-params

@@ -52,6 +52,7 @@ func (s *Server) process(d *streams.Delivery, cs *callSlot) {
 	req := &Request{
 		ID: call.ID, Handler: call.Handler, Method: call.Method, Params: call.Params,
 		Attempt: attempt, Deadline: call.Deadline, EnqueuedAt: call.EnqueuedAt, trace: requestTrace(call), RequestID: call.RequestID,
+		srv: s, replyTo: call.ReplyTo, resultTTL: call.ResultTTL,
 	}
 	ran := s.runOnce(req)
 	for s.probe != nil && errors.Is(ran.err, ErrAppUnavailable) {
@@ -130,12 +131,22 @@ func (s *Server) runOnce(req *Request) runResult {
 		cancelCall(errCancelledByCaller)
 	}
 	start := time.Now()
+	req.ctx = ctx
 	res, err := s.serve(ctx, req)
+	partials, progress, serr := req.finishStream()
+	if serr != nil {
+		// Partials went missing (refused past a limit, or lost to Redis):
+		// the caller must not get a final result as if none had.
+		res, err = nil, serr
+		if errors.Is(serr, ErrStreamBroken) {
+			err = Retryable(serr)
+		}
+	}
 	s.cancels.Delete(req.ID)
 	a := runResult{res: res, err: err, cancelled: errors.Is(context.Cause(ctx), errCancelledByCaller), timedOut: dctx.Err() != nil}
 	cancelCall(nil)
 	cancel()
-	a.run = streams.Run{Consumer: s.cfg.Name, Started: start, Took: time.Since(start)}
+	a.run = streams.Run{Consumer: s.cfg.Name, Started: start, Took: time.Since(start), Partials: partials, Progress: progress}
 	return a
 }
 

@@ -285,7 +285,7 @@ func (s *Sidecar) ServeRPC(ctx context.Context, r *Request) (any, error) {
 		return nil, &Error{Code: CodeInternal, Message: "sidecar: " + err.Error()}
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept", sidecarAccept)
 	req.Header.Set(HeaderCallID, r.ID)
 	req.Header.Set(HeaderAttempt, strconv.Itoa(r.Attempt))
 	req.Header.Set(HeaderHandler, r.Handler)
@@ -298,6 +298,14 @@ func (s *Sidecar) ServeRPC(ctx context.Context, r *Request) (any, error) {
 		return nil, s.transportError(ctx, err)
 	}
 	defer res.Body.Close()
+	if kind := streamedBody(res); kind != "" {
+		out, err := relayStream(r, kind, res.Body)
+		var re *upstreamReadError
+		if errors.As(err, &re) {
+			return nil, s.transportError(ctx, re.err)
+		}
+		return out, err
+	}
 	b, err := io.ReadAll(io.LimitReader(res.Body, maxUpstreamBody+1))
 	if err != nil {
 		return nil, s.transportError(ctx, err)

@@ -159,3 +159,17 @@ func BenchmarkRecordSettledBaselineJSON(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkEventsEncodeDecode is one partial result through the reply
+// stream's event encoding, written by the consumer and read by the edge.
+func BenchmarkEventsEncodeDecode(b *testing.B) {
+	evs := []Event{{Kind: EventPartial, Attempt: 1, Seq: 42, Data: json.RawMessage(`{"token":"hello","i":42}`)}}
+	buf := make([]byte, 0, 64)
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = appendEvents(buf[:0], evs)
+		if _, err := decodeEvents(string(buf)); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

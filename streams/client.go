@@ -75,6 +75,7 @@ type Client struct {
 	enqueue  *batcher[*enqueueOp]  // enqueue scripts, one run per handler per batch
 	answers  *batcher[*answerOp]   // answered calls, one run per handler per batch
 	finish   *batcher[*scriptCall] // retries, dead letters and rate limits, pipelined
+	emits    *batcher[*emitOp]     // streamed events, one XADD per edge per batch
 	recorder *recorder             // stats, activity and stories, written in the background
 	// inlineReplies: the settle scripts append replies to the edges' reply
 	// streams themselves. True on one Redis; on Redis Cluster the reply
@@ -97,7 +98,9 @@ func New(rdb redis.UniversalClient, opts Options) *Client {
 	c.inlineReplies = !cluster
 	c.enqueue = newBatcher(opts.MaxBatch, opts.BatchTimeout, c.sendEnqueues)
 	c.answers = newBatcher(opts.MaxBatch, opts.BatchTimeout, c.sendAnswers)
+	c.emits = newBatcher(opts.MaxBatch, opts.BatchTimeout, c.sendEmissions)
 	c.enqueue.start(&c.wg)
+	c.emits.start(&c.wg)
 	c.answers.start(&c.wg)
 	c.finish.start(&c.wg)
 	c.recorder.start(&c.wg)
@@ -109,6 +112,7 @@ func New(rdb redis.UniversalClient, opts Options) *Client {
 func (c *Client) Close() error {
 	c.once.Do(func() {
 		c.enqueue.shutdown()
+		c.emits.shutdown() // before the answers: a call's events go out before its reply
 		c.answers.shutdown()
 		c.finish.shutdown()
 		c.recorder.shutdown()

@@ -265,6 +265,10 @@ type Reply struct {
 	// them too; zero when the call was not run (expired, cancelled queued).
 	QueueWait  time.Duration
 	Processing time.Duration
+	// Events, when not nil, are streamed events of the call read off a reply
+	// stream (partials.go): such a Reply is not the call's outcome, and only
+	// ID is set besides.
+	Events []Event
 	// err is the decoded error object of a failed reply: decoded once, where
 	// the reply is made or read off the wire, then carried (Err), so that the
 	// status, the metrics, the log line and the span do not each decode it.

@@ -41,6 +41,7 @@ import (
 //	                                      and per quarter hour (last day): windows.go
 //	srpc:{h}:story:<ulid>        list     a call's story: JSON events, kept for the result TTL
 //	srpc:{h}:result:<ulid>       string   a call's reply, kept for the result TTL
+//	srpc:{h}:events:<ulid>       stream   an async call's streamed events (capped), kept for the result TTL
 //	srpc:edge:{e}:replies        stream   replies for the calls edge e is waiting on
 //	srpc:{h}:cancel              channel  (pub/sub) ids of running calls to cancel
 //	srpc:{rl:<subject>}          string   a caller's rate limit state (GCRA arrival time, µs),
@@ -162,6 +163,10 @@ func storyKey(callID string) string {
 func resultKey(callID string) string {
 	h, own := splitCallID(callID)
 	return keyPrefix + "{" + h + "}:result:" + own
+}
+func eventsKey(callID string) string {
+	h, own := splitCallID(callID)
+	return keyPrefix + "{" + h + "}:events:" + own
 }
 func idemKey(handler, keyHash string) string {
 	return keyPrefix + "{" + handler + "}:idem:" + keyHash

@@ -44,6 +44,7 @@ type settledCall struct {
 	story                                 bool      // write the story at flush (answers; retries and dead letters write theirs at once)
 	claimed                               string    // why this consumer took the call over (Delivery.Claimed)
 	claimedAt                             time.Time // when
+	partials, progress                    int       // streamed events the attempt sent
 }
 
 func settledOf(d *Delivery, mode settleMode, reply Reply, run Run, detail string, ttl time.Duration) settledCall {
@@ -52,7 +53,7 @@ func settledOf(d *Delivery, mode settleMode, reply Reply, run Run, detail string
 		outcome: outcomeOf(mode, reply), attempt: d.Attempt(), firstAttempt: d.Call.Attempt <= 1,
 		enqueued: d.Call.EnqueuedAt, started: run.Started, took: run.Took, at: time.Now(),
 		params: d.Call.Params, ttl: ttl, story: mode == settleAnswer, detail: detail,
-		claimed: d.Claimed, claimedAt: d.ClaimedAt,
+		claimed: d.Claimed, claimedAt: d.ClaimedAt, partials: run.Partials, progress: run.Progress,
 	}
 	if !reply.OK && reply.Body != nil {
 		s.errText = truncate(reply.Err().Message, 200)
@@ -79,7 +80,8 @@ func (s *settledCall) runEvents() []StoryEvent {
 	if !s.started.IsZero() {
 		events = append(events, StoryEvent{Time: s.started, Event: "started", Attempt: s.attempt, Consumer: s.consumer})
 	}
-	last := StoryEvent{Time: s.at, Event: "finished", Attempt: s.attempt, Consumer: s.consumer, Outcome: s.outcome.String(), Detail: s.detail}
+	last := StoryEvent{Time: s.at, Event: "finished", Attempt: s.attempt, Consumer: s.consumer, Outcome: s.outcome.String(), Detail: s.detail,
+		Partials: s.partials, Progress: s.progress}
 	switch s.outcome.String() {
 	case OutcomeRetry:
 		last.Event = "retried"

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -74,6 +75,12 @@ func (c *Client) ReadReplies(ctx context.Context, edgeID, after string, count in
 			for id, raw := range m.Values {
 				v, _ := raw.(string)
 				if id == replyStreamMarker {
+					continue
+				}
+				if callID, ok := strings.CutPrefix(id, eventField); ok {
+					if evs, err := decodeEvents(v); err == nil {
+						replies = append(replies, Reply{ID: callID, Events: evs})
+					}
 					continue
 				}
 				if r, err := decodeReply(id, v); err == nil {

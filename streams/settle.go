@@ -63,6 +63,9 @@ type Run struct {
 	Consumer string
 	Started  time.Time     // zero: the call was not run (expired, poison, crash loop)
 	Took     time.Duration // how long the handler ran
+	// Partials and Progress count the streamed events the attempt sent
+	// (docs/streaming.md): shown in the call's story.
+	Partials, Progress int
 }
 
 // bucketOf is the DurationBuckets index of d (len for the overflow bucket).

@@ -161,6 +161,10 @@ type StoryEvent struct {
 	// RequestID is the caller's X-Request-Id, on "queued": its correlation
 	// id (the call's id is the story's).
 	RequestID string `json:"request_id,omitempty"`
+	// Partials and Progress count the streamed events the attempt sent, on
+	// "finished" and "retried" (docs/streaming.md).
+	Partials int `json:"partials,omitempty"`
+	Progress int `json:"progress,omitempty"`
 }
 
 // CallStory is a call's status and everything that happened to it.

@@ -133,5 +133,37 @@ func newMux() *consumers.Mux {
 		}
 		return nil, &consumers.Error{Code: consumers.CodeHandlerError, Message: p.Message, Retryable: p.Retryable}
 	}, consumers.Describe(`returns the error {"message":"…","retryable":bool}`))
+
+	// count streams: progress values the caller sees as they come (a
+	// WebSocket $/progress, an SSE "progress" event), or with "partial":true
+	// partial results (none lost, in order), then the result.
+	mux.HandleFunc("count", func(ctx context.Context, r *consumers.Request) (any, error) {
+		var p struct {
+			N       int  `json:"n"`
+			MS      int  `json:"ms"`
+			Partial bool `json:"partial"`
+		}
+		if err := r.Bind(&p); err != nil {
+			return nil, err
+		}
+		send := r.Progress // latest wins: a slow caller may skip values
+		if p.Partial {
+			send = r.Partial
+		}
+		for i := 1; i <= p.N; i++ {
+			if err := send(map[string]int{"i": i}); err != nil {
+				return nil, err
+			}
+			if p.MS == 0 {
+				continue
+			}
+			select {
+			case <-time.After(time.Duration(p.MS) * time.Millisecond):
+			case <-ctx.Done():
+				return nil, ctx.Err() // cancelled by the caller, or past the deadline
+			}
+		}
+		return map[string]int{"counted": p.N}, nil
+	}, consumers.Describe(`sends {"n":N,"ms":M}: N progress values {"i":k} M ms apart (partial results with "partial":true), then {"counted":N}`))
 	return mux
 }

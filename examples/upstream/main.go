@@ -14,7 +14,9 @@
 // {"greeting":"Hello, Ada!"}; add {"a":1,"b":2} → {"sum":3}; fail → always 503
 // (retried, then dead-lettered); flaky {"fail_attempts":N} → 503 on attempts
 // 1..N, then {"attempt":A}; slow {"ms":N} → sleeps N ms (until the call's
-// deadline at most).
+// deadline at most); stream {"n":N,"ms":M} → streams N lines {"i":k} M ms
+// apart as NDJSON, then {"counted":N}: the caller gets each line as a partial
+// result and the last as the result (docs/streaming.md).
 //
 //	UPSTREAM_ADDR=:3000 go run ./examples/upstream
 //	go run ./examples/upstream healthcheck   # exit 0 if /healthz answers 200 (for a container HEALTHCHECK)
@@ -109,6 +111,31 @@ func newMux() *http.ServeMux {
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]float64{"sum": *p.A + *p.B})
+	})
+	mux.HandleFunc("POST /stream", func(w http.ResponseWriter, r *http.Request) {
+		var p struct {
+			N  int `json:"n"`
+			MS int `json:"ms"`
+		}
+		if !bind(w, r, &p) {
+			return
+		}
+		// Each line is a partial result, the last one the result: the
+		// sidecar relays them as they are flushed.
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		flusher, _ := w.(http.Flusher)
+		for i := 1; i <= p.N; i++ {
+			fmt.Fprintf(w, "{\"i\":%d}\n", i)
+			if flusher != nil {
+				flusher.Flush()
+			}
+			select {
+			case <-time.After(time.Duration(p.MS) * time.Millisecond):
+			case <-r.Context().Done(): // the call was cancelled, or its deadline passed
+				return
+			}
+		}
+		fmt.Fprintf(w, "{\"counted\":%d}\n", p.N)
 	})
 	mux.HandleFunc("POST /fail", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"error": map[string]any{"message": "the database is down (attempt " + r.Header.Get("Streamrpc-Attempt") + ")"}})

@@ -8,6 +8,7 @@ package echo
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/streamrpc/streamrpc/consumers"
@@ -64,5 +65,47 @@ func Mux() *consumers.Mux {
 		}
 		return nil, &consumers.Error{Code: consumers.CodeHandlerError, Message: p.Message, Retryable: p.Retryable}
 	}, consumers.Describe(`returns the error {"message":"…","retryable":bool}`))
+
+	mux.HandleFunc("count", Count, consumers.Describe(`streams {"n":N,"ms":M}: N progress values {"i":k} M ms apart (partial results with "partial":true; "pad":B bytes of padding in each), then {"counted":N}`),
+		consumers.Schemas(countParams, nil))
 	return mux
+}
+
+var countParams = json.RawMessage(`{"type":"object","properties":{"n":{"type":"integer","minimum":0,"maximum":1000000},"ms":{"type":"integer","minimum":0,"maximum":60000},"partial":{"type":"boolean"},"pad":{"type":"integer","minimum":0,"maximum":65536}},"required":["n"]}`)
+
+// Count is the count method: a streaming handler (docs/streaming.md).
+func Count(ctx context.Context, r *consumers.Request) (any, error) {
+	var p struct {
+		N       int  `json:"n"`
+		MS      int  `json:"ms"`
+		Partial bool `json:"partial"`
+		Pad     int  `json:"pad"` // a string of this many bytes in each value
+	}
+	if err := r.Bind(&p); err != nil {
+		return nil, err
+	}
+	pad := strings.Repeat("x", p.Pad)
+	send := r.Progress
+	if p.Partial {
+		send = r.Partial
+	}
+	for i := 1; i <= p.N; i++ {
+		if p.MS > 0 && i > 1 {
+			t := time.NewTimer(time.Duration(p.MS) * time.Millisecond)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil, ctx.Err()
+			}
+		}
+		var v any = map[string]int{"i": i}
+		if pad != "" {
+			v = map[string]any{"i": i, "pad": pad}
+		}
+		if err := send(v); err != nil {
+			return nil, err
+		}
+	}
+	return map[string]int{"counted": p.N}, nil
 }

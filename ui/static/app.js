@@ -205,6 +205,28 @@
     }
   }
 
+  // --- a running async call's streamed progress (docs/streaming.md) ---
+  (function () {
+    var box = document.querySelector('[data-call-progress]');
+    var waiting = document.querySelector('[data-call-waiting]');
+    if (!box || !waiting || !window.EventSource) return;
+    var es = new EventSource('/rpc/calls/' + seg(waiting.dataset.callWaiting) + '/events');
+    var partials = 0;
+    es.addEventListener('partial', function () {
+      partials++;
+      box.hidden = false;
+      box.querySelector('[data-partials]').textContent = String(partials);
+    });
+    es.addEventListener('progress', function (ev) {
+      box.hidden = false;
+      box.querySelector('[data-progress]').textContent = ev.data;
+    });
+    es.addEventListener('restart', function () { partials = 0; });
+    var done = function () { es.close(); location.reload(); };
+    es.addEventListener('result', done);
+    es.addEventListener('error', function (ev) { if (ev.data) { done(); } else { es.close(); } });
+  })();
+
   // --- live activity ---
   function onActivity(a) {
     if (!a || !a.id) return;

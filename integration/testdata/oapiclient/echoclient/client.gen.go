@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/oapi-codegen/runtime"
 )
@@ -118,6 +119,14 @@ type ErrorBody struct {
 // State defines model for State.
 type State string
 
+// EchoCountParamsSchema defines model for echo.count.params_schema.
+type EchoCountParamsSchema struct {
+	Ms      *int  `json:"ms,omitempty"`
+	N       int   `json:"n"`
+	Pad     *int  `json:"pad,omitempty"`
+	Partial *bool `json:"partial,omitempty"`
+}
+
 // EchoSleepParamsSchema defines model for echo.sleep.params_schema.
 type EchoSleepParamsSchema struct {
 	Ms int `json:"ms"`
@@ -136,6 +145,12 @@ type Prefer = string
 
 // RequestTimeout defines model for RequestTimeout.
 type RequestTimeout = float32
+
+// ScheduleAt defines model for ScheduleAt.
+type ScheduleAt = time.Time
+
+// ScheduleIn defines model for ScheduleIn.
+type ScheduleIn = float32
 
 // XRequestId defines model for XRequestId.
 type XRequestId = string
@@ -185,6 +200,27 @@ type GetCallParams struct {
 	Wait *string `form:"wait,omitempty" json:"wait,omitempty"`
 }
 
+// EchoCountParams defines parameters for EchoCount.
+type EchoCountParams struct {
+	// Prefer RFC 7240. `respond-async` answers 202 with a Location at once; with `wait=N` as well the edge first waits up to N seconds for the result (answered as a synchronous call is).
+	Prefer *Prefer `json:"Prefer,omitempty"`
+
+	// IdempotencyKey A repeat of a call with the same key (within the call timeout plus the result TTL) is not run again: it gets the first call's result. The same key with other params answers 422 idempotency_mismatch.
+	IdempotencyKey *IdempotencyKey `json:"Idempotency-Key,omitempty"`
+
+	// RequestTimeout Seconds: a shorter deadline than STREAMRPC_CALL_TIMEOUT (never a longer one). The handler's context ends at it.
+	RequestTimeout *RequestTimeout `json:"Request-Timeout,omitempty"`
+
+	// ScheduleAt With Prefer: respond-async only: run the call at this RFC 3339 time (state scheduled until then; its deadline counts from it). A sync call with a schedule answers 400.
+	ScheduleAt *ScheduleAt `json:"Schedule-At,omitempty"`
+
+	// ScheduleIn With Prefer: respond-async only: run the call this many seconds from now. Not together with Schedule-At.
+	ScheduleIn *ScheduleIn `json:"Schedule-In,omitempty"`
+
+	// XRequestId The caller's correlation id, kept in the call's story and logs. The answer's X-Request-Id is the call's own id.
+	XRequestId *XRequestId `json:"X-Request-Id,omitempty"`
+}
+
 // EchoEchoJSONBody defines parameters for EchoEcho.
 type EchoEchoJSONBody = interface{}
 
@@ -198,6 +234,12 @@ type EchoEchoParams struct {
 
 	// RequestTimeout Seconds: a shorter deadline than STREAMRPC_CALL_TIMEOUT (never a longer one). The handler's context ends at it.
 	RequestTimeout *RequestTimeout `json:"Request-Timeout,omitempty"`
+
+	// ScheduleAt With Prefer: respond-async only: run the call at this RFC 3339 time (state scheduled until then; its deadline counts from it). A sync call with a schedule answers 400.
+	ScheduleAt *ScheduleAt `json:"Schedule-At,omitempty"`
+
+	// ScheduleIn With Prefer: respond-async only: run the call this many seconds from now. Not together with Schedule-At.
+	ScheduleIn *ScheduleIn `json:"Schedule-In,omitempty"`
 
 	// XRequestId The caller's correlation id, kept in the call's story and logs. The answer's X-Request-Id is the call's own id.
 	XRequestId *XRequestId `json:"X-Request-Id,omitempty"`
@@ -217,6 +259,12 @@ type EchoFailParams struct {
 	// RequestTimeout Seconds: a shorter deadline than STREAMRPC_CALL_TIMEOUT (never a longer one). The handler's context ends at it.
 	RequestTimeout *RequestTimeout `json:"Request-Timeout,omitempty"`
 
+	// ScheduleAt With Prefer: respond-async only: run the call at this RFC 3339 time (state scheduled until then; its deadline counts from it). A sync call with a schedule answers 400.
+	ScheduleAt *ScheduleAt `json:"Schedule-At,omitempty"`
+
+	// ScheduleIn With Prefer: respond-async only: run the call this many seconds from now. Not together with Schedule-At.
+	ScheduleIn *ScheduleIn `json:"Schedule-In,omitempty"`
+
 	// XRequestId The caller's correlation id, kept in the call's story and logs. The answer's X-Request-Id is the call's own id.
 	XRequestId *XRequestId `json:"X-Request-Id,omitempty"`
 }
@@ -232,9 +280,18 @@ type EchoSleepParams struct {
 	// RequestTimeout Seconds: a shorter deadline than STREAMRPC_CALL_TIMEOUT (never a longer one). The handler's context ends at it.
 	RequestTimeout *RequestTimeout `json:"Request-Timeout,omitempty"`
 
+	// ScheduleAt With Prefer: respond-async only: run the call at this RFC 3339 time (state scheduled until then; its deadline counts from it). A sync call with a schedule answers 400.
+	ScheduleAt *ScheduleAt `json:"Schedule-At,omitempty"`
+
+	// ScheduleIn With Prefer: respond-async only: run the call this many seconds from now. Not together with Schedule-At.
+	ScheduleIn *ScheduleIn `json:"Schedule-In,omitempty"`
+
 	// XRequestId The caller's correlation id, kept in the call's story and logs. The answer's X-Request-Id is the call's own id.
 	XRequestId *XRequestId `json:"X-Request-Id,omitempty"`
 }
+
+// EchoCountJSONRequestBody defines body for EchoCount for application/json ContentType.
+type EchoCountJSONRequestBody = EchoCountParamsSchema
 
 // EchoEchoJSONRequestBody defines body for EchoEcho for application/json ContentType.
 type EchoEchoJSONRequestBody = EchoEchoJSONBody
@@ -329,6 +386,24 @@ type ClientInterface interface {
 	// Corresponds with GET /rpc/calls/{id} (the `GetCall` operationId).
 	GetCall(ctx context.Context, id string, params *GetCallParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// EchoCountWithBody echo.count
+	//
+	// streams {"n":N,"ms":M}: N progress values {"i":k} M ms apart (partial results with "partial":true; "pad":B bytes of padding in each), then {"counted":N}
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /rpc/echo/count (the `EchoCount` operationId).
+	EchoCountWithBody(ctx context.Context, params *EchoCountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// EchoCount echo.count
+	//
+	// streams {"n":N,"ms":M}: N progress values {"i":k} M ms apart (partial results with "partial":true; "pad":B bytes of padding in each), then {"counted":N}
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /rpc/echo/count (the `EchoCount` operationId).
+	EchoCount(ctx context.Context, params *EchoCountParams, body EchoCountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// EchoEchoWithBody echo.echo
 	//
 	// returns its params unchanged.
@@ -404,6 +479,44 @@ func (c *Client) CancelCall(ctx context.Context, id string, reqEditors ...Reques
 // Corresponds with GET /rpc/calls/{id} (the `GetCall` operationId).
 func (c *Client) GetCall(ctx context.Context, id string, params *GetCallParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetCallRequest(c.Server, id, params)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// EchoCountWithBody echo.count
+//
+// streams {"n":N,"ms":M}: N progress values {"i":k} M ms apart (partial results with "partial":true; "pad":B bytes of padding in each), then {"counted":N}
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /rpc/echo/count (the `EchoCount` operationId).
+func (c *Client) EchoCountWithBody(ctx context.Context, params *EchoCountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewEchoCountRequestWithBody(c.Server, params, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// EchoCount echo.count
+//
+// streams {"n":N,"ms":M}: N progress values {"i":k} M ms apart (partial results with "partial":true; "pad":B bytes of padding in each), then {"counted":N}
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /rpc/echo/count (the `EchoCount` operationId).
+func (c *Client) EchoCount(ctx context.Context, params *EchoCountParams, body EchoCountJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewEchoCountRequest(c.Server, params, body)
 	if err != nil {
 		return nil, err
 	}
@@ -623,6 +736,116 @@ func NewGetCallRequest(server string, id string, params *GetCallParams) (*http.R
 	return req, nil
 }
 
+// NewEchoCountRequest calls the generic EchoCount builder with application/json body
+func NewEchoCountRequest(server string, params *EchoCountParams, body EchoCountJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewEchoCountRequestWithBody(server, params, "application/json", bodyReader)
+}
+
+// NewEchoCountRequestWithBody constructs an http.Request for the EchoCount method, with any body, and a specified content type
+func NewEchoCountRequestWithBody(server string, params *EchoCountParams, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/rpc/echo/count")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	if params != nil {
+
+		if params.Prefer != nil {
+			var headerParam0 string
+
+			headerParam0, err = runtime.StyleParamWithOptions("simple", false, "Prefer", *params.Prefer, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Prefer", headerParam0)
+		}
+
+		if params.IdempotencyKey != nil {
+			var headerParam1 string
+
+			headerParam1, err = runtime.StyleParamWithOptions("simple", false, "Idempotency-Key", *params.IdempotencyKey, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Idempotency-Key", headerParam1)
+		}
+
+		if params.RequestTimeout != nil {
+			var headerParam2 string
+
+			headerParam2, err = runtime.StyleParamWithOptions("simple", false, "Request-Timeout", *params.RequestTimeout, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "number", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Request-Timeout", headerParam2)
+		}
+
+		if params.ScheduleAt != nil {
+			var headerParam3 string
+
+			headerParam3, err = runtime.StyleParamWithOptions("simple", false, "Schedule-At", *params.ScheduleAt, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "date-time"})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Schedule-At", headerParam3)
+		}
+
+		if params.ScheduleIn != nil {
+			var headerParam4 string
+
+			headerParam4, err = runtime.StyleParamWithOptions("simple", false, "Schedule-In", *params.ScheduleIn, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "number", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Schedule-In", headerParam4)
+		}
+
+		if params.XRequestId != nil {
+			var headerParam5 string
+
+			headerParam5, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam5)
+		}
+
+	}
+
+	return req, nil
+}
+
 // NewEchoEchoRequest calls the generic EchoEcho builder with application/json body
 func NewEchoEchoRequest(server string, params *EchoEchoParams, body EchoEchoJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -695,15 +918,37 @@ func NewEchoEchoRequestWithBody(server string, params *EchoEchoParams, contentTy
 			req.Header.Set("Request-Timeout", headerParam2)
 		}
 
-		if params.XRequestId != nil {
+		if params.ScheduleAt != nil {
 			var headerParam3 string
 
-			headerParam3, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			headerParam3, err = runtime.StyleParamWithOptions("simple", false, "Schedule-At", *params.ScheduleAt, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "date-time"})
 			if err != nil {
 				return nil, err
 			}
 
-			req.Header.Set("X-Request-Id", headerParam3)
+			req.Header.Set("Schedule-At", headerParam3)
+		}
+
+		if params.ScheduleIn != nil {
+			var headerParam4 string
+
+			headerParam4, err = runtime.StyleParamWithOptions("simple", false, "Schedule-In", *params.ScheduleIn, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "number", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Schedule-In", headerParam4)
+		}
+
+		if params.XRequestId != nil {
+			var headerParam5 string
+
+			headerParam5, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam5)
 		}
 
 	}
@@ -783,15 +1028,37 @@ func NewEchoFailRequestWithBody(server string, params *EchoFailParams, contentTy
 			req.Header.Set("Request-Timeout", headerParam2)
 		}
 
-		if params.XRequestId != nil {
+		if params.ScheduleAt != nil {
 			var headerParam3 string
 
-			headerParam3, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			headerParam3, err = runtime.StyleParamWithOptions("simple", false, "Schedule-At", *params.ScheduleAt, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "date-time"})
 			if err != nil {
 				return nil, err
 			}
 
-			req.Header.Set("X-Request-Id", headerParam3)
+			req.Header.Set("Schedule-At", headerParam3)
+		}
+
+		if params.ScheduleIn != nil {
+			var headerParam4 string
+
+			headerParam4, err = runtime.StyleParamWithOptions("simple", false, "Schedule-In", *params.ScheduleIn, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "number", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Schedule-In", headerParam4)
+		}
+
+		if params.XRequestId != nil {
+			var headerParam5 string
+
+			headerParam5, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam5)
 		}
 
 	}
@@ -871,15 +1138,37 @@ func NewEchoSleepRequestWithBody(server string, params *EchoSleepParams, content
 			req.Header.Set("Request-Timeout", headerParam2)
 		}
 
-		if params.XRequestId != nil {
+		if params.ScheduleAt != nil {
 			var headerParam3 string
 
-			headerParam3, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			headerParam3, err = runtime.StyleParamWithOptions("simple", false, "Schedule-At", *params.ScheduleAt, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: "date-time"})
 			if err != nil {
 				return nil, err
 			}
 
-			req.Header.Set("X-Request-Id", headerParam3)
+			req.Header.Set("Schedule-At", headerParam3)
+		}
+
+		if params.ScheduleIn != nil {
+			var headerParam4 string
+
+			headerParam4, err = runtime.StyleParamWithOptions("simple", false, "Schedule-In", *params.ScheduleIn, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "number", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("Schedule-In", headerParam4)
+		}
+
+		if params.XRequestId != nil {
+			var headerParam5 string
+
+			headerParam5, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam5)
 		}
 
 	}
@@ -944,6 +1233,24 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with GET /rpc/calls/{id} (the `GetCall` operationId).
 	GetCallWithResponse(ctx context.Context, id string, params *GetCallParams, reqEditors ...RequestEditorFn) (*GetCallResponse, error)
+
+	// EchoCountWithBodyWithResponse echo.count
+	//
+	// streams {"n":N,"ms":M}: N progress values {"i":k} M ms apart (partial results with "partial":true; "pad":B bytes of padding in each), then {"counted":N}
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /rpc/echo/count (the `EchoCount` operationId).
+	EchoCountWithBodyWithResponse(ctx context.Context, params *EchoCountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*EchoCountResponse, error)
+
+	// EchoCountWithResponse echo.count
+	//
+	// streams {"n":N,"ms":M}: N progress values {"i":k} M ms apart (partial results with "partial":true; "pad":B bytes of padding in each), then {"counted":N}
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /rpc/echo/count (the `EchoCount` operationId).
+	EchoCountWithResponse(ctx context.Context, params *EchoCountParams, body EchoCountJSONRequestBody, reqEditors ...RequestEditorFn) (*EchoCountResponse, error)
 
 	// EchoEchoWithBodyWithResponse echo.echo
 	//
@@ -1215,6 +1522,188 @@ func (r GetCallResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetCallResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// EchoCountResponse200Headers the declared response headers of an HTTP 200 response for EchoCount
+type EchoCountResponse200Headers struct {
+	XRequestId *string
+}
+
+// EchoCountResponse202Headers the declared response headers of an HTTP 202 response for EchoCount
+type EchoCountResponse202Headers struct {
+	Location          string
+	PreferenceApplied *string
+	XRequestId        *string
+}
+
+// EchoCountResponse401Headers the declared response headers of an HTTP 401 response for EchoCount
+type EchoCountResponse401Headers struct {
+	WWWAuthenticate *string
+}
+
+// EchoCountResponse429Headers the declared response headers of an HTTP 429 response for EchoCount
+type EchoCountResponse429Headers struct {
+	RetryAfter *int
+}
+
+// EchoCountResponse503Headers the declared response headers of an HTTP 503 response for EchoCount
+type EchoCountResponse503Headers struct {
+	RetryAfter *int
+}
+
+type EchoCountResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *struct {
+		// Result Any JSON: this method registered no result schema.
+		Result interface{} `json:"result"`
+	}
+	// JSON202 the response for an HTTP 202 `application/json` response
+	JSON202 *Accepted
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *Error400
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error401
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error403
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error404
+	// JSON413 the response for an HTTP 413 `application/json` response
+	JSON413 *Error413
+	// JSON415 the response for an HTTP 415 `application/json` response
+	JSON415 *Error415
+	// JSON422 the response for an HTTP 422 `application/json` response
+	JSON422 *Error422
+	// JSON429 the response for an HTTP 429 `application/json` response
+	JSON429 *Error429
+	// JSON499 the response for an HTTP 499 `application/json` response
+	JSON499 *Error499
+	// JSON500 the response for an HTTP 500 `application/json` response
+	JSON500 *Error500
+	// JSON502 the response for an HTTP 502 `application/json` response
+	JSON502 *Error502
+	// JSON503 the response for an HTTP 503 `application/json` response
+	JSON503 *Error503
+	// JSON504 the response for an HTTP 504 `application/json` response
+	JSON504 *Error504
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *EchoCountResponse200Headers
+	// Headers202 the parsed response headers for an HTTP 202 response
+	Headers202 *EchoCountResponse202Headers
+	// Headers401 the parsed response headers for an HTTP 401 response
+	Headers401 *EchoCountResponse401Headers
+	// Headers429 the parsed response headers for an HTTP 429 response
+	Headers429 *EchoCountResponse429Headers
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *EchoCountResponse503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r EchoCountResponse) GetJSON200() *struct {
+	// Result Any JSON: this method registered no result schema.
+	Result interface{} `json:"result"`
+} {
+	return r.JSON200
+}
+
+// GetJSON202 returns the response for an HTTP 202 `application/json` response
+func (r EchoCountResponse) GetJSON202() *Accepted {
+	return r.JSON202
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r EchoCountResponse) GetJSON400() *Error400 {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r EchoCountResponse) GetJSON401() *Error401 {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r EchoCountResponse) GetJSON403() *Error403 {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r EchoCountResponse) GetJSON404() *Error404 {
+	return r.JSON404
+}
+
+// GetJSON413 returns the response for an HTTP 413 `application/json` response
+func (r EchoCountResponse) GetJSON413() *Error413 {
+	return r.JSON413
+}
+
+// GetJSON415 returns the response for an HTTP 415 `application/json` response
+func (r EchoCountResponse) GetJSON415() *Error415 {
+	return r.JSON415
+}
+
+// GetJSON422 returns the response for an HTTP 422 `application/json` response
+func (r EchoCountResponse) GetJSON422() *Error422 {
+	return r.JSON422
+}
+
+// GetJSON429 returns the response for an HTTP 429 `application/json` response
+func (r EchoCountResponse) GetJSON429() *Error429 {
+	return r.JSON429
+}
+
+// GetJSON499 returns the response for an HTTP 499 `application/json` response
+func (r EchoCountResponse) GetJSON499() *Error499 {
+	return r.JSON499
+}
+
+// GetJSON500 returns the response for an HTTP 500 `application/json` response
+func (r EchoCountResponse) GetJSON500() *Error500 {
+	return r.JSON500
+}
+
+// GetJSON502 returns the response for an HTTP 502 `application/json` response
+func (r EchoCountResponse) GetJSON502() *Error502 {
+	return r.JSON502
+}
+
+// GetJSON503 returns the response for an HTTP 503 `application/json` response
+func (r EchoCountResponse) GetJSON503() *Error503 {
+	return r.JSON503
+}
+
+// GetJSON504 returns the response for an HTTP 504 `application/json` response
+func (r EchoCountResponse) GetJSON504() *Error504 {
+	return r.JSON504
+}
+
+// GetBody returns the raw response body bytes
+func (r EchoCountResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r EchoCountResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r EchoCountResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r EchoCountResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -1791,6 +2280,36 @@ func (c *ClientWithResponses) GetCallWithResponse(ctx context.Context, id string
 	return ParseGetCallResponse(rsp)
 }
 
+// EchoCountWithBodyWithResponse echo.count
+//
+// streams {"n":N,"ms":M}: N progress values {"i":k} M ms apart (partial results with "partial":true; "pad":B bytes of padding in each), then {"counted":N}
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /rpc/echo/count (the `EchoCount` operationId).
+func (c *ClientWithResponses) EchoCountWithBodyWithResponse(ctx context.Context, params *EchoCountParams, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*EchoCountResponse, error) {
+	rsp, err := c.EchoCountWithBody(ctx, params, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseEchoCountResponse(rsp)
+}
+
+// EchoCountWithResponse echo.count
+//
+// streams {"n":N,"ms":M}: N progress values {"i":k} M ms apart (partial results with "partial":true; "pad":B bytes of padding in each), then {"counted":N}
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /rpc/echo/count (the `EchoCount` operationId).
+func (c *ClientWithResponses) EchoCountWithResponse(ctx context.Context, params *EchoCountParams, body EchoCountJSONRequestBody, reqEditors ...RequestEditorFn) (*EchoCountResponse, error) {
+	rsp, err := c.EchoCount(ctx, params, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseEchoCountResponse(rsp)
+}
+
 // EchoEchoWithBodyWithResponse echo.echo
 //
 // returns its params unchanged.
@@ -2080,6 +2599,200 @@ func ParseGetCallResponse(rsp *http.Response) (*GetCallResponse, error) {
 		response.Headers429 = &headers
 	case rsp.StatusCode == 503:
 		var headers GetCallResponse503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseEchoCountResponse parses an HTTP response from a EchoCountWithResponse call
+func ParseEchoCountResponse(rsp *http.Response) (*EchoCountResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &EchoCountResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest struct {
+			// Result Any JSON: this method registered no result schema.
+			Result interface{} `json:"result"`
+		}
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 202:
+		var dest Accepted
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON202 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Error400
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error401
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error403
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error404
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest Error413
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Error415
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 422:
+		var dest Error422
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON422 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 429:
+		var dest Error429
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON429 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 499:
+		var dest Error499
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON499 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 500:
+		var dest Error500
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON500 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 502:
+		var dest Error502
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON502 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Error503
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON503 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 504:
+		var dest Error504
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON504 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers EchoCountResponse200Headers
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers200 = &headers
+	case rsp.StatusCode == 202:
+		var headers EchoCountResponse202Headers
+		if values := rsp.Header.Values("Location"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Location", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: true, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.Location = value
+		}
+		if values := rsp.Header.Values("Preference-Applied"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "Preference-Applied", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.PreferenceApplied = &value
+		}
+		if values := rsp.Header.Values("X-Request-Id"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Request-Id", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.XRequestId = &value
+		}
+		response.Headers202 = &headers
+	case rsp.StatusCode == 401:
+		var headers EchoCountResponse401Headers
+		if values := rsp.Header.Values("WWW-Authenticate"); len(values) > 0 {
+			var value string
+			if err := runtime.BindStyledParameterWithOptions("simple", "WWW-Authenticate", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.WWWAuthenticate = &value
+		}
+		response.Headers401 = &headers
+	case rsp.StatusCode == 429:
+		var headers EchoCountResponse429Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers429 = &headers
+	case rsp.StatusCode == 503:
+		var headers EchoCountResponse503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
