@@ -115,14 +115,15 @@ func (e *Edge) replayDeadLetter(c *fiber.Ctx) error {
 	}
 	ctx, cancel := apiContext()
 	defer cancel()
-	id, err := e.streams.ReplayDeadLetter(ctx, h, dlid, time.Now().Add(e.cfg.CallTimeout))
+	at := time.Now()
+	id, err := e.streams.ReplayDeadLetter(ctx, h, dlid, at.Add(e.cfg.CallTimeout))
 	if errors.Is(err, streams.ErrNotFound) {
 		return writeError(c, newError(streams.CodeNotFound, "no dead letter "+dlid+" for handler "+h, "dead_letter_id", dlid))
 	}
 	if err != nil {
 		return writeError(c, unavailableError(err))
 	}
-	e.streams.NoteDeadLetter(ctx, id, streams.ActionReplay, operator(c))
+	e.streams.NoteDeadLetter(ctx, id, streams.ActionReplay, operator(c), at)
 	c.Status(fiber.StatusAccepted)
 	return c.JSON(fiber.Map{"replayed": []string{id}, "location": "/rpc/calls/" + id})
 }

@@ -59,7 +59,7 @@ func (s *Server) process(d *streams.Delivery, cs *callSlot) {
 		// The app is down: this attempt does not count. Hold the call (its
 		// lease is renewed, its slot kept) and run it again once the app answers.
 		s.appDown(ran.err)
-		if !s.waitForApp(s.reader.stop) {
+		if !s.appGate.wait(s.reader.stop) {
 			s.log.Warn("stopping while the app is down; the call stays pending for another consumer", "call_id", call.ID)
 			return
 		}

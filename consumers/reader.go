@@ -99,7 +99,7 @@ func (r *reader) loop() {
 	var lastClaim, lastSweep time.Time
 	for {
 		// While the app is down, take nothing: calls wait in the stream.
-		if !s.waitForApp(r.stop) || !s.pause.wait(r.stop) {
+		if !s.appGate.wait(r.stop) || !s.pause.wait(r.stop) {
 			return
 		}
 		// Wait for one free slot, then take every other free one.

@@ -56,10 +56,8 @@ type Server struct {
 	flow      *flowState
 	loops     sync.WaitGroup
 
-	gateMu   sync.Mutex
-	waiting  bool          // the app is down: take no calls
-	resume   chan struct{} // closed when the app is back
-	pause    pauseGate     // an operator paused the handler (pause.go)
+	appGate  gate // shut while the app is down: take no calls
+	pause    gate // shut while an operator paused the handler (pause.go)
 	inflight sync.WaitGroup
 
 	running sync.Map // stream entry id -> call id ("" if undecodable): calls this server holds
@@ -194,12 +192,10 @@ func (s *Server) kind() string {
 // streams.ConsumerRunning, or streams.ConsumerWaitingForApp while its
 // handler's app is down.
 func (s *Server) State() string {
-	s.gateMu.Lock()
-	defer s.gateMu.Unlock()
-	if s.waiting {
+	if s.appGate.isShut() {
 		return streams.ConsumerWaitingForApp
 	}
-	if s.pause.isPaused() {
+	if s.pause.isShut() {
 		return streams.ConsumerPaused
 	}
 	return streams.ConsumerRunning
@@ -207,14 +203,9 @@ func (s *Server) State() string {
 
 // appDown stops taking calls until the Prober handler's app answers again.
 func (s *Server) appDown(err error) {
-	s.gateMu.Lock()
-	if s.waiting {
-		s.gateMu.Unlock()
+	if !s.appGate.set(true) {
 		return
 	}
-	s.waiting = true
-	s.resume = make(chan struct{})
-	s.gateMu.Unlock()
 	s.log.Warn("the app is down; taking no calls until it answers (they wait in the stream)", "err", err)
 	s.beat.poke() // the registry shows it now
 	s.probe.poke()
@@ -222,33 +213,11 @@ func (s *Server) appDown(err error) {
 
 // appUp takes calls again.
 func (s *Server) appUp() {
-	s.gateMu.Lock()
-	if !s.waiting {
-		s.gateMu.Unlock()
+	if !s.appGate.set(false) {
 		return
 	}
-	s.waiting = false
-	close(s.resume)
-	s.gateMu.Unlock()
 	s.log.Info("the app answers again; taking calls")
 	s.beat.poke()
-}
-
-// waitForApp returns true at once while the app is up, else once it is back;
-// false if stop ends first.
-func (s *Server) waitForApp(stop <-chan struct{}) bool {
-	s.gateMu.Lock()
-	waiting, resume := s.waiting, s.resume
-	s.gateMu.Unlock()
-	if !waiting {
-		return true
-	}
-	select {
-	case <-resume:
-		return true
-	case <-stop:
-		return false
-	}
 }
 
 // Run starts the server and serves until ctx ends, then shuts down with up

@@ -111,7 +111,7 @@ func TestDiscoveryLive(t *testing.T) {
 	}
 	st := newStack(t, stackOptions{edge: app.Config{APIKeys: strings.Join(entries, ";")}})
 
-	const echoMethods = "echo.echo,echo.fail,echo.sleep"
+	const echoMethods = "echo.count,echo.echo,echo.fail,echo.sleep"
 	status, b := getDoc(t, st.url+"/openapi.json", keys["reader"])
 	if status != 200 {
 		t.Fatalf("GET /openapi.json: %d %s", status, b)

@@ -368,6 +368,9 @@ func (c *Client) DeadLettersAct(ctx context.Context, handler string, action Dead
 		if msgs, err := c.rdb.XRange(ctx, deadKey(handler), dlid, dlid).Result(); err == nil && len(msgs) == 1 {
 			callID, _ = msgs[0].Values[fieldID].(string)
 		}
+		// The note's time is the action's start: a replayed call may start
+		// (and its story grow) before the action returns.
+		at := time.Now()
 		var err error
 		switch action {
 		case ActionReplay:
@@ -389,7 +392,9 @@ func (c *Client) DeadLettersAct(ctx context.Context, handler string, action Dead
 				if action == ActionDelete {
 					ev = EventDeleted
 				}
-				notes = append(notes, note(callID, ev, by, nil))
+				n := note(callID, ev, by, nil)
+				n.ev.Time = at
+				notes = append(notes, n)
 			}
 		}
 	}
@@ -397,9 +402,9 @@ func (c *Client) DeadLettersAct(ctx context.Context, handler string, action Dead
 	return out, nil
 }
 
-// NoteDeadLetter notes an operator's replay or delete of one dead letter in
-// its call's story (the single-letter routes).
-func (c *Client) NoteDeadLetter(ctx context.Context, callID string, action DeadLetterAction, by string) {
+// NoteDeadLetter notes an operator's replay or delete of one dead letter,
+// made at time at, in its call's story (the single-letter routes).
+func (c *Client) NoteDeadLetter(ctx context.Context, callID string, action DeadLetterAction, by string, at time.Time) {
 	if _, err := ValidateCallID(callID); err != nil {
 		return
 	}
@@ -407,5 +412,7 @@ func (c *Client) NoteDeadLetter(ctx context.Context, callID string, action DeadL
 	if action == ActionDelete {
 		ev = EventDeleted
 	}
-	c.writeNotes(ctx, []storyNote{note(callID, ev, by, nil)})
+	n := note(callID, ev, by, nil)
+	n.ev.Time = at
+	c.writeNotes(ctx, []storyNote{n})
 }
