@@ -82,16 +82,16 @@ type rawStats struct {
 	online        *redis.IntCmd
 	backlog, dead *redis.IntCmd
 	// the priority streams' (priority.go): 0 and NOGROUP where there are none
-	backlogPrio [2]*redis.IntCmd
-	pendingPrio [2]*redis.XPendingCmd
-	delayed       *redis.IntCmd
-	scheduled     *redis.IntCmd
-	limits        *redis.SliceCmd // detail only
-	pending       *redis.XPendingCmd
-	consumers     *redis.ZSliceCmd
-	consumerInfo  *redis.MapStringStringCmd
-	win           *redis.MapStringStringCmd
-	window        WindowDef
+	backlogPrio  [2]*redis.IntCmd
+	pendingPrio  [2]*redis.XPendingCmd
+	delayed      *redis.IntCmd
+	scheduled    *redis.IntCmd
+	limits       *redis.SliceCmd // detail only
+	pending      *redis.XPendingCmd
+	consumers    *redis.ZSliceCmd
+	consumerInfo *redis.MapStringStringCmd
+	win          *redis.MapStringStringCmd
+	window       WindowDef
 }
 
 func (c *Client) queueStats(ctx context.Context, pipe redis.Pipeliner, handler string, detail bool, w WindowDef) *rawStats {
