@@ -297,8 +297,8 @@ func (c *Client) newEnqueueOp(call *Call, opts EnqueueOptions) *enqueueOp {
 	stateTTL := ttl
 	if opts.Async {
 		o.keys[1] = resultKey(call.ID)
-		state = queuedState(call.Handler, "")
 		if opts.ScheduleAt.IsZero() {
+			// the script appends the entry id: a reference (priority.go)
 			state = queuedState(call.Handler, refPrefix(o.prio))
 		} else {
 			// The state must outlive the wait, the run and the result's time.
