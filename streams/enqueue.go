@@ -144,7 +144,12 @@ type enqueueOp struct {
 // pipeline.
 func (c *Client) sendEnqueues(ctx context.Context, batch []*enqueueOp) {
 	// Grouped by handler and priority: plain calls keep their one script run.
-	order, groups := groupBy(batch, func(o *enqueueOp) string { return o.handler + "\x00" + string(o.prio) })
+	order, groups := groupBy(batch, func(o *enqueueOp) string {
+		if o.prio == PriorityNormal {
+			return o.handler // no allocation for a plain call
+		}
+		return o.handler + "\x00" + string(o.prio)
+	})
 	calls := make([]*scriptCall, len(order))
 	for i, g := range order {
 		ops := groups[g]
