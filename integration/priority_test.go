@@ -141,7 +141,8 @@ func TestPriorityHighCallOvertakesLowBacklog(t *testing.T) {
 	})
 }
 
-// TestPriorityHighCallOfAKilledConsumerRerun: a consumer process killed
+// TestPriorityHighCallOfAKilledConsumerRerun: a low call over JSON-RPC, then
+// a consumer process killed
 // while it runs a high call: the call is claimed from the high stream by the
 // live consumer and run again.
 func TestPriorityHighCallOfAKilledConsumerRerun(t *testing.T) {
@@ -149,6 +150,12 @@ func TestPriorityHighCallOfAKilledConsumerRerun(t *testing.T) {
 	sc := st.streamsClient(t)
 	a := st.echoConsumer(t, "a")
 	waitOnline(t, sc, "echo", "a")
+	// The JSON-RPC door: "_meta":{"priority":…}.
+	rpc := rawCall(st.url, "/jsonrpc", []byte(`[{"jsonrpc":"2.0","id":1,"method":"echo.echo","params":{"n":1},"_meta":{"priority":"low"}},`+
+		`{"jsonrpc":"2.0","id":2,"method":"echo.echo","params":{"n":2},"_meta":{"priority":"urgent"}}]`))
+	if rpc.err != nil || rpc.status != http.StatusOK || !strings.Contains(string(rpc.body), `"id":1,"result":{"n":1}`) || !strings.Contains(string(rpc.body), `"id":2,"error":{"code":-32600`) {
+		t.Fatalf("JSON-RPC with _meta.priority: %d %s", rpc.status, rpc.body)
+	}
 	acc := post(t, st.url, "/rpc/echo/sleep", []byte(`{"ms":3000}`), map[string]string{"Prefer": "respond-async", "Streamrpc-Priority": "high"})
 	if acc.status != http.StatusAccepted {
 		t.Fatalf("high call: %d %s", acc.status, acc.body)
