@@ -150,4 +150,15 @@ var priorityProtocolCases = []protocolCase{
 		}
 		e.want("rescued", ps, []Priority{PriorityHigh, PriorityLow, PriorityNormal})
 	}},
+	{"priority/forget refuses a handler with priority calls waiting", func(t *testing.T, e *protoEnv) {
+		e.register(e.h, HandlerSettings{})
+		e.enqueue(e.newCall(e.h, ""), EnqueueOptions{Priority: PriorityLow})
+		e.isErr("forget", e.c.Forget(e.ctx, e.h), ErrHandlerBusy)
+		e.read("a", 0)
+		r, err := e.c.ReadPriorities(e.ctx, e.h, "a", 1, time.Millisecond, ReadOrder(0))
+		e.noErr("read", err)
+		_, err = e.c.Finish(e.ctx, &r.Deliveries[0], ResultReply(r.Deliveries[0].Call.ID, json.RawMessage(`1`)), Run{Consumer: "a"})
+		e.noErr("finish", err)
+		e.noErr("forget", e.c.Forget(e.ctx, e.h))
+	}},
 }

@@ -363,12 +363,14 @@ var ErrHandlerBusy = errors.New("handler has consumers online or calls waiting")
 // forgetScript removes a handler's registration if nothing depends on it.
 //
 //	KEYS[1] consumers zset, KEYS[2] calls stream, KEYS[3] methods hash,
-//	KEYS[4] info, KEYS[5] consumer info hash
+//	KEYS[4] info, KEYS[5] consumer info hash, KEYS[6..] the priority streams
 //	ARGV[1] online cutoff (ms)
 //	returns 1; errors ONLINE, BACKLOG
 var forgetScript = redis.NewScript(`
 if redis.call('ZCOUNT', KEYS[1], ARGV[1], '+inf') > 0 then return redis.error_reply('ONLINE') end
-if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('XLEN', KEYS[2]) > 0 then return redis.error_reply('BACKLOG') end
+for _, k in ipairs({2, 6, 7}) do
+  if KEYS[k] and redis.call('XLEN', KEYS[k]) > 0 then return redis.error_reply('BACKLOG') end
+end
 redis.call('DEL', KEYS[3], KEYS[4], KEYS[1], KEYS[5])
 return 1
 `)
@@ -381,7 +383,9 @@ func (c *Client) Forget(ctx context.Context, handler string) error {
 		return err
 	}
 	cutoff := time.Now().Add(-ConsumerOnlineAfter).UnixMilli()
-	err := forgetScript.Run(ctx, c.rdb, []string{consumersKey(handler), callsKey(handler), methodsKey(handler), infoKey(handler), consumerInfoKey(handler)}, cutoff).Err()
+	keys := []string{consumersKey(handler), callsKey(handler), methodsKey(handler), infoKey(handler), consumerInfoKey(handler),
+		priorityStreamKey(handler, PriorityHigh), priorityStreamKey(handler, PriorityLow)}
+	err := forgetScript.Run(ctx, c.rdb, keys, cutoff).Err()
 	switch {
 	case redis.HasErrorPrefix(err, "ONLINE"):
 		return fmt.Errorf("%w: %q has consumers online", ErrHandlerBusy, handler)
