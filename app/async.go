@@ -254,11 +254,15 @@ func (e *Edge) writeStatus(c *fiber.Ctx, id string, st streams.CallStatus, err e
 		Handler  string               `json:"handler,omitempty"`
 		Method   string               `json:"method,omitempty"`
 		Consumer string               `json:"consumer,omitempty"`
+		Priority string               `json:"priority,omitempty"` // queued or running with a priority (priority.go)
 		Due      string               `json:"scheduled_at,omitempty"`
 		Result   json.RawMessage      `json:"result,omitempty"`
 		Error    json.RawMessage      `json:"error,omitempty"`
 		Story    []streams.StoryEvent `json:"story"`
 	}{ID: id, State: st.State, Handler: st.Handler, Consumer: st.Consumer, Story: []streams.StoryEvent{}}
+	if st.Priority != "" && st.Priority != streams.PriorityNormal.String() {
+		out.Priority = st.Priority
+	}
 	if !st.Due.IsZero() {
 		out.Due = st.Due.UTC().Format(time.RFC3339Nano)
 	}

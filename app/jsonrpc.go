@@ -55,6 +55,8 @@ type rpcRequest struct {
 	viewer   *Principal
 	// noProgress: "_meta":{"progress":false}, no $/progress for this call.
 	noProgress bool
+	// priority: "_meta":{"priority":…} (priority.go).
+	priority streams.Priority
 }
 
 // requestMeta is a request's "_meta" member: what a JSON-RPC request carries
@@ -69,6 +71,8 @@ type requestMeta struct {
 	// Progress false turns this call's $/progress notifications off on a
 	// WebSocket (streaming.go); absent or true: on.
 	Progress *bool `json:"progress"`
+	// Priority is the call's priority: high, normal or low (priority.go).
+	Priority json.RawMessage `json:"priority"`
 }
 
 // cancelMethod cancels a call in flight on the same WebSocket, as LSP's
@@ -188,6 +192,9 @@ func (m requestMembers) request() rpcRequest {
 	r.notify = m.id == nil
 	r.trace = validTrace(meta.TraceParent, meta.TraceState)
 	r.noProgress = meta.Progress != nil && !*meta.Progress
+	if r.priority, r.err = metaPriority(meta.Priority); r.err != nil {
+		return r
+	}
 	if name == cancelMethod {
 		var p struct {
 			ID json.RawMessage `json:"id"`
@@ -354,7 +361,7 @@ func (e *Edge) runJSONRPC(ctx context.Context, r *rpcRequest, tracker callTracke
 	reply, rerr := e.call(id, callRequest{
 		handler: r.handler, method: r.method, params: r.params,
 		timeout: e.cfg.CallTimeout, ctx: ctx, notify: notify, enqueued: enqueued, caller: r.caller, trace: r.trace, requestID: r.requestID,
-		sink: sink,
+		sink: sink, priority: r.priority,
 	})
 	if sink != nil && rerr == nil && sink.isLost() {
 		rerr = errStreamLost(id)

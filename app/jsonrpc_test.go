@@ -370,7 +370,10 @@ func TestDecodeJSONRPCMeta(t *testing.T) {
 		wantCode  int
 	}{
 		{"trace context", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"_meta":{"traceparent":"` + tp + `","tracestate":"k=v"}}`, traceContext{parent: tp, state: "k=v"}, 0},
-		{"unknown keys ignored", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"_meta":{"priority":3,"traceparent":"` + tp + `"}}`, traceContext{parent: tp}, 0},
+		{"unknown keys ignored", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"_meta":{"weight":3,"traceparent":"` + tp + `"}}`, traceContext{parent: tp}, 0},
+		{"priority", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"_meta":{"priority":"high"}}`, traceContext{}, 0},
+		{"unknown priority", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"_meta":{"priority":"urgent"}}`, traceContext{}, streams.CodeInvalidRequest},
+		{"priority not a string", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"_meta":{"priority":3}}`, traceContext{}, streams.CodeInvalidRequest},
 		{"malformed traceparent dropped", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"_meta":{"traceparent":"nope"}}`, traceContext{}, 0},
 		{"escaped member names", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"\u005fmeta":{"traceparent":"` + tp + `"}}`, traceContext{parent: tp}, 0},
 		{"not an object", `{"jsonrpc":"2.0","id":1,"method":"a.b","params":[1, 2],"_meta":[1]}`, traceContext{}, streams.CodeInvalidRequest},
@@ -390,6 +393,9 @@ func TestDecodeJSONRPCMeta(t *testing.T) {
 			}
 			if r.err != nil || r.trace != tc.wantTrace || string(r.params) != "[1, 2]" {
 				t.Fatalf("err %v trace %+v params %s; want trace %+v, params [1, 2]", r.err, r.trace, r.params, tc.wantTrace)
+			}
+			if want := strings.Contains(tc.msg, `"priority":"high"`); want != (r.priority == streams.PriorityHigh) {
+				t.Fatalf("priority %q", r.priority)
 			}
 		})
 	}

@@ -39,6 +39,8 @@ var callHeaders = []callHeader{
 		description: "With Prefer: respond-async only: run the call at this RFC 3339 time (state scheduled until then; its deadline counts from it). A sync call with a schedule answers 400."},
 	{name: "Schedule-In", schema: map[string]any{"type": "number", "minimum": 0}, example: 60,
 		description: "With Prefer: respond-async only: run the call this many seconds from now. Not together with Schedule-At."},
+	{name: "Streamrpc-Priority", schema: map[string]any{"type": "string", "enum": []any{"high", "normal", "low"}}, example: "high",
+		description: "The call's priority (default normal): consumers take high calls first without starving low ones (docs/flow-control.md). Ignored for a scheduled call. Another value answers 400."},
 	{name: "X-Request-Id", schema: map[string]any{"type": "string", "maxLength": 128},
 		description: "The caller's correlation id, kept in the call's story and logs. The answer's X-Request-Id is the call's own id."},
 }

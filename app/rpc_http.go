@@ -76,6 +76,8 @@ type callRequest struct {
 	trace traceContext
 	// scheduleAt: an async call to run then (Schedule-At/-In), zero if none.
 	scheduleAt time.Time
+	// priority: Streamrpc-Priority or _meta.priority (priority.go).
+	priority streams.Priority
 	// sink, if set, gets the call's streamed events (streaming.go).
 	sink *eventSink
 }
@@ -158,6 +160,11 @@ func (e *Edge) parseCall(c *fiber.Ctx) (callRequest, *streams.Error) {
 		return req, bad
 	} else {
 		req.scheduleAt = sched
+	}
+	if prio, bad := parsePriority(c); bad != nil {
+		return req, bad
+	} else {
+		req.priority = prio
 	}
 	if k := c.Get("Idempotency-Key"); k != "" {
 		if len(k) > 256 {
@@ -294,7 +301,7 @@ func (e *Edge) enqueue(ctx context.Context, id string, req callRequest, now, dea
 		ID: id, Handler: req.handler, Method: req.method, Params: req.params,
 		ReplyTo: replyTo, Deadline: deadline, Attempt: 1, EnqueuedAt: now, ResultTTL: e.cfg.ResultTTL, Caller: req.caller,
 		TraceParent: req.trace.parent, TraceState: req.trace.state, RequestID: req.requestID,
-	}, streams.EnqueueOptions{BacklogLimit: e.cfg.BacklogLimit, Idempotency: idem, Async: async, ScheduleAt: req.scheduleAt})
+	}, streams.EnqueueOptions{BacklogLimit: e.cfg.BacklogLimit, Idempotency: idem, Async: async, ScheduleAt: req.scheduleAt, Priority: req.priority})
 	if err != nil {
 		if errors.Is(err, streams.ErrNotReplicated) && enq.ID == "" {
 			// Queued on the primary, not confirmed by its replicas: the call

@@ -114,11 +114,13 @@ func NewTransport() *http.Transport {
 // params is encoded as JSON (a json.RawMessage goes out as is; nil sends no
 // params); out may be nil to drop the result, or a *json.RawMessage to keep
 // its bytes. ctx's deadline, if any, is sent as the call's Request-Timeout.
-func (c *Client) Call(ctx context.Context, handler, method string, params, out any) error {
+// opts may set its Priority (a schedule is refused for a sync call).
+func (c *Client) Call(ctx context.Context, handler, method string, params, out any, opts ...CallOption) error {
 	req, err := c.newCall(ctx, handler, method, params)
 	if err != nil {
 		return err
 	}
+	applyOptions(req.Header, opts)
 	res, err := c.send(req)
 	if err != nil {
 		return fmt.Errorf("streamrpc: %w", err)

@@ -338,3 +338,43 @@ func TestWithToken(t *testing.T) {
 		})
 	}
 }
+
+// TestPriorityOption: Priority sets Streamrpc-Priority on sync and async calls.
+func TestPriorityOption(t *testing.T) {
+	var got atomic.Value
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Store(r.Header.Get("Streamrpc-Priority"))
+		w.Header().Set("Content-Type", "application/json")
+		if r.Header.Get("Prefer") != "" {
+			w.Header().Set("X-Request-Id", "echo.01")
+			w.WriteHeader(http.StatusAccepted)
+			fmt.Fprint(w, `{"id":"echo.01","state":"queued"}`)
+			return
+		}
+		fmt.Fprint(w, `{"result":null}`)
+	}))
+	t.Cleanup(srv.Close)
+	c := New(srv.URL)
+	cases := []struct {
+		name string
+		call func() error
+		want string
+	}{
+		{name: "sync, none", call: func() error { return c.Call(t.Context(), "echo", "echo", nil, nil) }, want: ""},
+		{name: "sync, high", call: func() error { return c.Call(t.Context(), "echo", "echo", nil, nil, Priority("high")) }, want: "high"},
+		{name: "async, low", call: func() error {
+			_, err := c.CallAsync(t.Context(), "echo", "echo", nil, Priority("low"))
+			return err
+		}, want: "low"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.call(); err != nil {
+				t.Fatal(err)
+			}
+			if got.Load() != tc.want {
+				t.Fatalf("Streamrpc-Priority %q, want %q", got.Load(), tc.want)
+			}
+		})
+	}
+}

@@ -20,6 +20,13 @@ func ScheduleIn(d time.Duration) CallOption {
 	return func(h http.Header) { h.Set("Schedule-In", strconv.FormatFloat(d.Seconds(), 'f', 3, 64)) }
 }
 
+// Priority sets the call's priority: "high", "normal" or "low" (header
+// Streamrpc-Priority). Consumers take high calls first without starving low
+// ones; the edge answers 400 for another value.
+func Priority(p string) CallOption {
+	return func(h http.Header) { h.Set("Streamrpc-Priority", p) }
+}
+
 func applyOptions(h http.Header, opts []CallOption) {
 	for _, o := range opts {
 		o(h)

@@ -14,7 +14,8 @@ import (
 // through streams.ReadLimited, which leaves calls over the limit in the
 // stream. Which one applies is learnt at each heartbeat (every second by
 // default), so a limit set or cleared through the admin API applies within
-// 2 s.
+// 2 s. A handler that got a call with a priority once is read through
+// streams.ReadPriorities (docs/flow-control.md), learnt the same way.
 
 // concurrencyPoll is how long a consumer waits before trying again when
 // the handler's max_concurrency is reached and none of its own calls
@@ -24,6 +25,8 @@ const concurrencyPoll = 50 * time.Millisecond
 // flowState is what the reader needs to know of the handler's flow control.
 type flowState struct {
 	limited atomic.Bool   // the handler has a limit: read through ReadLimited
+	prio    atomic.Bool   // the handler has priority streams: read through ReadPriorities
+	turn    uint64        // the reader's read count, for streams.ReadOrder (the reader's own)
 	settled chan struct{} // poked when one of this server's calls settles
 }
 
@@ -45,13 +48,29 @@ func (s *Server) setLimited(limited bool) {
 	}
 }
 
+// setPriorities records whether the handler has priority streams, as each
+// heartbeat reports it.
+func (s *Server) setPriorities(on bool) {
+	if was := s.flow.prio.Swap(on); was != on {
+		s.log.Info("call priorities in use", "priorities", on)
+	}
+}
+
 // readNew takes up to n new calls, blocking up to block when there are
 // none: the reader's one way to read the stream.
 func (s *Server) readNew(n int64, block time.Duration, stop <-chan struct{}) ([]streams.Delivery, error) {
-	if !s.flow.limited.Load() {
+	prio := s.flow.prio.Load()
+	if !prio && !s.flow.limited.Load() {
 		return s.streams.ReadCalls(context.Background(), s.cfg.Handler, s.cfg.Name, n, block)
 	}
-	res, err := s.streams.ReadLimited(context.Background(), s.cfg.Handler, s.cfg.Name, n, concurrencyPoll)
+	var res streams.LimitedRead
+	var err error
+	if prio {
+		s.flow.turn++
+		res, err = s.streams.ReadPriorities(context.Background(), s.cfg.Handler, s.cfg.Name, n, concurrencyPoll, streams.ReadOrder(s.flow.turn-1))
+	} else {
+		res, err = s.streams.ReadLimited(context.Background(), s.cfg.Handler, s.cfg.Name, n, concurrencyPoll)
+	}
 	if err != nil || len(res.Deliveries) > 0 || block < 0 {
 		return res.Deliveries, err
 	}

@@ -74,6 +74,7 @@ func (s *Server) heartbeat() time.Duration {
 		s.log.Debug("heartbeat failed", "err", err)
 	} else {
 		s.setLimited(control.Limited) // flow.go
+		s.setPriorities(control.Priorities)
 		s.pausedByOperator(control.Paused)
 	}
 	return s.cfg.HeartbeatInterval

@@ -123,6 +123,17 @@ func TestACLLeastPrivilege(t *testing.T) {
 		return nil
 	})
 
+	// Calls with a priority: the enqueue script creates the priority
+	// streams under the edge's ACL; the consumer reads, settles and sweeps
+	// them under its own (every call below is read so).
+	high := post(t, st.url, "/rpc/echo/echo", []byte(`{"n":4}`), map[string]string{"Prefer": "respond-async", "Streamrpc-Priority": "high"})
+	if low := post(t, st.url, "/rpc/echo/echo", []byte(`{"n":5}`), map[string]string{"Streamrpc-Priority": "low"}); low.status != http.StatusOK || string(low.Result) != `{"n":5}` {
+		t.Fatalf("low call: %d %s", low.status, low.body)
+	}
+	if g := get(t, st.url+"/rpc/calls/"+high.requestID+"?wait=20s"); g.State != "done" || string(g.Result) != `{"n":4}` {
+		t.Fatalf("high call: %d %s", g.status, g.body)
+	}
+
 	// A running call cancelled: the edge publishes on the handler's cancel
 	// channel, the consumer hears it on its subscription.
 	slow := post(t, st.url, "/rpc/echo/sleep", []byte(`{"ms":20000}`), preferAsync)

@@ -29,8 +29,8 @@ import (
 // a second time against a cluster of its own, in a child process.
 
 // clusterSuite are the tests TestSuiteOnRedisCluster runs a second time against a Redis Cluster:
-// the round-trip, WebSocket, JSON-RPC, async, guarantees, protocol, registry, ACL, rate-limit
-// and streaming tests. Between them, and with the cases of TestTopologies (which run on the cluster too), they
+// the round-trip, WebSocket, JSON-RPC, async, guarantees, protocol, registry, ACL, rate-limit,
+// streaming and priority tests. Between them, and with the cases of TestTopologies (which run on the cluster too), they
 // run every Lua script and every pipeline of streams/.
 var clusterSuite = []string{
 	"TestParamsByteExact", "TestThousandConcurrentCalls", "TestErrorCases",
@@ -41,6 +41,7 @@ var clusterSuite = []string{
 	"TestSecondSettleIsDropped", "TestDeadConsumerCallsClaimed", "TestStatsExactWhileActivityIsSampled", "TestStatsMatchTheCalls", "TestEventsFeed",
 	"TestACLLeastPrivilege", "TestRateLimit.*", "TestScaleToZero",
 	"TestStreamSSE", "TestStreamAsyncEvents", "TestStreamGoClient",
+	"TestPriorityHighCallOvertakesLowBacklog",
 }
 
 // TestSuiteOnRedisCluster runs the tests of clusterSuite again — the same tests, not copies — in

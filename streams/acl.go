@@ -50,6 +50,9 @@ var edgeCommands = []string{
 	"+publish",
 	// rateLimitScript reads Redis's clock
 	"+time",
+	// enqueueScript creates the priority streams and their marker at the
+	// first call with a priority (priority.go)
+	"+hsetnx", "+xgroup|create",
 }
 
 // EdgeACL returns the ACL SETUSER rules (without the user name, "on" and a
@@ -81,6 +84,9 @@ var consumerOwnCommands = []string{
 	"+get", "+hget", "+hmget", "+xread", "+xrevrange",
 	// the heartbeat reads the pause flag (pause.go)
 	"+hexists",
+	// claimScript, rescueScript and limitedReadScript skip priority streams
+	// that do not exist (priority.go)
+	"+exists",
 	"+subscribe", "+unsubscribe",
 }
 
@@ -90,6 +96,8 @@ var consumerOwnCommands = []string{
 func consumerOwnKeys(handler string) []string {
 	return []string{
 		callsKey(handler), delayedKey(handler), deadKey(handler), statsKey(handler), rateKey(handler),
+		// the priority streams (priority.go)
+		priorityStreamKey(handler, PriorityHigh), priorityStreamKey(handler, PriorityLow),
 		activityKey(handler), consumersKey(handler), consumerInfoKey(handler),
 		scheduledKey(handler), limitsKey(handler), windowMinuteKey(handler), windowQuarterKey(handler),
 		// its own methods: Register writes them, the heartbeat reads the

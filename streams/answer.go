@@ -86,7 +86,7 @@ type answerOp struct {
 	d     *Delivery
 	reply []byte // encoded
 	ttl   int64  // ms
-	group string // handler and consumer: the ops one script run can carry
+	group string // handler, consumer and priority: the ops one script run can carry
 	// set by sendAnswers
 	settled bool
 }
@@ -103,9 +103,10 @@ func (c *Client) sendAnswers(ctx context.Context, batch []*answerOp) {
 	}
 	for i, g := range order {
 		ops := groups[g]
-		handler, consumer, _ := strings.Cut(g, "\x00")
+		_, rest, _ := strings.Cut(g, "\x00")
+		consumer, _, _ := strings.Cut(rest, "\x00")
 		keys := make([]string, 1, 2+len(ops))
-		keys[0] = callsKey(handler)
+		keys[0] = ops[0].d.streamKey()
 		var edges map[string]int
 		var edgeKeys []string
 		args := make([]any, 0, 4+5*len(ops))
@@ -124,7 +125,7 @@ func (c *Client) sendAnswers(ctx context.Context, batch []*answerOp) {
 					edges[to] = e
 				}
 			}
-			args = append(args, o.d.StreamID, o.d.Call.ID, o.reply, o.ttl, e)
+			args = append(args, o.d.entryID(), o.d.Call.ID, o.reply, o.ttl, e)
 		}
 		keys = append(keys, edgeKeys...)
 		calls[i] = &scriptCall{script: answerScript, keys: keys, args: args}
@@ -209,7 +210,7 @@ func (c *Client) publishReplies(ctx context.Context, r edgeReplies) {
 // the call (false: someone else had).
 func (c *Client) Finish(ctx context.Context, d *Delivery, reply Reply, run Run) (bool, error) {
 	ttl := c.resultTTL(d)
-	o := &answerOp{d: d, reply: reply.encode(), ttl: ttl.Milliseconds(), group: d.Handler + "\x00" + run.Consumer}
+	o := &answerOp{d: d, reply: reply.encode(), ttl: ttl.Milliseconds(), group: d.Handler + "\x00" + run.Consumer + "\x00" + refPrefix(d.Priority())}
 	if err := c.answers.do(ctx, o); err != nil {
 		return false, unavailable(err)
 	}
@@ -226,7 +227,7 @@ func (c *Client) Finish(ctx context.Context, d *Delivery, reply Reply, run Run) 
 // cancel (may be nil) is called before done.
 func (c *Client) FinishAsync(ctx context.Context, cancel context.CancelFunc, d *Delivery, reply Reply, run Run, done func(settled bool, err error)) {
 	ttl := c.resultTTL(d)
-	o := &answerOp{d: d, reply: reply.encode(), ttl: ttl.Milliseconds(), group: d.Handler + "\x00" + run.Consumer}
+	o := &answerOp{d: d, reply: reply.encode(), ttl: ttl.Milliseconds(), group: d.Handler + "\x00" + run.Consumer + "\x00" + refPrefix(d.Priority())}
 	c.answers.post(ctx, o, func() {
 		if cancel != nil {
 			cancel()

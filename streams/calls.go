@@ -38,7 +38,8 @@ type CallStatus struct {
 	ID       string    `json:"id"`
 	State    State     `json:"state"`
 	Handler  string    `json:"handler,omitempty"`   // while queued or running
-	StreamID string    `json:"stream_id,omitempty"` // while queued or running
+	StreamID string    `json:"stream_id,omitempty"` // while queued or running: a reference (priority.go)
+	Priority string    `json:"priority,omitempty"`  // while queued or running
 	Consumer string    `json:"consumer,omitempty"`  // while running: who runs it
 	Due      time.Time `json:"-"`                   // while scheduled: when it is due
 	Reply    Reply     `json:"-"`                   // once answered
@@ -65,8 +66,10 @@ func (c *Client) CallStatus(ctx context.Context, id string) (CallStatus, error) 
 	}
 	if handler, streamID, ok := parseQueuedState(v); ok {
 		st := CallStatus{ID: id, State: StateQueued, Handler: handler, StreamID: streamID}
+		prio, entry := splitRef(streamID)
+		st.Priority = prio.String()
 		p, err := c.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
-			Stream: callsKey(handler), Group: Group, Start: streamID, End: streamID, Count: 1,
+			Stream: priorityStreamKey(handler, prio), Group: Group, Start: entry, End: entry, Count: 1,
 		}).Result()
 		if err != nil && !redis.HasErrorPrefix(err, "NOGROUP") {
 			return CallStatus{}, unavailable(err)
@@ -121,7 +124,7 @@ redis.call('PUBLISH', ARGV[6], ARGV[3])
 return 'running'
 `)
 
-// Cancel cancels call id, stream entry streamID of handler. It returns the
+// Cancel cancels call id, stream entry streamID (a reference: priority.go) of handler. It returns the
 // state the call was in: StateQueued (it will never run), StateRunning (its
 // handler's context is being cancelled), or StateDone (too late).
 func (c *Client) Cancel(ctx context.Context, handler, id, streamID string, resultTTL time.Duration) (State, error) {
@@ -129,8 +132,9 @@ func (c *Client) Cancel(ctx context.Context, handler, id, streamID string, resul
 		resultTTL = c.opts.ResultTTL
 	}
 	reply := ErrorReply(id, NewError(CodeCancelled, "the call was cancelled by its caller"))
-	res, err := cancelScript.Run(ctx, c.rdb, []string{callsKey(handler), resultKey(id)},
-		Group, streamID, id, reply.encode(), resultTTL.Milliseconds(), cancelChannel(handler)).Text()
+	prio, entry := splitRef(streamID)
+	res, err := cancelScript.Run(ctx, c.rdb, []string{priorityStreamKey(handler, prio), resultKey(id)},
+		Group, entry, id, reply.encode(), resultTTL.Milliseconds(), cancelChannel(handler)).Text()
 	if err != nil {
 		if redis.HasErrorPrefix(err, "NOGROUP") {
 			return StateDone, nil

@@ -30,7 +30,7 @@ var ErrIdempotencyMismatch = errors.New("idempotency key reused with different p
 // edge's batcher took together: one registry read and one backlog read per
 // batch, one XADD per call.
 //
-//	KEYS[1] the handler's calls stream
+//	KEYS[1] the handler's calls stream (of the batch's priority: priority.go)
 //	KEYS[2] the handler's methods hash
 //	KEYS[1+2c] call c's idempotency key (a placeholder when it has none)
 //	KEYS[2+2c] call c's result key, where an async call's state is recorded
@@ -57,6 +57,16 @@ for c = 1, n do
   at[c] = a
   if not seen[ARGV[a]] then seen[ARGV[a]] = true; table.insert(methods, ARGV[a]) end
   a = a + 6 + tonumber(ARGV[a + 5])
+end
+-- A priority stream (KEYS[1] is not the handler's plain one): the first
+-- call with a priority creates both priority streams and sets the marker.
+local pre = string.sub(KEYS[2], 1, -8)
+if string.sub(KEYS[1], -6) ~= ':calls' and redis.call('HSETNX', pre .. 'limits', '` + limitPriorities + `', '1') == 1 then
+  for _, p in ipairs({'high', 'low'}) do
+    if redis.call('EXISTS', pre .. 'calls:' .. p) == 0 then
+      redis.call('XGROUP', 'CREATE', pre .. 'calls:' .. p, '` + Group + `', '0', 'MKSTREAM')
+    end
+  end
 end
 local reg = redis.call('HMGET', KEYS[2], '` + settingMaxBacklog + `', unpack(methods))
 local known = {}
@@ -90,7 +100,6 @@ for c = 1, n do
       -- 's': a scheduled call (state "s<handler> <due ms>", see scheduledState).
       -- Its envelope waits in the scheduled hash and its id in the delayed
       -- set until the forwarder moves it; it is not in the backlog yet.
-      local pre = string.sub(KEYS[1], 1, -6)
       local cid, due = ARGV[a + 7], tonumber(string.match(st, ' (%d+)$'))
       redis.call('HSET', pre .. 'scheduled', cid, cjson.encode({unpack(ARGV, a + 6, a + 5 + tonumber(ARGV[a + 5]))}))
       redis.call('ZADD', pre .. 'delayed', due, cid)
@@ -123,6 +132,7 @@ return out
 type enqueueOp struct {
 	pending
 	handler string
+	prio    Priority
 	keys    [2]string // idempotency key, result key
 	args    []any     // this call's part of enqueueScript's ARGV
 	limit   int64     // the edge's backlog limit
@@ -133,12 +143,19 @@ type enqueueOp struct {
 // sendEnqueues runs one enqueueScript per handler in the batch, all in one
 // pipeline.
 func (c *Client) sendEnqueues(ctx context.Context, batch []*enqueueOp) {
-	order, groups := groupBy(batch, func(o *enqueueOp) string { return o.handler })
+	// Grouped by handler and priority: plain calls keep their one script run.
+	order, groups := groupBy(batch, func(o *enqueueOp) string {
+		if o.prio == PriorityNormal {
+			return o.handler // no allocation for a plain call
+		}
+		return o.handler + "\x00" + string(o.prio)
+	})
 	calls := make([]*scriptCall, len(order))
-	for i, h := range order {
-		ops := groups[h]
+	for i, g := range order {
+		ops := groups[g]
+		h := ops[0].handler
 		keys := make([]string, 0, 2+2*len(ops))
-		keys = append(keys, callsKey(h), methodsKey(h))
+		keys = append(keys, priorityStreamKey(h, ops[0].prio), methodsKey(h))
 		args := make([]any, 0, 2+len(ops)*len(ops[0].args))
 		args = append(args, ops[0].limit, len(ops))
 		for _, o := range ops {
@@ -148,8 +165,8 @@ func (c *Client) sendEnqueues(ctx context.Context, batch []*enqueueOp) {
 		calls[i] = &scriptCall{script: enqueueScript, keys: keys, args: args}
 	}
 	durable := c.runScripts(ctx, calls)
-	for i, h := range order {
-		ops := groups[h]
+	for i, g := range order {
+		ops := groups[g]
 		res, err := calls[i].cmd.Slice()
 		if err == nil && len(res) != len(ops) {
 			err = fmt.Errorf("streams: enqueue: unexpected reply %v", res)
@@ -194,6 +211,10 @@ type EnqueueOptions struct {
 	// ScheduleAt, if set (with Async), keeps the call out of the stream
 	// until then: it is scheduled, and the forwarder moves it when due.
 	ScheduleAt time.Time
+	// Priority puts the call in its priority's stream (priority.go). A
+	// scheduled call is forwarded to the normal stream when due: its
+	// priority is ignored.
+	Priority Priority
 }
 
 // compactJSON returns params without insignificant whitespace (json.Compact),
@@ -247,7 +268,10 @@ func (c *Client) Enqueue(ctx context.Context, call *Call, opts EnqueueOptions) (
 	case o.kind == "dup":
 		return Enqueued{ID: o.value, Duplicate: true}, nil
 	case o.kind == "new":
-		return Enqueued{ID: call.ID, StreamID: o.value}, nil
+		if o.value == "" {
+			return Enqueued{ID: call.ID}, nil
+		}
+		return Enqueued{ID: call.ID, StreamID: entryRef(o.prio, o.value)}, nil
 	}
 	return Enqueued{}, fmt.Errorf("streams: enqueue: unexpected reply %q %q", o.kind, o.value)
 }
@@ -256,6 +280,9 @@ func (c *Client) Enqueue(ctx context.Context, call *Call, opts EnqueueOptions) (
 // op of a batch (sendEnqueues).
 func (c *Client) newEnqueueOp(call *Call, opts EnqueueOptions) *enqueueOp {
 	o := &enqueueOp{handler: call.Handler, limit: opts.BacklogLimit}
+	if opts.ScheduleAt.IsZero() {
+		o.prio = opts.Priority
+	}
 	o.keys = [2]string{idemKey(call.Handler, ""), idemKey(call.Handler, "")}
 	idemValue, idemTTL, state := "", int64(0), ""
 	if idem := opts.Idempotency; idem != nil {
@@ -275,8 +302,10 @@ func (c *Client) newEnqueueOp(call *Call, opts EnqueueOptions) *enqueueOp {
 	stateTTL := ttl
 	if opts.Async {
 		o.keys[1] = resultKey(call.ID)
-		state = queuedState(call.Handler, "")
-		if !opts.ScheduleAt.IsZero() {
+		if opts.ScheduleAt.IsZero() {
+			// the script appends the entry id: a reference (priority.go)
+			state = queuedState(call.Handler, refPrefix(o.prio))
+		} else {
 			// The state must outlive the wait, the run and the result's time.
 			state = scheduledState(call.Handler, opts.ScheduleAt)
 			stateTTL += max(time.Until(call.Deadline), 0)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -35,10 +36,11 @@ const (
 // heartbeatScript.
 func luaLimits(lk string) string {
 	return `
-local lim = redis.call('HMGET', KEYS[` + lk + `], '` + limitMaxConcurrency + `', '` + limitRate + `', '` + settingMaxConcurrency + `', '` + settingRate + `', '` + limitTAT + `')
+local lim = redis.call('HMGET', KEYS[` + lk + `], '` + limitMaxConcurrency + `', '` + limitRate + `', '` + settingMaxConcurrency + `', '` + settingRate + `', '` + limitTAT + `', '` + limitPriorities + `')
 local maxc = tonumber(lim[1] or lim[3] or '0') or 0
 local rate = tonumber(lim[2] or lim[4] or '0') or 0
 local tat0 = tonumber(lim[5] or '0') or 0
+local prio = lim[6]
 `
 }
 
@@ -172,19 +174,30 @@ func (c *Client) SetHandlerLimits(ctx context.Context, handler string, u LimitsU
 // entries (every consumer's calls taken and not yet settled), and the rate's
 // GCRA allowance (burst: a tenth of a second's calls, at least 1). The
 // limits are read here, every time, so a change applies to the next read.
+// With priorities (priority.go), KEYS[3..] are more streams: the calls are
+// taken from the streams in the order given, as many as allowed from the
+// first, the rest from the next…; those that do not exist are skipped.
 //
-//	KEYS[1] calls stream, KEYS[2] limits hash
+//	KEYS[1] calls stream (the first to read), KEYS[2] limits hash,
+//	KEYS[3..] the next streams to read, in order
 //	ARGV[1] group, ARGV[2] consumer, ARGV[3] n
-//	returns {entries, wait ms, last entry id}: entries as XREADGROUP's; when
-//	none, wait > 0 if a limit held them back (the rate: until the next call
-//	may start; the concurrency: 0 < wait, unknown, so -1), else the id of the
-//	stream's last entry, to wait for newer ones without taking them.
+//	returns {entries, wait ms, last entry ids, stream of each entry}:
+//	entries as XREADGROUP's; when none, wait > 0 if a limit held them back
+//	(the rate: until the next call may start; the concurrency: 0 < wait,
+//	unknown, so -1), else the ids of the last entries of KEYS[1], KEYS[3]…
+//	(0-0 for one that does not exist), space separated, to wait for newer ones without taking them; the stream of
+//	each entry as its key index
 var limitedReadScript = redis.NewScript(luaLimits("2") + `
+local ks = {1}
+for k = 3, #KEYS do
+  if redis.call('EXISTS', KEYS[k]) == 1 then ks[#ks + 1] = k end
+end
 local n = tonumber(ARGV[3])
 if maxc > 0 then
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1])
-  if maxc - p[1] < n then n = maxc - p[1] end
-  if n <= 0 then return {{}, -1, ''} end
+  local busy = 0
+  for _, k in ipairs(ks) do busy = busy + redis.call('XPENDING', KEYS[k], ARGV[1])[1] end
+  if maxc - busy < n then n = maxc - busy end
+  if n <= 0 then return {{}, -1, '', {}} end
 end
 local T, tat = 0, 0
 if rate > 0 then
@@ -195,20 +208,34 @@ if rate > 0 then
   tat = math.max(tat0, now)
   local k = math.floor((burst * T - (tat - now)) / T)
   if k < n then n = k end
-  if n <= 0 then return {{}, math.max(1, math.ceil((tat + T - burst * T - now) / 1000)), ''} end
+  if n <= 0 then return {{}, math.max(1, math.ceil((tat + T - burst * T - now) / 1000)), '', {}} end
 end
-local res = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', n, 'STREAMS', KEYS[1], '>')
-local entries = {}
-if res then entries = res[1][2] end
+local entries, from = {}, {}
+for _, k in ipairs(ks) do
+  if #entries < n then
+    local res = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', n - #entries, 'STREAMS', KEYS[k], '>')
+    if res then
+      for _, e in ipairs(res[1][2]) do
+        entries[#entries + 1] = e
+        from[#from + 1] = k
+      end
+    end
+  end
+end
 if #entries == 0 then
-  local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-  if last[1] then return {{}, 0, last[1][1]} end
-  return {{}, 0, '0-0'}
+  local lasts = {}
+  for k = 1, #KEYS do
+    if k ~= 2 then
+      local last = redis.call('XREVRANGE', KEYS[k], '+', '-', 'COUNT', 1)
+      if last[1] then lasts[#lasts + 1] = last[1][1] else lasts[#lasts + 1] = '0-0' end
+    end
+  end
+  return {{}, 0, table.concat(lasts, ' '), {}}
 end
 if rate > 0 then
   redis.call('HSET', KEYS[2], '` + limitTAT + `', string.format('%.0f', tat + #entries * T))
 end
-return {entries, 0, ''}
+return {entries, 0, '', from}
 `)
 
 // LimitedRead is what ReadLimited got.
@@ -226,23 +253,48 @@ type LimitedRead struct {
 // within the handler's limits, without blocking. concurrencyPoll is the
 // Wait it returns when the concurrency limit is reached (no time is known).
 func (c *Client) ReadLimited(ctx context.Context, handler, consumer string, count int64, concurrencyPoll time.Duration) (LimitedRead, error) {
-	res, err := limitedReadScript.Run(ctx, c.rdb, []string{callsKey(handler), limitsKey(handler)},
-		Group, consumer, count).Slice()
+	return c.readLimited(ctx, handler, consumer, count, concurrencyPoll, []Priority{PriorityNormal})
+}
+
+// ReadPriorities is ReadLimited for a handler with priorities (priority.go):
+// it takes the calls from the priority streams in the given order.
+func (c *Client) ReadPriorities(ctx context.Context, handler, consumer string, count int64, concurrencyPoll time.Duration, order [3]Priority) (LimitedRead, error) {
+	return c.readLimited(ctx, handler, consumer, count, concurrencyPoll, order[:])
+}
+
+func (c *Client) readLimited(ctx context.Context, handler, consumer string, count int64, concurrencyPoll time.Duration, order []Priority) (LimitedRead, error) {
+	keys := make([]string, 0, 1+len(order))
+	keys = append(keys, priorityStreamKey(handler, order[0]), limitsKey(handler))
+	for _, p := range order[1:] {
+		keys = append(keys, priorityStreamKey(handler, p))
+	}
+	res, err := limitedReadScript.Run(ctx, c.rdb, keys, Group, consumer, count).Slice()
 	if redis.HasErrorPrefix(err, "NOGROUP") {
+		if len(order) > 1 {
+			return LimitedRead{}, c.ensurePriorityGroups(ctx, handler)
+		}
 		return LimitedRead{}, c.EnsureGroup(ctx, handler)
 	}
 	if err != nil {
 		return LimitedRead{}, unavailable(err)
 	}
-	if len(res) != 3 {
+	if len(res) != 4 {
 		return LimitedRead{}, fmt.Errorf("streams: limited read: unexpected reply %v", res)
 	}
 	var out LimitedRead
 	entries, _ := res[0].([]any)
-	for _, e := range entries {
+	from, _ := res[3].([]any)
+	for i, e := range entries {
 		m, err := xMessage(e)
 		if err != nil {
 			return LimitedRead{}, err
+		}
+		if i < len(from) {
+			if k, _ := from[i].(int64); k >= 3 && int(k)-2 < len(order) {
+				m.ID = entryRef(order[k-2], m.ID)
+			} else {
+				m.ID = entryRef(order[0], m.ID)
+			}
 		}
 		out.Deliveries = append(out.Deliveries, newDelivery(handler, m, 1))
 	}
@@ -252,7 +304,15 @@ func (c *Client) ReadLimited(ctx context.Context, handler, consumer string, coun
 	case wait > 0:
 		out.Wait = time.Duration(wait) * time.Millisecond
 	}
-	out.LastID, _ = res[2].(string)
+	if last, _ := res[2].(string); last != "" {
+		ids := strings.Fields(last)
+		for i := range ids {
+			if i < len(order) {
+				ids[i] = entryRef(order[i], ids[i])
+			}
+		}
+		out.LastID = strings.Join(ids, " ")
+	}
 	return out, nil
 }
 
@@ -275,9 +335,19 @@ func xMessage(v any) (redis.XMessage, error) {
 
 // WaitForCalls blocks up to block until handler's stream has an entry after
 // lastID, taking none: a consumer of a limited handler waits so, then reads
-// through ReadLimited.
+// through ReadLimited. lastID is LimitedRead.LastID: with priorities, one
+// reference per stream, space separated.
 func (c *Client) WaitForCalls(ctx context.Context, handler, lastID string, block time.Duration) error {
-	err := c.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{callsKey(handler), lastID}, Count: 1, Block: block}).Err()
+	refs := strings.Fields(lastID)
+	if len(refs) == 0 {
+		refs = []string{"$"}
+	}
+	args := make([]string, 2*len(refs))
+	for i, ref := range refs {
+		p, id := splitRef(ref)
+		args[i], args[len(refs)+i] = priorityStreamKey(handler, p), id
+	}
+	err := c.rdb.XRead(ctx, &redis.XReadArgs{Streams: args, Count: 1, Block: block}).Err()
 	if errors.Is(err, redis.Nil) {
 		return nil
 	}

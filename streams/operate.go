@@ -171,7 +171,8 @@ var ErrNotCancellable = errors.New("call is neither queued nor running")
 
 // entry reads one stream entry of handler's queue; ErrNotFound if it is gone.
 func (c *Client) entry(ctx context.Context, handler, streamID string) (*Call, error) {
-	msgs, err := c.rdb.XRange(ctx, callsKey(handler), streamID, streamID).Result()
+	p, id := splitRef(streamID)
+	msgs, err := c.rdb.XRange(ctx, priorityStreamKey(handler, p), id, id).Result()
 	if redis.HasErrorPrefix(err, "Invalid stream ID") {
 		return nil, ErrNotFound
 	}
@@ -223,8 +224,9 @@ func (c *Client) cancelEntries(ctx context.Context, handler string, calls []*Cal
 			ttl = c.opts.ResultTTL
 		}
 		replies[i] = ErrorReply(call.ID, NewError(CodeCancelled, "the call was "+why)).encode()
-		scs[i] = &scriptCall{script: cancelScript, keys: []string{callsKey(handler), resultKey(call.ID)},
-			args: []any{Group, streamIDs[i], call.ID, replies[i], ttl.Milliseconds(), cancelChannel(handler)}}
+		p, id := splitRef(streamIDs[i])
+		scs[i] = &scriptCall{script: cancelScript, keys: []string{priorityStreamKey(handler, p), resultKey(call.ID)},
+			args: []any{Group, id, call.ID, replies[i], ttl.Milliseconds(), cancelChannel(handler)}}
 	}
 	runScripts(ctx, c.rdb, scs)
 	out := make([]State, len(calls))

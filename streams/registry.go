@@ -33,6 +33,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('(%.0f', now - ton
 local flags = 0
 if maxc > 0 or rate > 0 then flags = 1 end
 if redis.call('HEXISTS', KEYS[4], '` + settingPaused + `') == 1 then flags = flags + 2 end
+if prio then flags = flags + 4 end
 return flags
 `)
 
@@ -50,6 +51,9 @@ func (c *Client) Heartbeat(ctx context.Context, handler string, ci ConsumerInfo)
 type HandlerControl struct {
 	Limited bool // a max_concurrency or rate applies: read through ReadLimited
 	Paused  bool // an operator paused the handler: take no calls (pause.go)
+	// Priorities: a call with a priority arrived once, the priority streams
+	// exist: read through ReadPriorities (priority.go).
+	Priorities bool
 }
 
 // HeartbeatControl is Heartbeat, also reporting whether the handler has a
@@ -58,7 +62,7 @@ func (c *Client) HeartbeatControl(ctx context.Context, handler string, ci Consum
 	ci.LastHeartbeat = time.Now()
 	n, err := heartbeatScript.Run(ctx, c.rdb, []string{consumersKey(handler), consumerInfoKey(handler), limitsKey(handler), methodsKey(handler)},
 		ci.Name, mustJSON(ci), time.Hour.Milliseconds()).Int64()
-	return HandlerControl{Limited: n&1 != 0, Paused: n&2 != 0}, unavailable(err)
+	return HandlerControl{Limited: n&1 != 0, Paused: n&2 != 0, Priorities: n&4 != 0}, unavailable(err)
 }
 
 // Deregister removes a stopping consumer from the handler's consumers.
@@ -77,14 +81,17 @@ type rawStats struct {
 	methods       *redis.MapStringStringCmd
 	online        *redis.IntCmd
 	backlog, dead *redis.IntCmd
-	delayed       *redis.IntCmd
-	scheduled     *redis.IntCmd
-	limits        *redis.SliceCmd // detail only
-	pending       *redis.XPendingCmd
-	consumers     *redis.ZSliceCmd
-	consumerInfo  *redis.MapStringStringCmd
-	win           *redis.MapStringStringCmd
-	window        WindowDef
+	// the priority streams' (priority.go): 0 and NOGROUP where there are none
+	backlogPrio  [2]*redis.IntCmd
+	pendingPrio  [2]*redis.XPendingCmd
+	delayed      *redis.IntCmd
+	scheduled    *redis.IntCmd
+	limits       *redis.SliceCmd // detail only
+	pending      *redis.XPendingCmd
+	consumers    *redis.ZSliceCmd
+	consumerInfo *redis.MapStringStringCmd
+	win          *redis.MapStringStringCmd
+	window       WindowDef
 }
 
 func (c *Client) queueStats(ctx context.Context, pipe redis.Pipeliner, handler string, detail bool, w WindowDef) *rawStats {
@@ -103,6 +110,10 @@ func (c *Client) queueStats(ctx context.Context, pipe redis.Pipeliner, handler s
 		rate:      pipe.HGetAll(ctx, rateKey(handler)),
 		win:       pipe.HGetAll(ctx, w.key(handler)),
 		window:    w,
+	}
+	for i, p := range [2]Priority{PriorityHigh, PriorityLow} {
+		r.backlogPrio[i] = pipe.XLen(ctx, priorityStreamKey(handler, p))
+		r.pendingPrio[i] = pipe.XPending(ctx, priorityStreamKey(handler, p), Group)
 	}
 	if detail {
 		r.limits = pipe.HMGet(ctx, limitsKey(handler), limitMaxConcurrency, limitRate, settingMaxConcurrency, settingRate)
@@ -199,6 +210,13 @@ func buildDetail(name string, r *rawStats, now time.Time) HandlerDetail {
 	d.Backlog = r.backlog.Val()
 	if p, err := r.pending.Result(); err == nil {
 		d.Pending = p.Count
+	}
+	d.BacklogHigh, d.BacklogLow = r.backlogPrio[0].Val(), r.backlogPrio[1].Val()
+	d.Backlog += d.BacklogHigh + d.BacklogLow
+	for _, pc := range r.pendingPrio {
+		if p, err := pc.Result(); err == nil {
+			d.Pending += p.Count
+		}
 	}
 	d.Scheduled = r.scheduled.Val()
 	d.Delayed, d.DeadLetters = max(r.delayed.Val()-d.Scheduled, 0), r.dead.Val()
@@ -345,12 +363,14 @@ var ErrHandlerBusy = errors.New("handler has consumers online or calls waiting")
 // forgetScript removes a handler's registration if nothing depends on it.
 //
 //	KEYS[1] consumers zset, KEYS[2] calls stream, KEYS[3] methods hash,
-//	KEYS[4] info, KEYS[5] consumer info hash
+//	KEYS[4] info, KEYS[5] consumer info hash, KEYS[6..] the priority streams
 //	ARGV[1] online cutoff (ms)
 //	returns 1; errors ONLINE, BACKLOG
 var forgetScript = redis.NewScript(`
 if redis.call('ZCOUNT', KEYS[1], ARGV[1], '+inf') > 0 then return redis.error_reply('ONLINE') end
-if redis.call('EXISTS', KEYS[2]) == 1 and redis.call('XLEN', KEYS[2]) > 0 then return redis.error_reply('BACKLOG') end
+for _, k in ipairs({2, 6, 7}) do
+  if KEYS[k] and redis.call('XLEN', KEYS[k]) > 0 then return redis.error_reply('BACKLOG') end
+end
 redis.call('DEL', KEYS[3], KEYS[4], KEYS[1], KEYS[5])
 return 1
 `)
@@ -363,7 +383,9 @@ func (c *Client) Forget(ctx context.Context, handler string) error {
 		return err
 	}
 	cutoff := time.Now().Add(-ConsumerOnlineAfter).UnixMilli()
-	err := forgetScript.Run(ctx, c.rdb, []string{consumersKey(handler), callsKey(handler), methodsKey(handler), infoKey(handler), consumerInfoKey(handler)}, cutoff).Err()
+	keys := []string{consumersKey(handler), callsKey(handler), methodsKey(handler), infoKey(handler), consumerInfoKey(handler),
+		priorityStreamKey(handler, PriorityHigh), priorityStreamKey(handler, PriorityLow)}
+	err := forgetScript.Run(ctx, c.rdb, keys, cutoff).Err()
 	switch {
 	case redis.HasErrorPrefix(err, "ONLINE"):
 		return fmt.Errorf("%w: %q has consumers online", ErrHandlerBusy, handler)

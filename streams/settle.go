@@ -93,14 +93,14 @@ func (c *Client) settle(ctx context.Context, d *Delivery, mode settleMode, reply
 	events := rec.runEvents()
 	args := make([]any, 0, 13+len(events)+len(extra))
 	encoded := reply.encode()
-	keys := []string{callsKey(d.Handler), resultKey(d.Call.ID), delayedKey(d.Handler), deadKey(d.Handler), storyKey(d.Call.ID)}
+	keys := []string{d.streamKey(), resultKey(d.Call.ID), delayedKey(d.Handler), deadKey(d.Handler), storyKey(d.Call.ID)}
 	maxLen := any("")
 	inline := c.inlineReplies && d.Call.ReplyTo != ""
 	if inline {
 		keys = append(keys, replyKey(d.Call.ReplyTo))
 		maxLen = c.opts.ReplyStreamMaxLen
 	}
-	args = append(args, Group, d.StreamID, string(mode), d.Call.ID, encoded, ttl.Milliseconds(), maxLen,
+	args = append(args, Group, d.entryID(), string(mode), d.Call.ID, encoded, ttl.Milliseconds(), maxLen,
 		mustJSON(rec.queuedEvent()), run.Consumer, len(events))
 	for _, e := range events {
 		args = append(args, mustJSON(e))
@@ -180,7 +180,7 @@ return 1
 // plus the decoding error.
 func (c *Client) Poison(ctx context.Context, d *Delivery, consumer string) error {
 	errJSON, _ := json.Marshal(NewError(CodeInvalidRequest, "undecodable call envelope: "+d.Err.Error()))
-	args := []any{Group, d.StreamID}
+	args := []any{Group, d.entryID()}
 	for k, v := range d.Raw {
 		if k == fieldError || k == fieldAttempts || k == fieldFailedAt || k == fieldConsumer {
 			continue
@@ -188,6 +188,6 @@ func (c *Client) Poison(ctx context.Context, d *Delivery, consumer string) error
 		args = append(args, k, v)
 	}
 	args = append(args, fieldError, errJSON, fieldAttempts, d.Deliveries, fieldFailedAt, time.Now().UnixMilli(), fieldConsumer, consumer)
-	err := poisonScript.Run(ctx, c.rdb, []string{callsKey(d.Handler), deadKey(d.Handler)}, args...).Err()
+	err := poisonScript.Run(ctx, c.rdb, []string{d.streamKey(), deadKey(d.Handler)}, args...).Err()
 	return unavailable(err)
 }

@@ -99,20 +99,24 @@ type RatePoint struct {
 
 // HandlerSummary is one handler at a glance: the overview's row.
 type HandlerSummary struct {
-	Name            string      `json:"name"`
-	Description     string      `json:"description,omitempty"`
-	Kind            string      `json:"kind,omitempty"`
-	Methods         int         `json:"methods"`
-	ConsumersOnline int         `json:"consumers_online"`
-	Backlog         int64       `json:"backlog"`   // queued or running
-	Pending         int64       `json:"pending"`   // running (taken by a consumer)
-	Delayed         int64       `json:"delayed"`   // waiting for a retry
-	Scheduled       int64       `json:"scheduled"` // waiting for their scheduled time
-	DeadLetters     int64       `json:"dead_letters"`
-	Totals          MethodStats `json:"totals"`           // all methods together
-	CallsPerSecond  float64     `json:"calls_per_second"` // over the last minute
-	Rate            []RatePoint `json:"rate"`             // oldest first, RateBuckets points
-	LastActivity    time.Time   `json:"last_activity,omitzero"`
+	Name            string `json:"name"`
+	Description     string `json:"description,omitempty"`
+	Kind            string `json:"kind,omitempty"`
+	Methods         int    `json:"methods"`
+	ConsumersOnline int    `json:"consumers_online"`
+	Backlog         int64  `json:"backlog"` // queued or running, every priority
+	// BacklogHigh and BacklogLow are the part of Backlog in the priority
+	// streams (priority.go); the rest is normal.
+	BacklogHigh    int64       `json:"backlog_high,omitempty"`
+	BacklogLow     int64       `json:"backlog_low,omitempty"`
+	Pending        int64       `json:"pending"`   // running (taken by a consumer)
+	Delayed        int64       `json:"delayed"`   // waiting for a retry
+	Scheduled      int64       `json:"scheduled"` // waiting for their scheduled time
+	DeadLetters    int64       `json:"dead_letters"`
+	Totals         MethodStats `json:"totals"`           // all methods together
+	CallsPerSecond float64     `json:"calls_per_second"` // over the last minute
+	Rate           []RatePoint `json:"rate"`             // oldest first, RateBuckets points
+	LastActivity   time.Time   `json:"last_activity,omitzero"`
 	// Paused: an operator paused the handler; calls queue, consumers take none.
 	Paused bool `json:"paused"`
 	// Window is the stats over the window asked for (see windows.go).

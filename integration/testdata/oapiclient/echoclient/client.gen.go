@@ -68,6 +68,111 @@ func (e State) Valid() bool {
 	}
 }
 
+// Defines values for StreamrpcPriority.
+const (
+	StreamrpcPriorityHigh   StreamrpcPriority = "high"
+	StreamrpcPriorityLow    StreamrpcPriority = "low"
+	StreamrpcPriorityNormal StreamrpcPriority = "normal"
+)
+
+// Valid indicates whether the value is a known member of the StreamrpcPriority enum.
+func (e StreamrpcPriority) Valid() bool {
+	switch e {
+	case StreamrpcPriorityHigh:
+		return true
+	case StreamrpcPriorityLow:
+		return true
+	case StreamrpcPriorityNormal:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for EchoCountParamsStreamrpcPriority.
+const (
+	EchoCountParamsStreamrpcPriorityHigh   EchoCountParamsStreamrpcPriority = "high"
+	EchoCountParamsStreamrpcPriorityLow    EchoCountParamsStreamrpcPriority = "low"
+	EchoCountParamsStreamrpcPriorityNormal EchoCountParamsStreamrpcPriority = "normal"
+)
+
+// Valid indicates whether the value is a known member of the EchoCountParamsStreamrpcPriority enum.
+func (e EchoCountParamsStreamrpcPriority) Valid() bool {
+	switch e {
+	case EchoCountParamsStreamrpcPriorityHigh:
+		return true
+	case EchoCountParamsStreamrpcPriorityLow:
+		return true
+	case EchoCountParamsStreamrpcPriorityNormal:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for EchoEchoParamsStreamrpcPriority.
+const (
+	EchoEchoParamsStreamrpcPriorityHigh   EchoEchoParamsStreamrpcPriority = "high"
+	EchoEchoParamsStreamrpcPriorityLow    EchoEchoParamsStreamrpcPriority = "low"
+	EchoEchoParamsStreamrpcPriorityNormal EchoEchoParamsStreamrpcPriority = "normal"
+)
+
+// Valid indicates whether the value is a known member of the EchoEchoParamsStreamrpcPriority enum.
+func (e EchoEchoParamsStreamrpcPriority) Valid() bool {
+	switch e {
+	case EchoEchoParamsStreamrpcPriorityHigh:
+		return true
+	case EchoEchoParamsStreamrpcPriorityLow:
+		return true
+	case EchoEchoParamsStreamrpcPriorityNormal:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for EchoFailParamsStreamrpcPriority.
+const (
+	EchoFailParamsStreamrpcPriorityHigh   EchoFailParamsStreamrpcPriority = "high"
+	EchoFailParamsStreamrpcPriorityLow    EchoFailParamsStreamrpcPriority = "low"
+	EchoFailParamsStreamrpcPriorityNormal EchoFailParamsStreamrpcPriority = "normal"
+)
+
+// Valid indicates whether the value is a known member of the EchoFailParamsStreamrpcPriority enum.
+func (e EchoFailParamsStreamrpcPriority) Valid() bool {
+	switch e {
+	case EchoFailParamsStreamrpcPriorityHigh:
+		return true
+	case EchoFailParamsStreamrpcPriorityLow:
+		return true
+	case EchoFailParamsStreamrpcPriorityNormal:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for EchoSleepParamsStreamrpcPriority.
+const (
+	EchoSleepParamsStreamrpcPriorityHigh   EchoSleepParamsStreamrpcPriority = "high"
+	EchoSleepParamsStreamrpcPriorityLow    EchoSleepParamsStreamrpcPriority = "low"
+	EchoSleepParamsStreamrpcPriorityNormal EchoSleepParamsStreamrpcPriority = "normal"
+)
+
+// Valid indicates whether the value is a known member of the EchoSleepParamsStreamrpcPriority enum.
+func (e EchoSleepParamsStreamrpcPriority) Valid() bool {
+	switch e {
+	case EchoSleepParamsStreamrpcPriorityHigh:
+		return true
+	case EchoSleepParamsStreamrpcPriorityLow:
+		return true
+	case EchoSleepParamsStreamrpcPriorityNormal:
+		return true
+	default:
+		return false
+	}
+}
+
 // Accepted defines model for Accepted.
 type Accepted struct {
 	// Duplicate A repeat of an Idempotency-Key: the first call's id and state.
@@ -152,6 +257,9 @@ type ScheduleAt = time.Time
 // ScheduleIn defines model for ScheduleIn.
 type ScheduleIn = float32
 
+// StreamrpcPriority defines model for StreamrpcPriority.
+type StreamrpcPriority string
+
 // XRequestId defines model for XRequestId.
 type XRequestId = string
 
@@ -217,9 +325,15 @@ type EchoCountParams struct {
 	// ScheduleIn With Prefer: respond-async only: run the call this many seconds from now. Not together with Schedule-At.
 	ScheduleIn *ScheduleIn `json:"Schedule-In,omitempty"`
 
+	// StreamrpcPriority The call's priority (default normal): consumers take high calls first without starving low ones (docs/flow-control.md). Ignored for a scheduled call. Another value answers 400.
+	StreamrpcPriority *EchoCountParamsStreamrpcPriority `json:"Streamrpc-Priority,omitempty"`
+
 	// XRequestId The caller's correlation id, kept in the call's story and logs. The answer's X-Request-Id is the call's own id.
 	XRequestId *XRequestId `json:"X-Request-Id,omitempty"`
 }
+
+// EchoCountParamsStreamrpcPriority defines parameters for EchoCount.
+type EchoCountParamsStreamrpcPriority string
 
 // EchoEchoJSONBody defines parameters for EchoEcho.
 type EchoEchoJSONBody = interface{}
@@ -241,9 +355,15 @@ type EchoEchoParams struct {
 	// ScheduleIn With Prefer: respond-async only: run the call this many seconds from now. Not together with Schedule-At.
 	ScheduleIn *ScheduleIn `json:"Schedule-In,omitempty"`
 
+	// StreamrpcPriority The call's priority (default normal): consumers take high calls first without starving low ones (docs/flow-control.md). Ignored for a scheduled call. Another value answers 400.
+	StreamrpcPriority *EchoEchoParamsStreamrpcPriority `json:"Streamrpc-Priority,omitempty"`
+
 	// XRequestId The caller's correlation id, kept in the call's story and logs. The answer's X-Request-Id is the call's own id.
 	XRequestId *XRequestId `json:"X-Request-Id,omitempty"`
 }
+
+// EchoEchoParamsStreamrpcPriority defines parameters for EchoEcho.
+type EchoEchoParamsStreamrpcPriority string
 
 // EchoFailJSONBody defines parameters for EchoFail.
 type EchoFailJSONBody = interface{}
@@ -265,9 +385,15 @@ type EchoFailParams struct {
 	// ScheduleIn With Prefer: respond-async only: run the call this many seconds from now. Not together with Schedule-At.
 	ScheduleIn *ScheduleIn `json:"Schedule-In,omitempty"`
 
+	// StreamrpcPriority The call's priority (default normal): consumers take high calls first without starving low ones (docs/flow-control.md). Ignored for a scheduled call. Another value answers 400.
+	StreamrpcPriority *EchoFailParamsStreamrpcPriority `json:"Streamrpc-Priority,omitempty"`
+
 	// XRequestId The caller's correlation id, kept in the call's story and logs. The answer's X-Request-Id is the call's own id.
 	XRequestId *XRequestId `json:"X-Request-Id,omitempty"`
 }
+
+// EchoFailParamsStreamrpcPriority defines parameters for EchoFail.
+type EchoFailParamsStreamrpcPriority string
 
 // EchoSleepParams defines parameters for EchoSleep.
 type EchoSleepParams struct {
@@ -286,9 +412,15 @@ type EchoSleepParams struct {
 	// ScheduleIn With Prefer: respond-async only: run the call this many seconds from now. Not together with Schedule-At.
 	ScheduleIn *ScheduleIn `json:"Schedule-In,omitempty"`
 
+	// StreamrpcPriority The call's priority (default normal): consumers take high calls first without starving low ones (docs/flow-control.md). Ignored for a scheduled call. Another value answers 400.
+	StreamrpcPriority *EchoSleepParamsStreamrpcPriority `json:"Streamrpc-Priority,omitempty"`
+
 	// XRequestId The caller's correlation id, kept in the call's story and logs. The answer's X-Request-Id is the call's own id.
 	XRequestId *XRequestId `json:"X-Request-Id,omitempty"`
 }
+
+// EchoSleepParamsStreamrpcPriority defines parameters for EchoSleep.
+type EchoSleepParamsStreamrpcPriority string
 
 // EchoCountJSONRequestBody defines body for EchoCount for application/json ContentType.
 type EchoCountJSONRequestBody = EchoCountParamsSchema
@@ -830,15 +962,26 @@ func NewEchoCountRequestWithBody(server string, params *EchoCountParams, content
 			req.Header.Set("Schedule-In", headerParam4)
 		}
 
-		if params.XRequestId != nil {
+		if params.StreamrpcPriority != nil {
 			var headerParam5 string
 
-			headerParam5, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			headerParam5, err = runtime.StyleParamWithOptions("simple", false, "Streamrpc-Priority", *params.StreamrpcPriority, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
 			if err != nil {
 				return nil, err
 			}
 
-			req.Header.Set("X-Request-Id", headerParam5)
+			req.Header.Set("Streamrpc-Priority", headerParam5)
+		}
+
+		if params.XRequestId != nil {
+			var headerParam6 string
+
+			headerParam6, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam6)
 		}
 
 	}
@@ -940,15 +1083,26 @@ func NewEchoEchoRequestWithBody(server string, params *EchoEchoParams, contentTy
 			req.Header.Set("Schedule-In", headerParam4)
 		}
 
-		if params.XRequestId != nil {
+		if params.StreamrpcPriority != nil {
 			var headerParam5 string
 
-			headerParam5, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			headerParam5, err = runtime.StyleParamWithOptions("simple", false, "Streamrpc-Priority", *params.StreamrpcPriority, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
 			if err != nil {
 				return nil, err
 			}
 
-			req.Header.Set("X-Request-Id", headerParam5)
+			req.Header.Set("Streamrpc-Priority", headerParam5)
+		}
+
+		if params.XRequestId != nil {
+			var headerParam6 string
+
+			headerParam6, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam6)
 		}
 
 	}
@@ -1050,15 +1204,26 @@ func NewEchoFailRequestWithBody(server string, params *EchoFailParams, contentTy
 			req.Header.Set("Schedule-In", headerParam4)
 		}
 
-		if params.XRequestId != nil {
+		if params.StreamrpcPriority != nil {
 			var headerParam5 string
 
-			headerParam5, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			headerParam5, err = runtime.StyleParamWithOptions("simple", false, "Streamrpc-Priority", *params.StreamrpcPriority, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
 			if err != nil {
 				return nil, err
 			}
 
-			req.Header.Set("X-Request-Id", headerParam5)
+			req.Header.Set("Streamrpc-Priority", headerParam5)
+		}
+
+		if params.XRequestId != nil {
+			var headerParam6 string
+
+			headerParam6, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam6)
 		}
 
 	}
@@ -1160,15 +1325,26 @@ func NewEchoSleepRequestWithBody(server string, params *EchoSleepParams, content
 			req.Header.Set("Schedule-In", headerParam4)
 		}
 
-		if params.XRequestId != nil {
+		if params.StreamrpcPriority != nil {
 			var headerParam5 string
 
-			headerParam5, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			headerParam5, err = runtime.StyleParamWithOptions("simple", false, "Streamrpc-Priority", *params.StreamrpcPriority, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
 			if err != nil {
 				return nil, err
 			}
 
-			req.Header.Set("X-Request-Id", headerParam5)
+			req.Header.Set("Streamrpc-Priority", headerParam5)
+		}
+
+		if params.XRequestId != nil {
+			var headerParam6 string
+
+			headerParam6, err = runtime.StyleParamWithOptions("simple", false, "X-Request-Id", *params.XRequestId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationHeader, Type: "string", Format: ""})
+			if err != nil {
+				return nil, err
+			}
+
+			req.Header.Set("X-Request-Id", headerParam6)
 		}
 
 	}
