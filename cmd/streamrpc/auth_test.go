@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"runtime/pprof"
 	"strings"
 	"testing"
 	"time"
@@ -125,8 +126,16 @@ func runUntilListening(t *testing.T, command string) []string {
 		}
 	}
 	cancel()
-	if c := <-code; c != 0 {
-		t.Fatalf("%s exited with %d after its context ended, want 0", command, c)
+	select {
+	case c := <-code:
+		if c != 0 {
+			t.Fatalf("%s exited with %d after its context ended, want 0", command, c)
+		}
+	case <-time.After(30 * time.Second):
+		// Fail with what still runs, not with the package's 10-minute timeout.
+		var dump strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&dump, 1)
+		t.Fatalf("%s did not return within 30 s after its context ended; goroutines:\n%s", command, dump.String())
 	}
 	return seen
 }
