@@ -105,17 +105,22 @@ func (e *Edge) pauseHandler(pause bool) fiber.Handler {
 	}
 }
 
-// callParam validates the :id route parameter: a call of the :handler.
-func callParam(c *fiber.Ctx, handler string) (string, *streams.Error) {
-	id := c.Params("id")
+// handlerCallParams validates the :handler and :id route parameters: a call
+// of that handler.
+func handlerCallParams(c *fiber.Ctx) (handler, id string, bad *streams.Error) {
+	handler, bad = handlerParam(c)
+	if bad != nil {
+		return "", "", bad
+	}
+	id = c.Params("id")
 	h, err := streams.ValidateCallID(id)
 	if err != nil {
-		return "", newError(streams.CodeInvalidRequest, err.Error(), "id", id)
+		return "", "", newError(streams.CodeInvalidRequest, err.Error(), "id", id)
 	}
 	if h != handler {
-		return "", newError(streams.CodeInvalidRequest, "call "+id+" is not a call of handler "+handler, "id", id)
+		return "", "", newError(streams.CodeInvalidRequest, "call "+id+" is not a call of handler "+handler, "id", id)
 	}
-	return id, nil
+	return handler, id, nil
 }
 
 func conflict(c *fiber.Ctx, msg string, kv ...any) error {
@@ -128,11 +133,7 @@ func conflict(c *fiber.Ctx, msg string, kv ...any) error {
 // from ?stream_id= (the state lists give it), else from the call's async
 // state.
 func (e *Edge) cancelByOperator(c *fiber.Ctx) error {
-	h, bad := handlerParam(c)
-	if bad != nil {
-		return writeError(c, bad)
-	}
-	id, bad := callParam(c, h)
+	h, id, bad := handlerCallParams(c)
 	if bad != nil {
 		return writeError(c, bad)
 	}
@@ -166,11 +167,7 @@ func (e *Edge) cancelByOperator(c *fiber.Ctx) error {
 }
 
 func (e *Edge) runNow(c *fiber.Ctx) error {
-	h, bad := handlerParam(c)
-	if bad != nil {
-		return writeError(c, bad)
-	}
-	id, bad := callParam(c, h)
+	h, id, bad := handlerCallParams(c)
 	if bad != nil {
 		return writeError(c, bad)
 	}
