@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -32,31 +33,48 @@ var ErrIdempotencyMismatch = errors.New("idempotency key reused with different p
 //
 //	KEYS[1] the handler's calls stream (of the batch's priority: priority.go)
 //	KEYS[2] the handler's methods hash
-//	KEYS[1+2c] call c's idempotency key (a placeholder when it has none)
-//	KEYS[2+2c] call c's result key, where an async call's state is recorded
-//	           at once ("queued", with where to find the entry)
+//	then two keys per call that has options (o = '1' below), in call order:
+//	  its idempotency key (a placeholder when it has none), and its result
+//	  key, where an async call's state is recorded at once ("queued", with
+//	  where to find the entry)
 //	ARGV[1] the edge's backlog limit (0: none); the handler's registered one wins
 //	ARGV[2] n, the number of calls
-//	then per call: method, idempotency value "<call id> <fingerprint>" or '',
-//	idempotency TTL ms, async state value or '', result TTL ms, k, and the k
-//	envelope field/value strings
-//	returns per call {'new', entry id} ('' for a scheduled call), {'dup',
-//	first call id} or {'err', code} with code NOHANDLER, NOMETHOD, BACKLOG or
-//	IDEMMISMATCH
+//	then per call: o ('1': the call has options, '': none), k, the values of
+//	the envelope's fixed fields (enqueueFixedFields, in that order: the
+//	second is the method), the k field/value strings of its optional
+//	fields, and when o is '1' its options: idempotency value "<call id>
+//	<fingerprint>" or '', idempotency TTL ms, async state value or '', result
+//	TTL ms
+//	returns per call one string: 'n' and the entry id (nothing after the 'n'
+//	for a scheduled call), 'd' and the first call's id, or 'e' and a code:
+//	NOHANDLER, NOMETHOD, BACKLOG or IDEMMISMATCH (one flat array of strings,
+//	not a table per call: cheaper for Lua to build and Redis to encode)
 //
 // A scheduled call (its async state starts with 's') is not appended: it
 // goes to the handler's scheduled hash and delayed set, and its forwarders
 // are woken on the handler's cancel channel when it is the first due. Those
 // keys are the calls stream's with another suffix (same hash tag, same slot),
 // so they are derived here instead of growing every batch's KEYS.
+//
+// The envelope's field names are in the script, not sent per call, and a
+// plain call (no idempotency key, not async) sends no options and no keys:
+// each value sent costs Redis a string to parse and one to push into Lua, so
+// a plain call sends 11 values instead of 26.
 var enqueueScript = redis.NewScript(`
+local F = {` + enqueueFieldsLua + `}
 local n = tonumber(ARGV[2])
-local at, methods, seen = {}, {}, {}
-local a = 3
+local at, ks, methods, seen = {}, {}, {}, {}
+local a, kx = 3, 3
 for c = 1, n do
   at[c] = a
-  if not seen[ARGV[a]] then seen[ARGV[a]] = true; table.insert(methods, ARGV[a]) end
-  a = a + 6 + tonumber(ARGV[a + 5])
+  local m = ARGV[a + 3]
+  if not seen[m] then seen[m] = true; table.insert(methods, m) end
+  a = a + 2 + #F + tonumber(ARGV[a + 1])
+  if ARGV[at[c]] == '1' then
+    ks[c] = kx
+    kx = kx + 2
+    a = a + 4
+  end
 end
 -- A priority stream (KEYS[1] is not the handler's plain one): the first
 -- call with a priority creates both priority streams and sets the marker.
@@ -78,49 +96,60 @@ local exists = nil
 local out = {}
 for c = 1, n do
   local a = at[c]
-  local idv = ARGV[a + 1]
-  local ik, rk = KEYS[1 + 2 * c], KEYS[2 + 2 * c]
-  if not known[ARGV[a]] then
+  -- v: the first fixed field's value; x: past the optional fields, where
+  -- the options are (when o is '1')
+  local v, x = a + 2, a + 2 + #F + tonumber(ARGV[a + 1])
+  local idv, st, ik, rk = '', '', nil, nil
+  if ks[c] then
+    idv, st = ARGV[x], ARGV[x + 2]
+    ik, rk = KEYS[ks[c]], KEYS[ks[c] + 1]
+  end
+  if not known[ARGV[v + 1]] then
     if exists == nil then exists = redis.call('EXISTS', KEYS[2]) end
-    if exists == 0 then out[c] = {'err', 'NOHANDLER'} else out[c] = {'err', 'NOMETHOD'} end
+    if exists == 0 then out[c] = 'eNOHANDLER' else out[c] = 'eNOMETHOD' end
   else
     if idv ~= '' then
       local prev = redis.call('GET', ik)
       if prev then
         local sp = string.find(prev, ' ', 1, true)
         if string.sub(prev, sp + 1) ~= string.sub(idv, string.find(idv, ' ', 1, true) + 1) then
-          out[c] = {'err', 'IDEMMISMATCH'}
+          out[c] = 'eIDEMMISMATCH'
         else
-          out[c] = {'dup', string.sub(prev, 1, sp - 1)}
+          out[c] = 'd' .. string.sub(prev, 1, sp - 1)
         end
       end
     end
-    local st = ARGV[a + 3]
     if out[c] == nil and st ~= '' and string.byte(st) == 115 then
       -- 's': a scheduled call (state "s<handler> <due ms>", see scheduledState).
       -- Its envelope waits in the scheduled hash and its id in the delayed
       -- set until the forwarder moves it; it is not in the backlog yet.
-      local cid, due = ARGV[a + 7], tonumber(string.match(st, ' (%d+)$'))
-      redis.call('HSET', pre .. 'scheduled', cid, cjson.encode({unpack(ARGV, a + 6, a + 5 + tonumber(ARGV[a + 5]))}))
+      -- The envelope as field/value strings, as the stream entry has them.
+      local env = {}
+      for i = 1, #F do env[2 * i - 1] = F[i]; env[2 * i] = ARGV[v + i - 1] end
+      for i = v + #F, x - 1 do env[#env + 1] = ARGV[i] end
+      local cid, due = ARGV[v], tonumber(string.match(st, ' (%d+)$'))
+      redis.call('HSET', pre .. 'scheduled', cid, cjson.encode(env))
       redis.call('ZADD', pre .. 'delayed', due, cid)
-      if idv ~= '' then redis.call('SET', ik, idv, 'PX', ARGV[a + 2]) end
-      redis.call('SET', rk, st, 'PX', ARGV[a + 4])
+      if idv ~= '' then redis.call('SET', ik, idv, 'PX', ARGV[x + 1]) end
+      redis.call('SET', rk, st, 'PX', ARGV[x + 3])
       -- Wake the forwarders if this call is now the first due: they sleep
       -- until the earliest due time they know of.
       if redis.call('ZRANGE', pre .. 'delayed', 0, 0)[1] == cid then
         redis.call('PUBLISH', pre .. 'cancel', '` + DueNotice + `')
       end
-      out[c] = {'new', ''}
+      out[c] = 'n'
     end
     if out[c] == nil then
       if backlog and backlog >= limit then
-        out[c] = {'err', 'BACKLOG'}
+        out[c] = 'eBACKLOG'
       else
-        local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, a + 6, a + 5 + tonumber(ARGV[a + 5])))
+        local id = redis.call('XADD', KEYS[1], '*', F[1], ARGV[v], F[2], ARGV[v + 1], F[3], ARGV[v + 2],
+          F[4], ARGV[v + 3], F[5], ARGV[v + 4], F[6], ARGV[v + 5], F[7], ARGV[v + 6], F[8], ARGV[v + 7],
+          F[9], ARGV[v + 8], unpack(ARGV, v + #F, x - 1))
         if backlog then backlog = backlog + 1 end
-        if idv ~= '' then redis.call('SET', ik, idv, 'PX', ARGV[a + 2]) end
-        if st ~= '' then redis.call('SET', rk, st .. id, 'PX', ARGV[a + 4]) end
-        out[c] = {'new', id}
+        if idv ~= '' then redis.call('SET', ik, idv, 'PX', ARGV[x + 1]) end
+        if st ~= '' then redis.call('SET', rk, st .. id, 'PX', ARGV[x + 3]) end
+        out[c] = 'n' .. id
       end
     end
   end
@@ -128,12 +157,21 @@ end
 return out
 `)
 
+// enqueueFixedFields are the envelope fields every call has, in the order
+// appendFields writes them: enqueueScript has their names, and a call sends
+// only their values. The script's XADD names each of the 9.
+var enqueueFixedFields = [9]string{fieldID, fieldMethod, fieldParams, fieldReplyTo, fieldDeadline, fieldAttempt, fieldEnqueued, fieldTTL, fieldCaller}
+
+// enqueueFieldsLua is enqueueFixedFields as a Lua table's items.
+var enqueueFieldsLua = "'" + strings.Join(enqueueFixedFields[:], "', '") + "'"
+
 // enqueueOp is one call waiting in the enqueue batcher.
 type enqueueOp struct {
 	pending
 	handler string
 	prio    Priority
-	keys    [2]string // idempotency key, result key
+	options bool      // an idempotency key or an async state: keys and options are sent
+	keys    [2]string // idempotency key, result key (sent when options)
 	args    []any     // this call's part of enqueueScript's ARGV
 	limit   int64     // the edge's backlog limit
 	// set by sendEnqueues
@@ -159,7 +197,9 @@ func (c *Client) sendEnqueues(ctx context.Context, batch []*enqueueOp) {
 		args := make([]any, 0, 2+len(ops)*len(ops[0].args))
 		args = append(args, ops[0].limit, len(ops))
 		for _, o := range ops {
-			keys = append(keys, o.keys[0], o.keys[1])
+			if o.options {
+				keys = append(keys, o.keys[0], o.keys[1])
+			}
 			args = append(args, o.args...)
 		}
 		calls[i] = &scriptCall{script: enqueueScript, keys: keys, args: args}
@@ -179,14 +219,24 @@ func (c *Client) sendEnqueues(ctx context.Context, batch []*enqueueOp) {
 				o.complete(err)
 				continue
 			}
-			pair, _ := res[j].([]any)
-			if len(pair) == 2 {
-				o.kind, _ = pair[0].(string)
-				o.value, _ = pair[1].(string)
-			}
+			o.kind, o.value = enqueueOutcome(res[j])
 			o.complete(nil)
 		}
 	}
+}
+
+// enqueueKinds are the outcomes enqueueScript returns, by their first byte.
+var enqueueKinds = [256]string{'n': "new", 'd': "dup", 'e': "err"}
+
+// enqueueOutcome splits one call's reply of enqueueScript (see its returns)
+// into the outcome's kind ("new", "dup" or "err"; "" when the reply is not
+// one of them, which Enqueue reports) and its value.
+func enqueueOutcome(r any) (kind, value string) {
+	s, _ := r.(string)
+	if s == "" {
+		return "", ""
+	}
+	return enqueueKinds[s[0]], s[1:]
 }
 
 // Idempotency asks Enqueue to run a call at most once per key while the key
@@ -311,9 +361,24 @@ func (c *Client) newEnqueueOp(call *Call, opts EnqueueOptions) *enqueueOp {
 			stateTTL += max(time.Until(call.Deadline), 0)
 		}
 	}
-	o.args = make([]any, 0, 26)
-	o.args = append(o.args, call.Method, idemValue, idemTTL, state, stateTTL.Milliseconds(), 0)
+	// o, k, the fixed fields' values, the optional fields, the options: see
+	// enqueueScript. The envelope is appendFields' (one encoding of it),
+	// less the fixed fields' names, compacted in place.
+	o.options = idemValue != "" || state != ""
+	o.args = make([]any, 0, 2+2*len(enqueueFixedFields)+10)
+	o.args = append(o.args, "", 0)
 	o.args = call.appendFields(o.args)
-	o.args[5] = len(o.args) - 6
+	fields := o.args[2:]
+	nf := len(enqueueFixedFields)
+	for i := range nf {
+		fields[i] = fields[2*i+1]
+	}
+	k := copy(fields[nf:], fields[2*nf:])
+	o.args = o.args[:2+nf+k]
+	o.args[1] = k
+	if o.options {
+		o.args[0] = "1"
+		o.args = append(o.args, idemValue, idemTTL, state, stateTTL.Milliseconds())
+	}
 	return o
 }

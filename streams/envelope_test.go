@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -374,5 +375,33 @@ func TestReplyErrorDecodedOnce(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(100, func() { _ = r.Err() }); n != 0 {
 		t.Fatalf("Err() allocates %.0f times: the body is decoded again", n)
+	}
+}
+
+// enqueueScript names the fixed envelope fields itself and takes only their
+// values, in appendFields' order: the two must not drift apart.
+func TestEnqueueFixedFieldsAreAppendFieldsFirst(t *testing.T) {
+	c := benchCall()
+	c.RequestID, c.TraceParent, c.TraceState = "r", testTraceParent, "a=b"
+	fields := c.appendFields(nil)
+	for i, name := range enqueueFixedFields {
+		if fields[2*i] != name {
+			t.Fatalf("appendFields' field %d is %v, enqueueFixedFields has %q", i, fields[2*i], name)
+		}
+	}
+	for i := 2 * len(enqueueFixedFields); i < len(fields); i += 2 {
+		if slices.Contains(enqueueFixedFields[:], fields[i].(string)) {
+			t.Fatalf("optional field %v is also a fixed one", fields[i])
+		}
+	}
+	// The op sends o, k, the fixed values, then the optional pairs as they are.
+	o := (&Client{}).newEnqueueOp(c, EnqueueOptions{})
+	want := []any{"", len(fields) - 18}
+	for i := 1; i < 18; i += 2 {
+		want = append(want, fields[i])
+	}
+	want = append(want, fields[18:]...)
+	if o.options || fmt.Sprint(o.args) != fmt.Sprint(want) {
+		t.Fatalf("plain call's args %v (options %v), want %v", o.args, o.options, want)
 	}
 }

@@ -367,6 +367,63 @@ var protocolCases = []protocolCase{
 		}
 		e.want("XLEN calls", e.xlen(callsKey(e.h)), 2)
 	}},
+	{"enqueue/plain, async, idempotent and scheduled calls in one run keep their envelopes, keys and states", func(t *testing.T, e *protoEnv) {
+		// A plain call sends no options and no keys (enqueueScript): the
+		// others' keys must still be their own, and every envelope, the
+		// optional fields included, must be appendFields' byte for byte.
+		e.register(e.h, HandlerSettings{})
+		withExtras := func(c *Call) *Call {
+			c.RequestID, c.TraceParent, c.TraceState = "req-1", testTraceParent, "congo=t61rcWkgMzE"
+			return c
+		}
+		plain, async, idem, sched, last := withExtras(e.newCall(e.h, "edge-x")), e.newCall(e.h, ""), e.newCall(e.h, ""), withExtras(e.newCall(e.h, "")), e.newCall(e.h, "edge-x")
+		due := time.Now().Add(time.Hour)
+		sched.Deadline = due.Add(time.Minute)
+		ik := &Idempotency{Key: "mixed", TTL: time.Minute}
+		ops := []*enqueueOp{
+			batchOp(e, plain, EnqueueOptions{}),
+			batchOp(e, async, EnqueueOptions{Async: true}),
+			batchOp(e, idem, EnqueueOptions{Idempotency: ik}),
+			batchOp(e, sched, EnqueueOptions{Async: true, ScheduleAt: due}),
+			batchOp(e, last, EnqueueOptions{}),
+		}
+		e.c.sendEnqueues(e.ctx, ops)
+		for i, o := range ops {
+			<-o.done
+			e.noErr("op", o.err)
+			if o.kind != "new" || (o.value == "") != (i == 3) {
+				t.Fatalf("op %d: %q %q, want new (an entry id unless scheduled)", i, o.kind, o.value)
+			}
+		}
+		entries, err := e.rdb.XRange(e.ctx, callsKey(e.h), "-", "+").Result()
+		e.noErr("XRANGE", err)
+		appended := []*Call{plain, async, idem, last}
+		e.want("entries", len(entries), len(appended))
+		for i, en := range entries {
+			e.want("entry id", en.ID, ops[[]int{0, 1, 2, 4}[i]].value)
+			e.want("fields of "+appended[i].ID, fmt.Sprint(en.Values), fmt.Sprint(fieldMap(appended[i].appendFields(nil))))
+		}
+		v, err := e.rdb.Get(e.ctx, resultKey(async.ID)).Result()
+		e.noErr("GET async state", err)
+		e.want("async state", v, queuedState(e.h, entries[1].ID))
+		k := sha256.Sum256([]byte(ik.Key))
+		v, err = e.rdb.Get(e.ctx, idemKey(e.h, hex.EncodeToString(k[:]))).Result()
+		e.noErr("GET idempotency key", err)
+		if !strings.HasPrefix(v, idem.ID+" ") {
+			t.Fatalf("idempotency value %q, want the call id %s first", v, idem.ID)
+		}
+		st, err := e.c.CallStatus(e.ctx, sched.ID)
+		e.noErr("call status", err)
+		e.want("scheduled state", st.State, StateScheduled)
+		raw, err := e.rdb.HGet(e.ctx, scheduledKey(e.h), sched.ID).Result()
+		e.noErr("HGET scheduled", err)
+		var env []string
+		e.noErr("scheduled envelope", json.Unmarshal([]byte(raw), &env))
+		e.want("scheduled envelope", fmt.Sprint(env), fmt.Sprint(fieldStrings(sched.appendFields(nil))))
+		for _, c := range []*Call{plain, last} {
+			e.want("result key of a plain call", e.exists(resultKey(c.ID)), false)
+		}
+	}},
 
 	// claimScript
 	{"claim/an idle call is taken over with its delivery count", func(t *testing.T, e *protoEnv) {
@@ -1094,4 +1151,27 @@ func r0(e *protoEnv, consumer string) string {
 		e.t.Fatalf("no pending call of %s: %v", consumer, err)
 	}
 	return p[0].ID
+}
+
+// fieldStrings is an envelope's field/value list as Redis stores it: strings.
+func fieldStrings(fields []any) []string {
+	out := make([]string, len(fields))
+	for i, f := range fields {
+		if b, ok := f.([]byte); ok {
+			out[i] = string(b)
+		} else {
+			out[i] = fmt.Sprint(f)
+		}
+	}
+	return out
+}
+
+// fieldMap is fieldStrings as go-redis hands a stream entry over.
+func fieldMap(fields []any) map[string]any {
+	s := fieldStrings(fields)
+	m := make(map[string]any, len(s)/2)
+	for i := 0; i < len(s); i += 2 {
+		m[s[i]] = s[i+1]
+	}
+	return m
 }
