@@ -135,15 +135,19 @@ func (s *Server) cancelByCaller(id string) {
 		s.forwarder.poke()
 		return
 	}
+	s.early.mu.Lock()
 	held := false
 	s.running.Range(func(_, v any) bool {
 		held = v == id
 		return !held
 	})
-	if !held {
+	if !held { // held elsewhere, or not recorded here yet (early_cancels.go)
+		s.early.addLocked(id, time.Now())
+		s.early.mu.Unlock()
 		return
 	}
 	s.cancelled.Store(id, struct{}{})
+	s.early.mu.Unlock()
 	if c, ok := s.cancels.Load(id); ok {
 		c.(context.CancelCauseFunc)(errCancelledByCaller)
 	}

@@ -155,8 +155,8 @@ func (r *reader) loop() {
 		for i := len(ds); i < n; i++ {
 			<-r.slots
 		}
+		s.hold(ds) // early_cancels.go
 		for i := range ds {
-			s.running.Store(ds[i].StreamID, callID(&ds[i]))
 			s.inflight.Add(1)
 			r.dispatch(ds[i])
 		}

@@ -66,7 +66,10 @@ type Server struct {
 	// before their handler started (the cancel would be lost otherwise):
 	// runOnce checks it once the handler's cancel func is stored.
 	cancelled sync.Map // call id -> struct{}
-	watcher   *cancelWatcher
+	// early keeps the cancels heard for calls not held when heard: they may
+	// be about to be (early_cancels.go).
+	early   earlyCancels
+	watcher *cancelWatcher
 
 	// runCtx is the parent of every handler's context; cancelled when the
 	// shutdown grace period is over.
