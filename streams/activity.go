@@ -88,16 +88,11 @@ func (c *Client) NewActivityCursor() *ActivityCursor {
 // keep (their last 1000 entries each), starts where the streams do; one in
 // the future starts at the present.
 func (c *Client) NewActivityCursorAfter(pos string) (*ActivityCursor, error) {
-	ms, seq, ok := strings.Cut(pos, "-")
+	id, ok := parseStreamID(pos)
 	if !ok {
 		return nil, fmt.Errorf("%w: activity position %q is not a stream id", ErrInvalidName, pos)
 	}
-	m, err1 := strconv.ParseUint(ms, 10, 64)
-	_, err2 := strconv.ParseUint(seq, 10, 64)
-	if err1 != nil || err2 != nil {
-		return nil, fmt.Errorf("%w: activity position %q is not a stream id", ErrInvalidName, pos)
-	}
-	if now := uint64(time.Now().UnixMilli()); m > now {
+	if now := uint64(time.Now().UnixMilli()); id.ms > now {
 		return c.NewActivityCursor(), nil
 	}
 	return &ActivityCursor{c: c, start: pos, last: map[string]string{}}, nil

@@ -22,7 +22,11 @@ import (
 // trip (see docs/scaling.md for what it costs).
 //
 // A call is settled only if it is still pending for this consumer (XPENDING
-// names its owner; it is acked at once). One that is not was settled by
+// names its owner; it is acked at once). The batch is checked with one
+// XPENDING over the range of its entry ids, filtered to this consumer and
+// capped at 4 entries per call (the range also holds the consumer's other
+// calls in flight): a call not in a capped answer is checked on its own. So
+// the check is one command per batch, not one per call. One that is not was settled by
 // another consumer after a redelivery, or claimed by another consumer when
 // this one was declared dead (it stopped heartbeating: a SIGSTOP, a long GC
 // pause, a partition) and woke up late: its reply is dropped here, and not
@@ -36,6 +40,8 @@ import (
 //	KEYS[1+n+e] reply stream of edge e (1-based), when the replies go here
 //	ARGV[1] group, ARGV[2] consumer, ARGV[3] n, ARGV[4] reply stream max
 //	length, or '' when the replies are not appended here (Redis Cluster),
+//	ARGV[5] and ARGV[6] the lowest and highest entry id of the batch,
+//	ARGV[7] the cap of the batch's XPENDING,
 //	then per call 5 values: entry id, call id, encoded reply, result TTL ms,
 //	edge e (0: no edge waits, or replies not appended here)
 //	returns per call 1 (settled here) or 0 (already settled elsewhere)
@@ -44,11 +50,19 @@ import (
 // (NOMKSTREAM): the result stays readable by id.
 var answerScript = redis.NewScript(`
 local n = tonumber(ARGV[3])
+local pending = {}
+local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[5], ARGV[6], ARGV[7], ARGV[2])
+for i = 1, #p do pending[p[i][1]] = true end
+local capped = #p >= tonumber(ARGV[7])
 local mine, owned = {}, {}
 for c = 1, n do
-  local id = ARGV[5 * c]
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
-  if p[1] and p[1][2] == ARGV[2] and not mine[id] then
+  local id = ARGV[3 + 5 * c]
+  local ok = pending[id]
+  if not ok and capped then
+    local q = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1, ARGV[2])
+    ok = q[1] ~= nil
+  end
+  if ok and not mine[id] then
     mine[id] = true
     owned[#owned + 1] = id
   end
@@ -59,7 +73,7 @@ if #owned > 0 then
 end
 local out, per = {}, {}
 for c = 1, n do
-  local a = 5 * c
+  local a = 3 + 5 * c
   if mine[ARGV[a]] then
     redis.call('SET', KEYS[1 + c], ARGV[a + 2], 'PX', ARGV[a + 3])
     local e = tonumber(ARGV[a + 4])
@@ -109,8 +123,9 @@ func (c *Client) sendAnswers(ctx context.Context, batch []*answerOp) {
 		keys[0] = ops[0].d.streamKey()
 		var edges map[string]int
 		var edgeKeys []string
-		args := make([]any, 0, 4+5*len(ops))
-		args = append(args, Group, consumer, len(ops), maxLen)
+		args := make([]any, 0, 7+5*len(ops))
+		low, high := entryRange(ops)
+		args = append(args, Group, consumer, len(ops), maxLen, low, high, answerPendingPerCall*len(ops))
 		for _, o := range ops {
 			keys = append(keys, resultKey(o.d.Call.ID))
 			e := 0
@@ -164,6 +179,31 @@ func (c *Client) sendAnswers(ctx context.Context, batch []*answerOp) {
 			o.complete(errs[i])
 		}
 	}
+}
+
+// answerPendingPerCall caps the answer script's XPENDING over the batch's
+// range at this many entries per call in the batch: the range also holds
+// the consumer's other calls in flight, a few times the batch under load.
+const answerPendingPerCall = 4
+
+// entryRange returns the lowest and highest entry id of the ops, as
+// XPENDING's range; the whole stream ("-", "+") if one cannot be parsed
+// (never, for ids Redis gave).
+func entryRange(ops []*answerOp) (low, high string) {
+	var lo, hi streamID
+	for i, o := range ops {
+		id, ok := parseStreamID(o.d.entryID())
+		if !ok {
+			return "-", "+"
+		}
+		if i == 0 || id.less(lo) {
+			lo, low = id, o.d.entryID()
+		}
+		if i == 0 || hi.less(id) {
+			hi, high = id, o.d.entryID()
+		}
+	}
+	return low, high
 }
 
 // edgeReplies are settled calls' replies by the edge waiting for them: the

@@ -442,11 +442,3 @@ func listSettled(outcomes ...string) callLister {
 		return page, nil
 	}
 }
-
-// isStreamID reports whether s is a stream id, "ms-seq".
-func isStreamID(s string) bool {
-	ms, seq, ok := strings.Cut(s, "-")
-	_, err1 := strconv.ParseUint(ms, 10, 64)
-	_, err2 := strconv.ParseUint(seq, 10, 64)
-	return ok && err1 == nil && err2 == nil
-}

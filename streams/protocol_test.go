@@ -109,6 +109,28 @@ func (e *protoEnv) read(consumer string, n int) []Delivery {
 	return ds
 }
 
+// answerBatch settles ds, answered by consumer, in one answer script run
+// (as the answer batcher sends calls finished together), and returns which
+// were settled.
+func (e *protoEnv) answerBatch(consumer string, ds ...*Delivery) []bool {
+	e.t.Helper()
+	ops := make([]*answerOp, len(ds))
+	for i, d := range ds {
+		ops[i] = &answerOp{d: d, reply: ResultReply(d.Call.ID, json.RawMessage(`1`)).encode(), ttl: 30000,
+			group: d.Handler + "\x00" + consumer + "\x00" + refPrefix(d.Priority())}
+		ops[i].init(e.ctx)
+	}
+	e.c.sendAnswers(e.ctx, ops)
+	settled := make([]bool, len(ops))
+	for i, o := range ops {
+		if o.err != nil {
+			e.t.Fatalf("answer %d: %v", i, o.err)
+		}
+		settled[i] = o.settled
+	}
+	return settled
+}
+
 // taken enqueues a call of e.h (replying to edge) and reads it as consumer.
 func (e *protoEnv) taken(edge, consumer string) Delivery {
 	e.t.Helper()
@@ -596,6 +618,49 @@ var protocolCases = []protocolCase{
 		}
 		e.want("XLEN calls", e.xlen(callsKey(e.h)), 0)
 		e.want("pending", e.pending(), 0)
+	}},
+	{"answer/one batch among the consumer's other calls: only its own settle", func(t *testing.T, e *protoEnv) {
+		e.register(e.h, HandlerSettings{})
+		edge := e.edge()
+		for range 10 {
+			e.enqueue(e.newCall(e.h, edge), EnqueueOptions{})
+		}
+		ds := e.read("a", 10)
+		// calls 0, 5 and 9 in one script run: the range 0..9 holds the
+		// consumer's 7 others, within the cap (12)
+		settled := e.answerBatch("a", &ds[9], &ds[0], &ds[5])
+		e.want("settled", fmt.Sprint(settled), "[true true true]")
+		e.want("pending", e.pending(), 7)
+		e.want("replies", len(e.replies(edge)), 3)
+	}},
+	{"answer/one batch whose range holds more than the cap: each still checked", func(t *testing.T, e *protoEnv) {
+		e.register(e.h, HandlerSettings{})
+		edge := e.edge()
+		for range 20 {
+			e.enqueue(e.newCall(e.h, edge), EnqueueOptions{})
+		}
+		ds := e.read("a", 20)
+		// 2 calls, cap 8, 20 pending in their range: the last is past the cap
+		settled := e.answerBatch("a", &ds[0], &ds[19])
+		e.want("settled", fmt.Sprint(settled), "[true true]")
+		e.want("pending", e.pending(), 18)
+	}},
+	{"answer/one batch with a call claimed away: the others settle, it does not", func(t *testing.T, e *protoEnv) {
+		e.register(e.h, HandlerSettings{})
+		edge := e.edge()
+		for range 3 {
+			e.enqueue(e.newCall(e.h, edge), EnqueueOptions{})
+		}
+		ds := e.read("a", 3)
+		_, err := e.rdb.XClaim(e.ctx, &redis.XClaimArgs{Stream: callsKey(e.h), Group: Group, Consumer: "b", Messages: []string{ds[1].StreamID}}).Result()
+		e.noErr("claim by b", err)
+		settled := e.answerBatch("a", &ds[0], &ds[1], &ds[2])
+		e.want("settled", fmt.Sprint(settled), "[true false true]")
+		e.want("owner of the claimed call", e.owner(ds[1].StreamID), "b")
+		rs := e.replies(edge)
+		if len(rs) != 2 || rs[0].ID != ds[0].Call.ID || rs[1].ID != ds[2].Call.ID {
+			t.Fatalf("replies %+v, want the two settled calls'", rs)
+		}
 	}},
 	{"answer/a gone edge's reply stream is not recreated", func(t *testing.T, e *protoEnv) {
 		e.register(e.h, HandlerSettings{})
