@@ -4,17 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/streamrpc/streamrpc/internal/redistest"
-	"github.com/testcontainers/testcontainers-go"
-	"github.com/testcontainers/testcontainers-go/wait"
 )
 
 // The protocol tests run one suite (protocolCases) against each Redis
@@ -92,30 +88,11 @@ func TestMain(m *testing.M) {
 
 // startSingle starts one Redis in a container, without persistence.
 func startSingle(ctx context.Context) (redis.UniversalClient, func(context.Context) error, error) {
-	ctr, err := testcontainers.Run(ctx, redistest.Image,
-		testcontainers.WithCmd("redis-server", "--protected-mode", "no", "--save", "", "--appendonly", "no"),
-		testcontainers.WithExposedPorts("6379/tcp"),
-		testcontainers.WithWaitStrategy(wait.ForLog("Ready to accept connections").WithStartupTimeout(time.Minute)),
-	)
-	stop := func(context.Context) error { return testcontainers.TerminateContainer(ctr) }
+	r, err := redistest.NewSingle(ctx)
 	if err != nil {
-		return nil, nil, errors.Join(err, stop(ctx))
+		return nil, nil, err
 	}
-	endpoint, err := ctr.PortEndpoint(ctx, "6379/tcp", "")
-	if err != nil {
-		return nil, nil, errors.Join(err, stop(ctx))
-	}
-	// Dial the published port on 127.0.0.1, as internal/redistest does:
-	// Docker's own idea of its host address may not be reachable here.
-	_, port, err := net.SplitHostPort(strings.TrimPrefix(endpoint, "tcp://"))
-	if err != nil {
-		return nil, nil, errors.Join(err, stop(ctx))
-	}
-	rdb := redis.NewClient(&redis.Options{Addr: net.JoinHostPort("127.0.0.1", port)})
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		return nil, nil, errors.Join(err, rdb.Close(), stop(ctx))
-	}
-	return rdb, stop, nil
+	return r.Client(), r.Terminate, nil
 }
 
 // startCluster starts a Redis Cluster of 3 masters and 3 replicas.

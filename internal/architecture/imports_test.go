@@ -106,3 +106,26 @@ func TestImportRules(t *testing.T) {
 		}
 	}
 }
+
+// TestNoTestRunsOnMiniredis: behaviour a test claims is shown on a real
+// Redis; miniredis is only `streamrpc dev`'s zero-setup default
+// (docs/dependencies.md).
+func TestNoTestRunsOnMiniredis(t *testing.T) {
+	const miniredis = "github.com/alicebob/miniredis/v2"
+	users := 0
+	for _, p := range listPackages(t) {
+		for _, imp := range p.Imports {
+			if imp == miniredis {
+				users++
+			}
+		}
+		for _, imp := range append(append([]string{}, p.TestImports...), p.XTestImports...) {
+			if imp == miniredis {
+				t.Errorf("%s: a test imports %s; start a real Redis (internal/redistest.StartSingle)", rel(p.ImportPath), imp)
+			}
+		}
+	}
+	if users == 0 {
+		t.Fatalf("no package imports %s: the check above would pass for the wrong reason (renamed module?)", miniredis)
+	}
+}

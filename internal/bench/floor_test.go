@@ -5,24 +5,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
+	"github.com/streamrpc/streamrpc/internal/redistest"
 	"go.uber.org/goleak"
 )
 
-// TestFloor runs the floor's closed loop briefly on an in-memory Redis: every
+// TestFloor runs the floor's closed loop briefly on a real Redis: every
 // call is answered with its own params (a reply matched to another request is
 // an error), its workers stop and its keys are gone afterwards. Speed is not
 // asserted.
 func TestFloor(t *testing.T) {
-	defer goleak.VerifyNone(t)
-	mr, err := miniredis.Run()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mr.Close() // before goleak looks
+	r := redistest.StartSingle(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // the container's own goroutines are older
+	rdb := r.Client()
+	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cfg := Config{Floor: true, RedisURL: "redis://" + mr.Addr() + "/0", Concurrency: 4, Duration: 200 * time.Millisecond}.Defaults()
+	cfg := Config{Floor: true, RedisURL: r.URL(), Concurrency: 4, Duration: 200 * time.Millisecond}.Defaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -33,8 +31,8 @@ func TestFloor(t *testing.T) {
 	if res.Calls == 0 || res.Errors != 0 || res.OK != res.Calls {
 		t.Fatalf("floor: %d calls, %d ok, errors %v", res.Calls, res.OK, res.ErrorCodes)
 	}
-	if keys := mr.Keys(); len(keys) != 0 {
-		t.Errorf("keys left behind: %v", keys)
+	if keys, err := rdb.Keys(ctx, "*").Result(); err != nil || len(keys) != 0 {
+		t.Errorf("keys left behind: %v %v", keys, err)
 	}
 }
 
