@@ -109,6 +109,18 @@ func (e *protoEnv) read(consumer string, n int) []Delivery {
 	return ds
 }
 
+// takenMany registers e.h, opens a reply stream for a new edge, enqueues n
+// calls replying to it and reads them as consumer.
+func (e *protoEnv) takenMany(consumer string, n int) (edge string, ds []Delivery) {
+	e.t.Helper()
+	e.register(e.h, HandlerSettings{})
+	edge = e.edge()
+	for range n {
+		e.enqueue(e.newCall(e.h, edge), EnqueueOptions{})
+	}
+	return edge, e.read(consumer, n)
+}
+
 // answerBatch settles ds, answered by consumer, in one answer script run
 // (as the answer batcher sends calls finished together), and returns which
 // were settled.
@@ -620,12 +632,7 @@ var protocolCases = []protocolCase{
 		e.want("pending", e.pending(), 0)
 	}},
 	{"answer/one batch among the consumer's other calls: only its own settle", func(t *testing.T, e *protoEnv) {
-		e.register(e.h, HandlerSettings{})
-		edge := e.edge()
-		for range 10 {
-			e.enqueue(e.newCall(e.h, edge), EnqueueOptions{})
-		}
-		ds := e.read("a", 10)
+		edge, ds := e.takenMany("a", 10)
 		// calls 0, 5 and 9 in one script run: the range 0..9 holds the
 		// consumer's 7 others, within the cap (12)
 		settled := e.answerBatch("a", &ds[9], &ds[0], &ds[5])
@@ -634,24 +641,14 @@ var protocolCases = []protocolCase{
 		e.want("replies", len(e.replies(edge)), 3)
 	}},
 	{"answer/one batch whose range holds more than the cap: each still checked", func(t *testing.T, e *protoEnv) {
-		e.register(e.h, HandlerSettings{})
-		edge := e.edge()
-		for range 20 {
-			e.enqueue(e.newCall(e.h, edge), EnqueueOptions{})
-		}
-		ds := e.read("a", 20)
+		_, ds := e.takenMany("a", 20)
 		// 2 calls, cap 8, 20 pending in their range: the last is past the cap
 		settled := e.answerBatch("a", &ds[0], &ds[19])
 		e.want("settled", fmt.Sprint(settled), "[true true]")
 		e.want("pending", e.pending(), 18)
 	}},
 	{"answer/one batch with a call claimed away: the others settle, it does not", func(t *testing.T, e *protoEnv) {
-		e.register(e.h, HandlerSettings{})
-		edge := e.edge()
-		for range 3 {
-			e.enqueue(e.newCall(e.h, edge), EnqueueOptions{})
-		}
-		ds := e.read("a", 3)
+		edge, ds := e.takenMany("a", 3)
 		_, err := e.rdb.XClaim(e.ctx, &redis.XClaimArgs{Stream: callsKey(e.h), Group: Group, Consumer: "b", Messages: []string{ds[1].StreamID}}).Result()
 		e.noErr("claim by b", err)
 		settled := e.answerBatch("a", &ds[0], &ds[1], &ds[2])

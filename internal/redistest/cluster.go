@@ -82,13 +82,7 @@ func StartCluster(t testing.TB) *Cluster {
 		t.Fatalf("start redis cluster: %v", err)
 	}
 	t.Logf("redis cluster %v ready in %s", c.Addrs, time.Since(start).Round(time.Millisecond))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), terminateTimeout)
-		defer cancel()
-		if err := c.Terminate(ctx); err != nil {
-			t.Errorf("terminate redis cluster: %v", err)
-		}
-	})
+	terminateAtCleanup(t, "redis cluster", c.Terminate)
 	return c
 }
 

@@ -386,3 +386,15 @@ func waitPing(ctx context.Context, timeout time.Duration, addrs []string) error 
 		return nil
 	})
 }
+
+// terminateAtCleanup calls terminate in t.Cleanup, within terminateTimeout,
+// and fails the test if it fails.
+func terminateAtCleanup(t testing.TB, what string, terminate func(context.Context) error) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), terminateTimeout)
+		defer cancel()
+		if err := terminate(ctx); err != nil {
+			t.Errorf("terminate %s: %v", what, err)
+		}
+	})
+}

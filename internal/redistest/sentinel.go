@@ -53,13 +53,7 @@ func StartSentinel(t testing.TB) *Sentinel {
 		t.Fatalf("start redis sentinel: %v", err)
 	}
 	t.Logf("redis sentinel %v ready in %s", s.SentinelAddrs, time.Since(start).Round(time.Millisecond))
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), terminateTimeout)
-		defer cancel()
-		if err := s.Terminate(ctx); err != nil {
-			t.Errorf("terminate redis sentinel: %v", err)
-		}
-	})
+	terminateAtCleanup(t, "redis sentinel", s.Terminate)
 	return s
 }
 

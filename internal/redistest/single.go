@@ -40,13 +40,7 @@ func StartSingle(t testing.TB) *Single {
 	if err != nil {
 		t.Fatalf("start redis: %v", err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), terminateTimeout)
-		defer cancel()
-		if err := s.Terminate(ctx); err != nil {
-			t.Errorf("terminate redis: %v", err)
-		}
-	})
+	terminateAtCleanup(t, "redis", s.Terminate)
 	return s
 }
 
