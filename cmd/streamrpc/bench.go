@@ -229,6 +229,12 @@ func printReport(w io.Writer, rep *bench.Report) {
 	}
 	procs(&rep.Result)
 	procs(rep.Baseline)
+	procs(rep.Floor)
+	if f := rep.Floor; f != nil && len(f.Procs) > 0 && f.CPUPerCall > 0 {
+		// The floor's callers and workers run in this process: its cpu/call
+		// is theirs (and the load's), Redis's is beside it.
+		fmt.Fprintf(w, "floor, this process and Redis together: %s per call\n", fmtUS(f.CPUPerCall+f.ProcsPerCall()))
+	}
 	if b := rep.Baseline; b != nil && len(b.Procs) > 0 && len(rep.Result.Procs) > 0 && b.ProcsPerCall() > 0 {
 		fmt.Fprintf(w, "cpu/call, all processes measured ÷ the baseline echo's: %.2f×\n", rep.Result.ProcsPerCall()/b.ProcsPerCall())
 	}

@@ -230,7 +230,12 @@ func measureFloor(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Warmup > 0 {
 		load(ctx, cfg, f, cfg.Warmup, "floor")
 	}
+	// Redis's CPU per call (INFO cpu) beside this process's: the floor's
+	// whole cost, to set beside the edge's, the consumer's and Redis's.
+	redisCPU := newProcWatch(nil, f.callers)
+	redisCPU.start(ctx)
 	res := load(ctx, cfg, f, cfg.Duration, "floor")
+	res.Procs = redisCPU.finish(ctx, res.Calls)
 	if err := f.stop(); err != nil {
 		return res, err
 	}

@@ -11,8 +11,8 @@ import (
 
 // TestFloor runs the floor's closed loop briefly on a real Redis: every
 // call is answered with its own params (a reply matched to another request is
-// an error), its workers stop and its keys are gone afterwards. Speed is not
-// asserted.
+// an error), Redis's CPU is read around it, its workers stop and its keys are
+// gone afterwards. Speed is not asserted.
 func TestFloor(t *testing.T) {
 	r := redistest.StartSingle(t)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent()) // the container's own goroutines are older
@@ -30,6 +30,9 @@ func TestFloor(t *testing.T) {
 	}
 	if res.Calls == 0 || res.Errors != 0 || res.OK != res.Calls {
 		t.Fatalf("floor: %d calls, %d ok, errors %v", res.Calls, res.OK, res.ErrorCodes)
+	}
+	if len(res.Procs) != 1 || res.Procs[0].Name != "redis" || res.Procs[0].Err != "" || res.Procs[0].CPUPerCall <= 0 {
+		t.Errorf("floor's Redis CPU per call: %+v, want one reading above 0", res.Procs)
 	}
 	if keys, err := rdb.Keys(ctx, "*").Result(); err != nil || len(keys) != 0 {
 		t.Errorf("keys left behind: %v %v", keys, err)
