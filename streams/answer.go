@@ -22,19 +22,18 @@ import (
 // trip (see docs/scaling.md for what it costs).
 //
 // A call is settled only if it is still pending for this consumer (XPENDING
-// names its owner; it is acked at once). The batch is checked with one
-// XPENDING over the range of its entry ids, filtered to this consumer and
-// capped at 4 entries per call (the range also holds the consumer's other
-// calls in flight): a call not in a capped answer is checked on its own. So
-// the check is one command per batch, not one per call. One that is not was settled by
+// names its owner; it is acked at once). One that is not was settled by
 // another consumer after a redelivery, or claimed by another consumer when
 // this one was declared dead (it stopped heartbeating: a SIGSTOP, a long GC
 // pause, a partition) and woke up late: its reply is dropped here, and not
 // published, so a caller never gets a second reply, and the run that now
-// holds the call settles it. Settled entries are then deleted, so the
-// stream's length is the backlog. Stats are not written
-// here: the recorder adds them up and writes them a few times a second (see
-// recorder.go).
+// holds the call settles it. The check is one XPENDING per batch, not per
+// call: over the range of the batch's entry ids, filtered to this consumer,
+// capped at 4 entries per call (the range also holds the consumer's other
+// calls in flight); a call absent from a capped answer is checked on its own.
+// Settled entries are then deleted, so the stream's length is the backlog.
+// Stats are not written here: the recorder adds them up and writes them a
+// few times a second (see recorder.go).
 //
 //	KEYS[1] calls stream, KEYS[1+c] call c's result key,
 //	KEYS[1+n+e] reply stream of edge e (1-based), when the replies go here
