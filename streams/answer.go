@@ -191,15 +191,16 @@ const answerPendingPerCall = 4
 func entryRange(ops []*answerOp) (low, high string) {
 	var lo, hi streamID
 	for i, o := range ops {
-		id, ok := parseStreamID(o.d.entryID())
+		entry := o.d.entryID()
+		id, ok := parseStreamID(entry)
 		if !ok {
 			return "-", "+"
 		}
 		if i == 0 || id.less(lo) {
-			lo, low = id, o.d.entryID()
+			lo, low = id, entry
 		}
 		if i == 0 || hi.less(id) {
-			hi, high = id, o.d.entryID()
+			hi, high = id, entry
 		}
 	}
 	return low, high
