@@ -139,6 +139,20 @@ func (p *costProbe) calls() []*Call {
 	return calls
 }
 
+// replies reads the answered batches' replies off the edge's reply stream,
+// one entry (one batch) per read, as the edge's XREAD does.
+func (p *costProbe) replies() {
+	after := p.replyMarker()
+	p.step("reply-µs/call", func() {
+		var err error
+		var rs []Reply
+		rs, after, err = p.c.ReadReplies(context.Background(), costEdge, after, 1, -1)
+		if err != nil || len(rs) != p.batch {
+			p.b.Fatalf("replies %d of %d: %v", len(rs), p.batch, err)
+		}
+	})
+}
+
 // replyMarker is the id of the reply stream's first entry, which opened it.
 func (p *costProbe) replyMarker() string {
 	es, err := p.rdb.XRangeN(context.Background(), replyKey(costEdge), "-", "+", 1).Result()
@@ -197,15 +211,7 @@ func (p *costProbe) protocol(b *testing.B) {
 			b.Fatal("answer: not settled")
 		}
 	})
-	after := p.replyMarker()
-	p.step("reply-µs/call", func() {
-		var err error
-		var rs []Reply
-		rs, after, err = p.c.ReadReplies(ctx, costEdge, after, 1, -1)
-		if err != nil || len(rs) != p.batch {
-			b.Fatalf("replies %d of %d: %v", len(rs), p.batch, err)
-		}
-	})
+	p.replies()
 }
 
 // commandsOnly: the same commands in plain pipelines, no script and no
@@ -250,13 +256,5 @@ func (p *costProbe) commandsOnly(b *testing.B) {
 			b.Fatal(err)
 		}
 	})
-	after := p.replyMarker()
-	p.step("reply-µs/call", func() {
-		var err error
-		var rs []Reply
-		rs, after, err = p.c.ReadReplies(ctx, costEdge, after, 1, -1)
-		if err != nil || len(rs) != p.batch {
-			b.Fatalf("replies %d of %d: %v", len(rs), p.batch, err)
-		}
-	})
+	p.replies()
 }
