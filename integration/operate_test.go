@@ -317,10 +317,13 @@ func TestOperateRunningDelayedDead(t *testing.T) {
 			if i == 2 {
 				m = "refund"
 			}
-			ids = append(ids, asyncCall(t, st.url, "/rpc/billing/"+m, fmt.Sprintf(`{"n":%d}`, i)))
-		}
-		for _, id := range ids {
+			// One at a time: dead letters are listed in the order the
+			// calls died, which is the order of the calls only if each
+			// dies before the next is made (run at once, the refund can
+			// fail before a charge).
+			id := asyncCall(t, st.url, "/rpc/billing/"+m, fmt.Sprintf(`{"n":%d}`, i))
 			waitState(t, st.url, id, "dead")
+			ids = append(ids, id)
 		}
 		p1 := listCalls(t, st.url, "billing", "state=dead&limit=2")
 		if p1.Total != 3 || len(p1.Calls) != 2 || p1.Next == "" || p1.Calls[0].DeadLetter == nil || p1.Calls[0].LastError != "card declined" {
